@@ -1,0 +1,181 @@
+//! Database access shared by the notification bus and the meta service.
+//!
+//! One SQL code path for SQLite and PostgreSQL goes through sqlx's `Any` driver: queries use `$1`
+//! placeholders (both engines accept them), times are stored as integer microseconds since the
+//! Unix epoch and JSON as text. DDL differs per engine and lives in `migrations/sqlite` and
+//! `migrations/postgres`, embedded into the binary and applied by [`Db::connect`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, ConnectOptions};
+
+pub mod testing;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database url {url:?} is not supported: use sqlite:PATH or postgres://…")]
+    UnsupportedUrl { url: String },
+    #[error("cannot connect to database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot apply migrations to {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The engine named by a connection URL.
+    pub fn of_url(url: &str) -> Result<Self, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl { url: url.into() })
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `sqlite:PATH` (created when missing) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl DbConfig {
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A migrated connection pool and the engine behind it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Db {
+    /// Connects, creating the SQLite file if needed, and applies all migrations.
+    pub async fn connect(config: &DbConfig) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(&config.url)?;
+        let connect_err = |source| Error::Connect {
+            url: redact(&config.url),
+            source,
+        };
+        let url = match backend {
+            Backend::Sqlite if !config.url.contains('?') => format!("{}?mode=rwc", config.url),
+            _ => config.url.clone(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(connect_err)?
+            .disable_statement_logging();
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; NORMAL sync is durable across
+                    // process crashes (the WAL is fsynced at checkpoints).
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(|source| Error::Migrate {
+            url: redact(&config.url),
+            source,
+        })?;
+        tracing::debug!(backend = backend.name(), "database ready");
+        Ok(Self { pool, backend })
+    }
+
+    /// `true` when a trivial query succeeds (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// The URL without its password, for logs and errors.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact("postgres://u:secret@host/db"),
+            "postgres://u:***@host/db"
+        );
+        assert_eq!(redact("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db");
+    }
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(Backend::of_url("sqlite:x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgres://127.0.0.1/test").unwrap(),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,2 @@
+//! AI Flow meta service: projects, datasets, workflows and their runs, models, metrics,
+//! artifacts and lineage.

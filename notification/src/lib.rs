@@ -1,0 +1,1 @@
+//! AI Flow notification service: durable events and replay-then-live listening.

@@ -1,0 +1,1 @@
+//! AI Flow scheduler: rule engine, execution state machines, triggers and executors.
