@@ -54,7 +54,7 @@ enum Cleanup {
 /// A minimal temporary directory (removed on drop) so the crate needs no extra dependency.
 mod tempfile_dir {
     #[derive(Debug)]
-    pub struct TempDir(pub std::path::PathBuf);
+    pub(super) struct TempDir(pub(super) std::path::PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -117,10 +117,11 @@ impl Drop for TestDb {
                     .expect("runtime");
                 rt.block_on(async {
                     if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                                .execute(&mut admin)
-                                .await;
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
                     }
                 });
             })
