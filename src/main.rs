@@ -1,1 +1,47 @@
-fn main() {}
+//! `aiflow`: the AI Flow command line and server.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+use cli::{Ctx, Output};
+
+/// AI Flow: an event-driven workflow scheduler for machine-learning pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "aiflow", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    /// Server to talk to.
+    #[arg(long, global = true, env = "AIFLOW_URL", default_value = aiflow_sdk::client::DEFAULT_URL)]
+    server: String,
+    /// API token (sent as `Authorization: Bearer`).
+    #[arg(long, global = true, env = "AIFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format (default: table on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    output: Option<Output>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  aiflow graph validate dags/online_learning.json
+  aiflow graph translate dags/online_learning.json -o workflow.json
+  aiflow graph render dags/online_learning.json --format svg > graph.svg";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, translate and draw AI graphs (offline).
+    #[command(subcommand)]
+    Graph(cli::graph::GraphCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx::new(cli.server, cli.token, cli.output);
+    let result = match cli.command {
+        Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
+    };
+    cli::finish(result)
+}

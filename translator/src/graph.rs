@@ -213,3 +213,69 @@ impl AiGraph {
         s
     }
 }
+
+impl EventCondition {
+    /// Matches events whose key matches `key` (`*` is a wildcard).
+    #[must_use]
+    pub fn key(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ..Self::default()
+        }
+    }
+
+    /// … and whose type is `event_type`.
+    #[must_use]
+    pub fn of_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+
+    /// … in namespace `namespace`.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// … whose value is `value`.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// … sent by `sender`.
+    #[must_use]
+    pub fn sender(mut self, sender: impl Into<String>) -> Self {
+        self.sender = Some(sender.into());
+        self
+    }
+}
+
+impl From<EventCondition> for Condition {
+    fn from(e: EventCondition) -> Self {
+        Condition::Event(e)
+    }
+}
+
+impl Condition {
+    /// Met when every part has been met since the rule last fired.
+    pub fn all_of<C: Into<Condition>>(parts: impl IntoIterator<Item = C>) -> Self {
+        Condition::AllOf(parts.into_iter().map(Into::into).collect())
+    }
+
+    /// Met when any part is met.
+    pub fn any_of<C: Into<Condition>>(parts: impl IntoIterator<Item = C>) -> Self {
+        Condition::AnyOf(parts.into_iter().map(Into::into).collect())
+    }
+
+    /// Met when the job holding `node` reaches `status`.
+    #[must_use]
+    pub fn job_status(node: impl Into<String>, status: StatusCondition) -> Self {
+        Condition::JobStatus(JobStatusCondition {
+            node: node.into(),
+            status,
+        })
+    }
+}

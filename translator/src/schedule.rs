@@ -64,8 +64,17 @@ pub fn parse_cron(expr: &str) -> Result<Schedule, String> {
             "invalid cron expression {expr:?}: expected 5 fields (minute hour day month weekday) or 6–7 with seconds first, found {n}"
         ));
     }
-    Schedule::from_str(&normalize_cron(expr))
-        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+    Schedule::from_str(&normalize_cron(expr)).map_err(|e| {
+        // The crate's message repeats the expression with a caret line; keep the reason only.
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && *l != "^")
+            .unwrap_or("not a cron expression")
+            .to_string();
+        format!("invalid cron expression {expr:?}: {reason}")
+    })
 }
 
 /// Parses an IANA time zone name such as `Europe/Paris` or `UTC`.

@@ -45,7 +45,7 @@ pub fn translate(graph: &AiGraph) -> Result<Workflow, ValidationErrors> {
     let index = index_nodes(graph, &mut p);
     let data = DataGraph::build(graph, &index, &mut p);
     let order = data.topological_order();
-    let jobs = build_jobs(graph, &data, &order, &mut p);
+    let jobs = build_jobs(graph, &data, &order, &index, &mut p);
 
     let job_of_node = |name: &str| -> Option<&str> {
         index.get(name).map(|&i| jobs[data.job_of[i]].name.as_str())
@@ -300,7 +300,13 @@ fn find_cycle(graph: &DiGraph<(), usize>, scc: &[NodeIndex]) -> (usize, Vec<usiz
 }
 
 /// Merges the executor settings of each job's nodes and names the jobs.
-fn build_jobs(ai: &AiGraph, data: &DataGraph, order: &[usize], p: &mut Problems) -> Vec<Job> {
+fn build_jobs(
+    ai: &AiGraph,
+    data: &DataGraph,
+    order: &[usize],
+    index: &HashMap<&str, usize>,
+    p: &mut Problems,
+) -> Vec<Job> {
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); data.job_count];
     for &i in order {
         members[data.job_of[i]].push(i);
@@ -310,7 +316,11 @@ fn build_jobs(ai: &AiGraph, data: &DataGraph, order: &[usize], p: &mut Problems)
     for nodes in &members {
         let job = merge_job(ai, nodes, p);
         let first = nodes[0];
+        // A job named after a duplicate node was reported with that node already.
+        let duplicate = index.get(job.name.as_str()).is_some_and(|&i| i != first)
+            && ai.nodes[first].name == job.name;
         match names.entry(job.name.clone()) {
+            Entry::Occupied(_) if duplicate => {}
             Entry::Occupied(other) => {
                 let other_first = members[*other.get()][0];
                 p.push(

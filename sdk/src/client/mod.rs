@@ -1,0 +1,203 @@
+//! Typed HTTP client of the AI Flow API.
+//!
+//! Route groups add their methods in `impl Client` blocks of their own modules.
+
+use aiflow_api::{ApiError, ErrorBody};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The server the SDK talks to when nothing says otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Errors of SDK calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{status}: {error}")]
+    Api { status: u16, error: ApiError },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach {url}: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+    /// The graph or request was rejected before sending.
+    #[error(transparent)]
+    Invalid(#[from] aiflow_translator::ValidationErrors),
+}
+
+impl Error {
+    /// The HTTP status of an API error.
+    #[must_use]
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one AI Flow server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    #[must_use]
+    pub fn new(base_url: impl Into<String>) -> Self {
+        let base = base_url.into().trim_end_matches('/').to_string();
+        Self {
+            base,
+            token: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client configured as a running job is: `AIFLOW_URL` (default
+    /// `http://127.0.0.1:8080`) and `AIFLOW_TOKEN`.
+    #[must_use]
+    pub fn from_env() -> Self {
+        let url = std::env::var("AIFLOW_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
+        let client = Self::new(url);
+        match std::env::var("AIFLOW_TOKEN") {
+            Ok(t) if !t.is_empty() => client.with_token(t),
+            _ => client,
+        }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The server's base URL.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The full URL of an API path (`/events` → `http://…/api/v1/events`).
+    #[must_use]
+    pub fn api_url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.base, path)
+    }
+
+    /// A request to an API path with authentication set.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, self.api_url(path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends a request and decodes a JSON answer, turning error bodies into [`Error::Api`].
+    pub async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, Error> {
+        let resp = self.send_raw(rb).await?;
+        let url = resp.url().to_string();
+        let bytes = resp.bytes().await.map_err(|source| Error::Connect {
+            url: url.clone(),
+            source,
+        })?;
+        // An empty body (204) decodes as JSON null, so `()` and `Option<T>` work.
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(body).map_err(|e| Error::Decode {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Sends a request; a non-success status becomes [`Error::Api`].
+    pub async fn send_raw(&self, rb: RequestBuilder) -> Result<reqwest::Response, Error> {
+        let url = self.base.clone();
+        let resp = rb
+            .send()
+            .await
+            .map_err(|source| Error::Connect { url, source })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| ApiError::new(code_of(status), text.trim().to_string()));
+        Err(Error::Api {
+            status: status.as_u16(),
+            error,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &(impl Serialize + ?Sized),
+    ) -> Result<T, Error> {
+        self.send(self.request(Method::GET, path).query(query))
+            .await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, Error> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, Error> {
+        self.send(self.request(Method::PATCH, path).json(body))
+            .await
+    }
+
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, Error> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), Error> {
+        self.send_raw(self.request(Method::DELETE, path)).await?;
+        Ok(())
+    }
+}
+
+fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_argument",
+        401 => "unauthenticated",
+        403 => "permission_denied",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        _ => "internal",
+    }
+}
+
+/// Escapes one path segment (names may hold `.` and `-`, never `/`, but be safe).
+#[must_use]
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! Command-line front ends of each part. Each submodule owns one command group.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+pub(crate) mod graph;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+}
+
+/// What every command gets: where the server is and how to print.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) server: String,
+    pub(crate) token: Option<String>,
+    pub(crate) output: Output,
+}
+
+impl Ctx {
+    pub(crate) fn new(server: String, token: Option<String>, output: Option<Output>) -> Self {
+        let output = output.unwrap_or(if std::io::stdout().is_terminal() {
+            Output::Table
+        } else {
+            Output::Json
+        });
+        Self {
+            server,
+            token,
+            output,
+        }
+    }
+
+    /// An SDK client for `--server` and `--token`.
+    #[allow(dead_code)]
+    pub(crate) fn client(&self) -> aiflow_sdk::Client {
+        let c = aiflow_sdk::Client::new(&self.server);
+        match &self.token {
+            Some(t) => c.with_token(t),
+            None => c,
+        }
+    }
+
+    /// Prints `value` as JSON, or as the table `table` renders.
+    #[allow(dead_code)]
+    pub(crate) fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T) -> String) {
+        match self.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serialisable output")
+            ),
+            Output::Table => print!("{}", table(value)),
+        }
+    }
+}
+
+/// A failed command: `Usage` exits 2, everything else 1.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    /// Bad usage (exit code 2).
+    #[allow(dead_code)]
+    Usage(String),
+    /// The operation failed (exit code 1); the lines after the first give details.
+    Failed(String, Vec<String>),
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        // One readable line: the error and its causes joined.
+        let msg = e
+            .chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        CliError::Failed(msg, Vec::new())
+    }
+}
+
+impl From<aiflow_sdk::Error> for CliError {
+    fn from(e: aiflow_sdk::Error) -> Self {
+        CliError::Failed(e.to_string(), Vec::new())
+    }
+}
+
+pub(crate) type CliResult = Result<(), CliError>;
+
+/// Prints a failure on stderr and picks the exit code.
+pub(crate) fn finish(result: CliResult) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(m, details)) => {
+            eprintln!("error: {m}");
+            for d in details {
+                eprintln!("  {d}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A tokio runtime for commands that talk to the server.
+#[allow(dead_code)]
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
