@@ -22,8 +22,8 @@ pub(crate) enum GraphCmd {
     Translate {
         file: PathBuf,
         /// Write the workflow here instead of standard output.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
+        #[arg(short = 'o', long = "out", value_name = "OUT")]
+        out: Option<PathBuf>,
     },
     /// Draw an AI graph as Graphviz DOT or as SVG (drawn here, no external program).
     #[command(
@@ -34,8 +34,8 @@ pub(crate) enum GraphCmd {
         #[arg(long, value_enum, default_value = "svg")]
         format: RenderFormat,
         /// Write the drawing here instead of standard output.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
+        #[arg(short = 'o', long = "out", value_name = "OUT")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -66,16 +66,16 @@ pub(crate) fn run(cmd: GraphCmd, ctx: &Ctx) -> CliResult {
             }
             Ok(())
         }
-        GraphCmd::Translate { file, output } => {
+        GraphCmd::Translate { file, out } => {
             let workflow = read_document(&file)?
                 .into_workflow()
                 .map_err(|e| invalid(&file, e))?;
-            write_out(output.as_deref(), &workflow.to_json_pretty())
+            write_out(out.as_deref(), &workflow.to_json_pretty())
         }
         GraphCmd::Render {
             file,
             format,
-            output,
+            out,
         } => {
             let doc = read_document(&file)?;
             let Document::Graph(graph) = doc else {
@@ -92,7 +92,7 @@ pub(crate) fn run(cmd: GraphCmd, ctx: &Ctx) -> CliResult {
                 RenderFormat::Dot => render::dot(&graph, &workflow),
                 RenderFormat::Svg => render::svg(&graph, &workflow),
             };
-            write_out(output.as_deref(), &text)
+            write_out(out.as_deref(), &text)
         }
     }
 }
