@@ -5,6 +5,7 @@
 //! wire format cannot drift apart.
 
 pub mod error;
+pub mod meta;
 pub mod page;
 
 pub use error::{ApiError, ErrorBody};

@@ -1,0 +1,118 @@
+//! The one error type of the meta service and its mapping to HTTP answers.
+
+use aiflow_api::server::HttpError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Errors of the meta service. Messages are lower-case and name the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A malformed request part (bad cursor, bad tag URI, bad query value): 400.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// Well-formed but unacceptable content (bad name, non-object properties): 422.
+    #[error("{message}")]
+    Unprocessable { field: String, message: String },
+    /// The request names something that does not exist (a project, a job execution): 422.
+    #[error("{message}")]
+    UnknownReference { field: String, message: String },
+    /// The addressed thing does not exist: 404.
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+    /// The change clashes with what is stored (duplicate name, illegal stage move): 409.
+    #[error("{message}")]
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("event bus: {0}")]
+    Bus(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unknown(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::UnknownReference {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            what,
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Unprocessable { .. } | Self::UnknownReference { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Db(_) | Self::Bus(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        let status = e.status();
+        match e {
+            Error::Invalid { field, message } => HttpError::invalid(field, message),
+            Error::Unprocessable { field, message } => {
+                HttpError::new(status, "invalid_argument", message).field(field)
+            }
+            Error::UnknownReference { field, message } => {
+                HttpError::new(status, "unknown_reference", message).field(field)
+            }
+            e @ Error::NotFound { .. } => HttpError::not_found(e.to_string()),
+            Error::Conflict { field, message } => {
+                let err = HttpError::conflict(message);
+                match field {
+                    Some(f) => err.field(f),
+                    None => err,
+                }
+            }
+            e @ (Error::Db(_) | Error::Bus(_)) => {
+                tracing::error!(error = %e, "meta service failure");
+                HttpError::internal("internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}

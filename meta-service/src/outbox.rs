@@ -1,0 +1,85 @@
+//! The relay that publishes outbox rows to the event bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiflow_notification::EventBus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Store;
+use crate::error::{Error, Result};
+
+/// How often the relay looks for rows even without a wake-up (rows committed by another
+/// process, or left behind by a crash or a bus outage).
+const POLL: Duration = Duration::from_secs(2);
+const BATCH: i64 = 256;
+
+/// Publishes every unsent outbox row once, oldest first; returns how many were published.
+/// Each event carries the idempotency key `meta-outbox-<id>`, so a crash between publishing
+/// and marking the row sent only leads to a harmless re-publish.
+pub async fn relay_once(store: &Store, bus: &dyn EventBus) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let rows = store.pending_outbox(BATCH).await?;
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        for row in &rows {
+            let event = bus
+                .publish(row.to_event())
+                .await
+                .map_err(|e| Error::Bus(e.to_string()))?;
+            store.mark_outbox_sent(row.id, event.offset.0).await?;
+            tracing::debug!(outbox = row.id, key = %row.key, event_type = %row.event_type, offset = event.offset.0, "meta event published");
+            total += 1;
+        }
+    }
+}
+
+/// Runs the relay until `shutdown` turns `true`: publishes at start (recovering rows left by
+/// a crash), after every commit that wrote outbox rows, and every couple of seconds.
+pub fn spawn_outbox_relay(
+    store: Store,
+    bus: Arc<dyn EventBus>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let notify = store.outbox_notify.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match relay_once(&store, bus.as_ref()).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(published = n, "meta events relayed");
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "meta event relay failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                () = notify.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::debug!("meta event relay stopped");
+    })
+}
