@@ -1,0 +1,264 @@
+//! HTTP routes of the events resource, relative to `/api/v1`: `POST /events`, `GET /events`,
+//! `GET /events/count`, `GET /events/stream` (Server-Sent Events).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiflow_api::event::{EventCount, EventQuery};
+use aiflow_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use aiflow_api::server::{HttpError, decode_json};
+use aiflow_api::{ErrorBody, Event, NewEvent, Offset, Page};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::EventBus;
+
+/// Largest `POST /events` body (a batch of many events): 64 MiB.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Most events in one `POST /events`.
+const MAX_BATCH: usize = 10_000;
+
+/// Settings of the routes.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Interval of the `: heartbeat` comments of `GET /events/stream` (default 15 s).
+    pub heartbeat: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    bus: Arc<dyn EventBus>,
+    config: Arc<HttpConfig>,
+}
+
+/// The events routes (relative to `/api/v1`) with default settings.
+pub fn routes(bus: Arc<dyn EventBus>) -> OpenApiRouter {
+    routes_with(bus, HttpConfig::default())
+}
+
+/// The events routes (relative to `/api/v1`).
+pub fn routes_with(bus: Arc<dyn EventBus>, config: HttpConfig) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(publish_events, list_events))
+        .routes(routes!(count_events))
+        .routes(routes!(stream_events))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(AppState {
+            bus,
+            config: Arc::new(config),
+        })
+}
+
+/// One event or an array of events (published atomically, in order).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PublishBody {
+    One(NewEvent),
+    Many(Vec<NewEvent>),
+}
+
+/// The stored event, or the stored events in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PublishAnswer {
+    One(Event),
+    Many(Vec<Event>),
+}
+
+/// Publishes one event or a batch (all or none). An event whose `idempotency_key` is already
+/// stored is not stored again; the stored event is returned.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    request_body = PublishBody,
+    responses(
+        (status = 201, description = "stored", body = PublishAnswer),
+        (status = 400, description = "invalid event; `field` names it", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 422, description = "wrong type in the body", body = ErrorBody),
+        (status = 503, description = "the bus is unavailable", body = ErrorBody),
+    )
+)]
+async fn publish_events(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let events: Vec<NewEvent> = decode_json(&body)?;
+        if events.len() > MAX_BATCH {
+            return Err(HttpError::invalid(
+                "body",
+                format!(
+                    "a batch holds at most {MAX_BATCH} events, this one {}",
+                    events.len()
+                ),
+            ));
+        }
+        let stored = state.bus.publish_batch(events).await?;
+        Ok((StatusCode::CREATED, Json(stored)).into_response())
+    } else {
+        let event: NewEvent = decode_json(&body)?;
+        let stored = state.bus.publish(event).await?;
+        Ok((StatusCode::CREATED, Json(stored)).into_response())
+    }
+}
+
+fn query_of(q: Result<Query<EventQuery>, QueryRejection>) -> Result<EventQuery, HttpError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| HttpError::invalid("query", e.body_text()))
+}
+
+fn after_of(q: &EventQuery) -> Result<Offset, HttpError> {
+    let after = match (&q.cursor, q.after) {
+        (Some(c), _) => c
+            .parse::<Offset>()
+            .map_err(|e| HttpError::invalid("cursor", format!("cursor: {e}")))?,
+        (None, Some(a)) if a < 0 => {
+            return Err(HttpError::invalid("after", "after must not be negative"));
+        }
+        (None, Some(a)) => Offset(a),
+        (None, None) => Offset(0),
+    };
+    Ok(after)
+}
+
+/// Stored events matching the filter with offset > `after` (or after `cursor`), oldest first.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(EventQuery),
+    responses(
+        (status = 200, description = "a page of events", body = Page<Event>),
+        (status = 400, description = "bad query; `field` names it", body = ErrorBody),
+    )
+)]
+async fn list_events(
+    State(state): State<AppState>,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Json<Page<Event>>, HttpError> {
+    let q = query_of(query)?;
+    let after = after_of(&q)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(HttpError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let items = state.bus.list(&q.filter(), after, limit as usize).await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|e| e.offset.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// How many stored events match the filter (with offset > `after`).
+#[utoipa::path(
+    get,
+    path = "/events/count",
+    tag = "events",
+    params(EventQuery),
+    responses(
+        (status = 200, description = "the count", body = EventCount),
+        (status = 400, description = "bad query; `field` names it", body = ErrorBody),
+    )
+)]
+async fn count_events(
+    State(state): State<AppState>,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Json<EventCount>, HttpError> {
+    let q = query_of(query)?;
+    let after = after_of(&q)?;
+    let count = state.bus.count(&q.filter(), after).await?;
+    Ok(Json(EventCount { count }))
+}
+
+/// Follows events as Server-Sent Events: each `data:` is an event as JSON and its `id:` the
+/// offset. Starts after `Last-Event-ID` (a reconnecting client), else at `from` (inclusive),
+/// else after `after`, else with the next new event. Comments (`: heartbeat`) keep idle
+/// connections open.
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    tag = "events",
+    params(
+        EventQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this offset"),
+    ),
+    responses(
+        (status = 200, description = "an endless `text/event-stream` of events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "bad query; `field` names it", body = ErrorBody),
+    )
+)]
+async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, HttpError> {
+    let q = query_of(query)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<Offset>().ok())
+                .ok_or_else(|| {
+                    HttpError::invalid("Last-Event-ID", "Last-Event-ID must be an offset")
+                })
+        })
+        .transpose()?;
+    let after = match (last_event_id, q.from) {
+        (Some(id), _) => id,
+        (None, Some(from)) if from < 0 => {
+            return Err(HttpError::invalid("from", "from must not be negative"));
+        }
+        (None, Some(from)) => Offset((from - 1).max(0)),
+        (None, None) if q.after.is_some() || q.cursor.is_some() => after_of(&q)?,
+        (None, None) => state.bus.latest_offset().await?,
+    };
+    let filter = q.filter();
+    tracing::debug!(after = after.0, ?filter, "event stream opened");
+    let events = state.bus.subscribe(filter, after).await?;
+    // An error is told to the client (`event: error`) and ends the stream; the client resumes
+    // with `Last-Event-ID`.
+    let stream = events.scan(false, |failed, item| {
+        if *failed {
+            return futures::future::ready(None);
+        }
+        let ev = match item {
+            Ok(e) => sse::Event::default()
+                .id(e.offset.to_string())
+                .data(serde_json::to_string(&e).unwrap_or_default()),
+            Err(err) => {
+                tracing::warn!(error = %err, "event stream failed");
+                *failed = true;
+                sse::Event::default().event("error").data(err.to_string())
+            }
+        };
+        futures::future::ready(Some(Ok::<_, Infallible>(ev)))
+    });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(state.config.heartbeat)
+            .text("heartbeat"),
+    ))
+}
