@@ -240,6 +240,11 @@ async fn stream_events(
     let events = state.bus.subscribe(filter, after).await?;
     // An error is told to the client (`event: error`) and ends the stream; the client resumes
     // with `Last-Event-ID`.
+    // First an `id:` without data: a client that loses the connection before any event
+    // resumes from here (EventSource keeps it as its last event id).
+    let start = futures::stream::once(futures::future::ready(Ok::<_, Infallible>(
+        sse::Event::default().id(after.to_string()),
+    )));
     let stream = events.scan(false, |failed, item| {
         if *failed {
             return futures::future::ready(None);
@@ -256,7 +261,7 @@ async fn stream_events(
         };
         futures::future::ready(Some(Ok::<_, Infallible>(ev)))
     });
-    Ok(Sse::new(stream).keep_alive(
+    Ok(Sse::new(start.chain(stream)).keep_alive(
         KeepAlive::new()
             .interval(state.config.heartbeat)
             .text("heartbeat"),

@@ -2,8 +2,12 @@
 #![warn(clippy::must_use_candidate)]
 
 pub mod client;
+pub mod listener;
+pub mod publisher;
 pub mod graph;
 
 pub use aiflow_api as api;
 pub use aiflow_translator as translator;
 pub use client::{Client, Error};
+pub use listener::Listener;
+pub use publisher::{PublishError, Publisher, PublisherConfig};

@@ -2,6 +2,10 @@
 //!
 //! Route groups add their methods in `impl Client` blocks of their own modules.
 
+pub mod events;
+
+pub use events::Events;
+
 use aiflow_api::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
