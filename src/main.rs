@@ -35,6 +35,9 @@ enum Command {
     /// Check, translate and draw AI graphs (offline).
     #[command(subcommand)]
     Graph(cli::graph::GraphCmd),
+    /// Send, list and watch events.
+    #[command(subcommand)]
+    Event(cli::event::EventCmd),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let ctx = Ctx::new(cli.server, cli.token, cli.output);
     let result = match cli.command {
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
+        Command::Event(cmd) => cli::event::run(cmd, &ctx),
     };
     cli::finish(result)
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+pub(crate) mod event;
 pub(crate) mod graph;
 
 /// How results are printed.
