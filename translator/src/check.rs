@@ -10,6 +10,15 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Longest event key or namespace, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
 
+/// The fast path of [`check_name`]: `true` when the name is fine.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
 /// Names of workflows, nodes and jobs: 1–128 of `A-Z a-z 0-9 _ - .`, so they fit in URLs,
 /// file names and NATS subjects as they are.
 pub(crate) fn check_name(name: &str, what: &str, location: &str, p: &mut Problems) -> bool {
@@ -19,15 +28,14 @@ pub(crate) fn check_name(name: &str, what: &str, location: &str, p: &mut Problem
         Some(format!(
             "{what} {name:?} is longer than {MAX_NAME_LEN} characters"
         ))
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        Some(format!(
-            "{what} {name:?} has the character {c:?}; use letters, digits, '_', '-' and '.'"
-        ))
     } else {
-        None
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map(|c| {
+                format!(
+                    "{what} {name:?} has the character {c:?}; use letters, digits, '_', '-' and '.'"
+                )
+            })
     };
     match problem {
         Some(m) => {
@@ -74,37 +82,37 @@ pub(crate) fn check_event_condition(ev: &EventCondition, location: &str, p: &mut
 }
 
 /// Executor settings that are wrong whatever job they end up in.
-pub(crate) fn check_job_spec(spec: &JobSpec, location: &str, p: &mut Problems) {
+pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut Problems) {
     if let Some(name) = &spec.name {
-        check_name(name, "job name", &format!("{location}.name"), p);
+        check_name(name, "job name", &format!("{}.name", loc()), p);
     }
     if spec.command.first().is_some_and(String::is_empty) {
-        p.push(format!("{location}.command[0]"), "program name is empty");
+        p.push(format!("{}.command[0]", loc()), "program name is empty");
     }
     if spec.timeout_s == Some(0) {
         p.push(
-            format!("{location}.timeout_s"),
+            format!("{}.timeout_s", loc()),
             "timeout must be at least 1 second",
         );
     }
     if spec.queue.as_deref() == Some("") {
-        p.push(format!("{location}.queue"), "queue name is empty");
+        p.push(format!("{}.queue", loc()), "queue name is empty");
     }
-    if let Some(q) = &spec.queue {
-        check_name(q, "queue name", &format!("{location}.queue"), p);
+    if let Some(q) = spec.queue.as_ref().filter(|q| !q.is_empty()) {
+        check_name(q, "queue name", &format!("{}.queue", loc()), p);
     }
     if let Some(dir) = &spec.working_dir
         && dir.is_empty()
     {
         p.push(
-            format!("{location}.working_dir"),
+            format!("{}.working_dir", loc()),
             "working directory is empty",
         );
     }
     for k in spec.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             p.push(
-                format!("{location}.env"),
+                format!("{}.env", loc()),
                 format!("environment variable name {k:?} is invalid"),
             );
         }
@@ -113,7 +121,7 @@ pub(crate) fn check_job_spec(spec: &JobSpec, location: &str, p: &mut Problems) {
         && !(cpus.is_finite() && cpus > 0.0)
     {
         p.push(
-            format!("{location}.resources.cpus"),
+            format!("{}.resources.cpus", loc()),
             format!("cpus must be a positive number, got {cpus}"),
         );
     }

@@ -208,6 +208,9 @@ fn layers(n: usize, arrows: &[Arrow]) -> Vec<usize> {
             done[u] = true;
             placed += 1;
             for &v in &out[u] {
+                if done[v] || indegree[v] == 0 {
+                    continue; // an arrow back into a placed vertex, or one already ready
+                }
                 layer[v] = layer[v].max(layer[u] + 1);
                 indegree[v] -= 1;
                 if indegree[v] == 0 {

@@ -13,7 +13,8 @@ use petgraph::unionfind::UnionFind;
 use petgraph::visit::EdgeRef;
 
 use crate::check::{
-    check_event_condition, check_job_spec, check_key, check_name, check_trigger, unknown_word,
+    check_event_condition, check_job_spec, check_key, check_name, check_trigger, is_plain_name,
+    unknown_word,
 };
 use crate::graph::{Action, AiGraph, Condition, Life, Op, StatusCondition};
 use crate::problem::{Problems, ValidationErrors};
@@ -133,11 +134,13 @@ fn unknown_node(name: &str) -> String {
 fn index_nodes<'g>(graph: &'g AiGraph, p: &mut Problems) -> HashMap<&'g str, usize> {
     let mut index = HashMap::with_capacity(graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
-        let loc = format!("nodes[{i}]");
-        check_name(&node.name, "node name", &format!("{loc}.name"), p);
+        let loc = || format!("nodes[{i}]");
+        if !is_plain_name(&node.name) {
+            check_name(&node.name, "node name", &format!("{}.name", loc()), p);
+        }
         match index.entry(node.name.as_str()) {
             Entry::Occupied(first) => p.push(
-                format!("{loc}.name"),
+                format!("{}.name", loc()),
                 format!(
                     "duplicate node name {:?} (first declared at nodes[{}])",
                     node.name,
@@ -149,9 +152,15 @@ fn index_nodes<'g>(graph: &'g AiGraph, p: &mut Problems) -> HashMap<&'g str, usi
             }
         }
         if !node.op.is_known() {
-            unknown_word("op", node.op.as_str(), Op::KNOWN, format!("{loc}.op"), p);
+            unknown_word(
+                "op",
+                node.op.as_str(),
+                Op::KNOWN,
+                format!("{}.op", loc()),
+                p,
+            );
         }
-        check_job_spec(&node.job, &format!("{loc}.job"), p);
+        check_job_spec(&node.job, || format!("{}.job", loc()), p);
     }
     index
 }
@@ -176,14 +185,14 @@ impl DataGraph {
         let mut components = UnionFind::<usize>::new(n);
         let mut has_cycle = false;
         for (k, edge) in ai.data_edges.iter().enumerate() {
-            let loc = format!("data_edges[{k}]");
+            let loc = || format!("data_edges[{k}]");
             let from = index.get(edge.from.as_str()).copied();
             let to = index.get(edge.to.as_str()).copied();
             if from.is_none() {
-                p.push(format!("{loc}.from"), unknown_node(&edge.from));
+                p.push(format!("{}.from", loc()), unknown_node(&edge.from));
             }
             if to.is_none() {
-                p.push(format!("{loc}.to"), unknown_node(&edge.to));
+                p.push(format!("{}.to", loc()), unknown_node(&edge.to));
             }
             let (Some(a), Some(b)) = (from, to) else {
                 continue;
@@ -191,7 +200,7 @@ impl DataGraph {
             if a == b {
                 has_cycle = true;
                 p.push(
-                    loc,
+                    loc(),
                     format!(
                         "data edges form a cycle: {0} -> {0} (a node cannot read its own output)",
                         edge.from

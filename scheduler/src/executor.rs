@@ -1,0 +1,413 @@
+//! The local process executor: runs a job attempt's commands (argv, no shell unless asked) one
+//! after another in their own process group, with the job's environment, stdout and stderr into
+//! one log file per attempt; kills the whole group on timeout or stop (SIGTERM, then SIGKILL after
+//! a grace period).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::io::Write as _;
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+/// Everything needed to run one attempt of one job.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub workflow: String,
+    pub execution: String,
+    pub job: String,
+    pub attempt: u32,
+    /// Commands run in order; the attempt fails at the first that fails.
+    pub commands: Vec<Vec<String>>,
+    /// The job's own environment plus the `AIFLOW_*` variables (see INTERFACE.md).
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    /// Where stdout and stderr go (appended).
+    pub log_path: PathBuf,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// A command exited non-zero, died of a signal, or could not start.
+    Failed {
+        message: String,
+    },
+    /// The attempt ran past its timeout and was killed.
+    TimedOut,
+    /// Stopped on request.
+    Stopped,
+}
+
+/// A running attempt: stop it, or wait for its end.
+#[derive(Debug)]
+pub struct RunningJob {
+    /// Process id of the command running first (also its process group id).
+    pub pid: Option<u32>,
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<Outcome>,
+}
+
+impl RunningJob {
+    /// Asks the attempt to stop (SIGTERM to its process group, SIGKILL after the grace period).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// A handle that can stop the attempt from elsewhere.
+    #[must_use]
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Waits for the attempt to end.
+    pub async fn wait(self) -> Outcome {
+        self.done.await.unwrap_or(Outcome::Failed {
+            message: "the executor task ended without an outcome".into(),
+        })
+    }
+}
+
+/// Runs jobs as local processes.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Default for LocalExecutor {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LocalExecutor {
+    /// Starts the attempt in the background. Fails only when the log file cannot be opened;
+    /// a command that cannot start fails the attempt with a message in its log.
+    pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
+        if let Some(dir) = spec.log_path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel();
+        let (pid_tx, pid_rx) = oneshot::channel();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            let outcome = run_attempt(spec, log, stop_rx, grace, pid_tx).await;
+            let _ = done_tx.send(outcome);
+        });
+        let pid = pid_rx.await.ok().flatten();
+        Ok(RunningJob {
+            pid,
+            stop: stop_tx,
+            done: done_rx,
+        })
+    }
+}
+
+async fn run_attempt(
+    spec: LaunchSpec,
+    log: std::fs::File,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    pid_tx: oneshot::Sender<Option<u32>>,
+) -> Outcome {
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut pid_tx = Some(pid_tx);
+    for (i, argv) in spec.commands.iter().enumerate() {
+        let header = format!(
+            "[aiflow] {} attempt {} command {}/{}: {}\n",
+            spec.job,
+            spec.attempt,
+            i + 1,
+            spec.commands.len(),
+            shell_words(argv)
+        );
+        note(&log, header.as_bytes());
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log file handle")))
+            .stderr(Stdio::from(log.try_clone().expect("log file handle")))
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!("cannot start {program:?}: {e}");
+                note(&log, format!("[aiflow] {message}\n").as_bytes());
+                if let Some(tx) = pid_tx.take() {
+                    let _ = tx.send(None);
+                }
+                return Outcome::Failed { message };
+            }
+        };
+        let pid = child.id();
+        if let Some(tx) = pid_tx.take() {
+            let _ = tx.send(pid);
+        }
+        let pgid = pid.map(|p| Pid::from_raw(p as i32));
+        let sleep_until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep_until_deadline);
+        let ended = tokio::select! {
+            status = child.wait() => Ok(status),
+            _ = &mut sleep_until_deadline => Err(Outcome::TimedOut),
+            _ = stop.wait_for(|s| *s) => Err(Outcome::Stopped),
+        };
+        match ended {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => {
+                let message = match status.code() {
+                    Some(code) => format!("{program:?} exited with code {code}"),
+                    None => format!("{program:?} was killed by a signal"),
+                };
+                note(&log, format!("[aiflow] {message}\n").as_bytes());
+                kill_group(pgid, Signal::SIGKILL);
+                return Outcome::Failed { message };
+            }
+            Ok(Err(e)) => {
+                return Outcome::Failed {
+                    message: format!("waiting for {program:?} failed: {e}"),
+                };
+            }
+            Err(outcome) => {
+                let why = if outcome == Outcome::TimedOut {
+                    "timed out"
+                } else {
+                    "stop requested"
+                };
+                note(
+                    &log,
+                    format!("[aiflow] {why}: SIGTERM to the process group\n").as_bytes(),
+                );
+                kill_group(pgid, Signal::SIGTERM);
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    note(
+                        &log,
+                        b"[aiflow] still running after the grace period: SIGKILL\n",
+                    );
+                }
+                // Children that ignored SIGTERM, or outlived their parent, go too.
+                kill_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                return outcome;
+            }
+        }
+        // Children left behind by a command that exited are not part of the job any more.
+        kill_group(pgid, Signal::SIGKILL);
+    }
+    if let Some(tx) = pid_tx.take() {
+        let _ = tx.send(None);
+    }
+    Outcome::Succeeded
+}
+
+/// Appends one line of the executor's own to the attempt's log (a small, fast write).
+fn note(log: &std::fs::File, bytes: &[u8]) {
+    let mut log = log;
+    let _ = log.write_all(bytes);
+}
+
+fn kill_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (group already gone) is the usual, harmless answer.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
+                && !a.is_empty()
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, commands: Vec<Vec<&str>>) -> LaunchSpec {
+        LaunchSpec {
+            workflow: "wf".into(),
+            execution: "e1".into(),
+            job: "j".into(),
+            attempt: 1,
+            commands: commands
+                .into_iter()
+                .map(|c| c.into_iter().map(String::from).collect())
+                .collect(),
+            env: [("AIFLOW_JOB".to_string(), "j".to_string())].into(),
+            working_dir: Some(dir.to_path_buf()),
+            timeout: None,
+            log_path: dir.join("logs/j-1.log"),
+        }
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir()
+            .join(format!("aiflow-exec-{}", std::process::id()))
+            .join(
+                format!("{:?}", std::time::Instant::now()).replace([' ', '{', '}', ':', ','], ""),
+            );
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn commands_run_in_order_with_env_and_log() {
+        let dir = tempdir();
+        let s = spec(
+            &dir,
+            vec![
+                vec!["sh", "-c", "echo first $AIFLOW_JOB; echo oops >&2"],
+                vec!["sh", "-c", "echo second; pwd"],
+            ],
+        );
+        let log = s.log_path.clone();
+        let out = LocalExecutor::default()
+            .launch(s)
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert_eq!(out, Outcome::Succeeded);
+        let text = std::fs::read_to_string(log).unwrap();
+        let first = text.find("first j").expect("first output");
+        let second = text.find("second").expect("second output");
+        assert!(first < second, "{text}");
+        assert!(text.contains("oops"), "stderr goes to the same log: {text}");
+        assert!(
+            text.contains(dir.to_str().unwrap()),
+            "runs in working dir: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_stops_the_sequence_and_names_the_code() {
+        let dir = tempdir();
+        let s = spec(
+            &dir,
+            vec![vec!["sh", "-c", "exit 3"], vec!["sh", "-c", "echo never"]],
+        );
+        let log = s.log_path.clone();
+        let out = LocalExecutor::default()
+            .launch(s)
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert!(
+            matches!(&out, Outcome::Failed { message } if message.contains("code 3")),
+            "{out:?}"
+        );
+        assert!(!std::fs::read_to_string(log).unwrap().contains("never"));
+    }
+
+    #[tokio::test]
+    async fn missing_program_fails_with_a_clear_message() {
+        let dir = tempdir();
+        let s = spec(&dir, vec![vec!["/no/such/program-aiflow"]]);
+        let log = s.log_path.clone();
+        let out = LocalExecutor::default()
+            .launch(s)
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert!(
+            matches!(&out, Outcome::Failed { message } if message.contains("cannot start")),
+            "{out:?}"
+        );
+        assert!(
+            std::fs::read_to_string(log)
+                .unwrap()
+                .contains("cannot start")
+        );
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempdir();
+        let marker = dir.join("child-alive");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let mut s = spec(&dir, vec![vec!["sh", "-c", &script]]);
+        s.timeout = Some(Duration::from_millis(300));
+        let exec = LocalExecutor {
+            grace: Duration::from_millis(200),
+        };
+        let started = std::time::Instant::now();
+        let out = exec.launch(s).await.unwrap().wait().await;
+        assert_eq!(out, Outcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            !marker.exists(),
+            "the background child was killed with its group"
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_sends_sigterm_then_sigkill() {
+        let dir = tempdir();
+        let mut s = spec(
+            &dir,
+            vec![vec!["sh", "-c", "trap '' TERM; echo ready; sleep 30"]],
+        );
+        s.timeout = None;
+        let log = s.log_path.clone();
+        let exec = LocalExecutor {
+            grace: Duration::from_millis(300),
+        };
+        let job = exec.launch(s).await.unwrap();
+        assert!(job.pid.is_some());
+        let mut ready = false;
+        for _ in 0..500 {
+            ready = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("\nready\n");
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ready, "the job printed ready");
+        job.stop();
+        let out = job.wait().await;
+        assert_eq!(out, Outcome::Stopped);
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("SIGKILL"), "{text}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Validation and translation, case by case.
+
+use aiflow_translator::{
+    Action, Document, RuleCondition, StatusCondition, ValidationErrors, WorkflowTrigger, translate,
+    validate,
+};
+use serde_json::json;
+
+use crate::graph;
+
+fn locations(e: &ValidationErrors) -> Vec<&str> {
+    e.problems.iter().map(|p| p.location.as_str()).collect()
+}
+
+fn cmd() -> serde_json::Value {
+    json!({"command": ["true"]})
+}
+
+#[test]
+fn cycle_duplicate_and_bad_cron_are_all_reported() {
+    let g = graph(json!({
+        "name": "bad",
+        "nodes": [
+            {"name": "a", "job": cmd()}, {"name": "b"}, {"name": "c"}, {"name": "a", "job": cmd()}
+        ],
+        "data_edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "c", "to": "a"}],
+        "triggers": [{"cron": "0 99 * * *"}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("nodes[3].name: duplicate node name \"a\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("data edges form a cycle: a -> b -> c -> a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("triggers[0].cron: invalid cron expression"),
+        "{text}"
+    );
+    assert_eq!(e.problems.len(), 3, "{text}");
+}
+
+#[test]
+fn unknown_references_and_words_name_their_place() {
+    let g = graph(json!({
+        "name": "refs",
+        "nodes": [{"name": "a", "op": "dance", "job": cmd()}],
+        "data_edges": [{"from": "a", "to": "ghost"}],
+        "control_edges": [
+            {"to": "nobody", "action": "JUMP", "life": "SOMETIMES",
+             "condition": {"all_of": [
+                {"event": {"key": ""}},
+                {"job_status": {"node": "phantom", "status": "DONE"}}
+             ]}}
+        ],
+        "triggers": [{"cron": "* * * * *", "timezone": "Mars/Olympus"}, {"interval_s": 0}, {}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let locs = locations(&e);
+    for expected in [
+        "nodes[0].op",
+        "data_edges[0].to",
+        "control_edges[0].to",
+        "control_edges[0].action",
+        "control_edges[0].life",
+        "control_edges[0].condition.all_of[0].event.key",
+        "control_edges[0].condition.all_of[1].job_status.node",
+        "control_edges[0].condition.all_of[1].job_status.status",
+        "triggers[0].timezone",
+        "triggers[1].interval_s",
+        "triggers[2]",
+    ] {
+        assert!(locs.contains(&expected), "missing {expected} in {locs:?}");
+    }
+}
+
+#[test]
+fn conflicting_executor_settings_in_one_job() {
+    let g = graph(json!({
+        "name": "conflict",
+        "nodes": [
+            {"name": "a", "job": {"command": ["x"], "timeout_s": 60, "env": {"K": "1"}}},
+            {"name": "b", "job": {"timeout_s": 90, "env": {"K": "2"}, "queue": "gpu"}},
+            {"name": "c", "job": {"queue": "cpu"}}
+        ],
+        "data_edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("nodes[1].job.timeout_s: timeout_s 90 conflicts with 60 set by node \"a\""),
+        "{text}"
+    );
+    assert!(text.contains("nodes[1].job.env.K"), "{text}");
+    assert!(text.contains("nodes[2].job.queue"), "{text}");
+}
+
+#[test]
+fn job_without_command_and_streaming_with_two() {
+    let g = graph(json!({
+        "name": "cmds",
+        "nodes": [
+            {"name": "a"},
+            {"name": "s1", "job": {"command": ["x"], "streaming": true}},
+            {"name": "s2", "job": {"command": ["y"]}}
+        ],
+        "data_edges": [{"from": "s1", "to": "s2"}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let locs = locations(&e);
+    assert!(locs.contains(&"nodes[0].job.command"), "{locs:?}");
+    assert!(locs.contains(&"nodes[1].job.streaming"), "{locs:?}");
+}
+
+#[test]
+fn components_become_jobs_in_data_order() {
+    let g = graph(json!({
+        "name": "order",
+        "nodes": [
+            {"name": "c", "job": {"command": ["c"]}},
+            {"name": "a", "job": {"command": ["a"], "retries": 3}},
+            {"name": "b", "job": {"command": ["b"], "retries": 3}},
+            {"name": "x", "job": {"command": ["x"], "name": "solo"}}
+        ],
+        "data_edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
+        "control_edges": [
+            {"to": "x", "action": "START", "condition": {"job_status": {"node": "b", "status": "SUCCEEDED"}}}
+        ]
+    }));
+    let wf = translate(&g).unwrap();
+    assert_eq!(wf.jobs.len(), 2);
+    let abc: Vec<&str> = wf.jobs[0].nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(abc, ["a", "b", "c"]);
+    assert_eq!(
+        wf.jobs[0].name, "a",
+        "named after its first node in data order"
+    );
+    assert_eq!(wf.jobs[0].retries, 3);
+    assert_eq!(wf.jobs[0].commands().count(), 3);
+    assert_eq!(wf.jobs[1].name, "solo");
+    assert_eq!(wf.rules.len(), 1);
+    assert_eq!(wf.rules[0].job, "solo");
+    assert_eq!(wf.rules[0].action, Action::Start);
+    match &wf.rules[0].condition {
+        RuleCondition::JobStatus(s) => {
+            assert_eq!(s.job, "a", "job_status names the job holding node b");
+            assert_eq!(s.status, StatusCondition::Succeeded);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn triggers_are_parsed() {
+    let g = graph(json!({
+        "name": "trig",
+        "nodes": [{"name": "a", "job": cmd()}],
+        "triggers": [
+            {"cron": "30 2 * * 0", "timezone": "Europe/Paris", "catchup": "latest"},
+            {"interval_s": 60},
+            {"event": {"key": "dataset/raw/*"}, "delay_s": 5},
+            {"all_of": [{"cron": "0 * * * *"}, {"event": {"key": "x"}}]}
+        ]
+    }));
+    let wf = translate(&g).unwrap();
+    assert!(
+        matches!(&wf.triggers[0], WorkflowTrigger::Cron { schedule, timezone, .. }
+        if schedule == "0 30 2 * * 1" && timezone == "Europe/Paris")
+    );
+    assert!(matches!(
+        &wf.triggers[1],
+        WorkflowTrigger::Interval { interval_s: 60 }
+    ));
+    assert!(matches!(
+        &wf.triggers[2],
+        WorkflowTrigger::Event { delay_s: 5, .. }
+    ));
+    assert!(matches!(&wf.triggers[3], WorkflowTrigger::AllOf { all_of } if all_of.len() == 2));
+}
+
+#[test]
+fn syntax_and_type_errors_name_their_place() {
+    let e = Document::parse("{\"name\": \"x\", \"nodes\": [").unwrap_err();
+    assert!(e.problems[0].location.starts_with("line 1"), "{e}");
+    let e =
+        Document::parse(r#"{"name": "x", "nodes": [{"name": "a", "job": {"timeout_s": "soon"}}]}"#)
+            .unwrap_err();
+    assert_eq!(e.problems[0].location, "nodes[0].job.timeout_s", "{e}");
+    let e = Document::parse(r#"{"name": "x", "nodes": [], "colour": 1}"#).unwrap_err();
+    assert!(e.problems[0].message.contains("colour"), "{e}");
+}
+
+#[test]
+fn workflow_documents_round_trip_and_are_checked() {
+    let g = graph(json!({
+        "name": "wf",
+        "nodes": [{"name": "a", "job": cmd()}, {"name": "b", "job": cmd()}],
+        "control_edges": [{"to": "b", "action": "START", "condition": {"job_status": {"node": "a", "status": "SUCCEEDED"}}}]
+    }));
+    let wf = translate(&g).unwrap();
+    let text = wf.to_json_pretty();
+    let back = Document::parse(&text).unwrap().into_workflow().unwrap();
+    assert_eq!(back, wf);
+    // A rule naming an unknown job is reported.
+    let mut broken: serde_json::Value = serde_json::from_str(&text).unwrap();
+    broken["rules"][0]["job"] = json!("zzz");
+    broken["rules"][0]["condition"]["job_status"]["job"] = json!("yyy");
+    let e = Document::from_value(broken)
+        .unwrap()
+        .into_workflow()
+        .unwrap_err();
+    let locs = locations(&e);
+    assert!(locs.contains(&"rules[0].job"), "{locs:?}");
+    assert!(
+        locs.contains(&"rules[0].condition.job_status.job"),
+        "{locs:?}"
+    );
+}
+
+#[test]
+fn translation_snapshot_of_the_example_shape() {
+    let g = graph(json!({
+        "name": "snap",
+        "project": "demo",
+        "nodes": [
+            {"name": "ingest", "op": "ingest", "job": {"command": ["sh", "-c", "echo ingest"], "env": {"B": "2", "A": "1"}}},
+            {"name": "train", "op": "train", "job": {"command": ["train"]}},
+            {"name": "serve", "op": "predict", "job": {"command": ["serve"], "streaming": true}}
+        ],
+        "data_edges": [{"from": "ingest", "to": "train"}],
+        "control_edges": [{"to": "serve", "action": "RESTART", "condition": {"event": {"key": "model/x", "event_type": "MODEL_DEPLOYED"}}}],
+        "triggers": [{"cron": "0 */6 * * *", "timezone": "UTC"}]
+    }));
+    insta::assert_snapshot!(translate(&g).unwrap().to_json_pretty());
+}
