@@ -29,5 +29,7 @@ fn example_translates_into_the_expected_jobs_and_rules() {
     assert_eq!(nodes, ["ingest", "featurise"]);
     assert!(wf.job("predictor").unwrap().streaming);
     assert_eq!(wf.rules.len(), 4);
-    assert!(matches!(&wf.triggers[0], WorkflowTrigger::Cron { schedule, .. } if schedule == "0 0 */6 * * *"));
+    assert!(
+        matches!(&wf.triggers[0], WorkflowTrigger::Cron { schedule, .. } if schedule == "0 0 */6 * * *")
+    );
 }

@@ -72,11 +72,7 @@ pub(crate) fn run(cmd: GraphCmd, ctx: &Ctx) -> CliResult {
                 .map_err(|e| invalid(&file, e))?;
             write_out(out.as_deref(), &workflow.to_json_pretty())
         }
-        GraphCmd::Render {
-            file,
-            format,
-            out,
-        } => {
+        GraphCmd::Render { file, format, out } => {
             let doc = read_document(&file)?;
             let Document::Graph(graph) = doc else {
                 return Err(CliError::Failed(
