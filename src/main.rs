@@ -38,6 +38,21 @@ enum Command {
     /// Send, list and watch events.
     #[command(subcommand)]
     Event(cli::event::EventCmd),
+    /// Projects in the meta service.
+    #[command(subcommand)]
+    Project(cli::meta::ProjectCmd),
+    /// Datasets and their versions.
+    #[command(subcommand)]
+    Dataset(cli::meta::DatasetCmd),
+    /// Models, versions (create, list, promote) and aliases.
+    #[command(subcommand)]
+    Model(cli::meta::ModelCmd),
+    /// Metrics and their points (log, list).
+    #[command(subcommand)]
+    Metric(cli::meta::MetricCmd),
+    /// Artifacts (files with a uri, kind, sha256 and size).
+    #[command(subcommand)]
+    Artifact(cli::meta::ArtifactCmd),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +61,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
         Command::Event(cmd) => cli::event::run(cmd, &ctx),
+        Command::Project(cmd) => cli::meta::run_project(cmd, &ctx),
+        Command::Dataset(cmd) => cli::meta::run_dataset(cmd, &ctx),
+        Command::Model(cmd) => cli::meta::run_model(cmd, &ctx),
+        Command::Metric(cmd) => cli::meta::run_metric(cmd, &ctx),
+        Command::Artifact(cmd) => cli::meta::run_artifact(cmd, &ctx),
     };
     cli::finish(result)
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 pub(crate) mod event;
 pub(crate) mod graph;
+pub(crate) mod meta;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,6 +9,7 @@ mod metrics;
 mod models;
 mod openapi;
 mod outbox;
+mod sdk;
 
 use aiflow_db::testing::TestDb;
 use aiflow_meta::Store;

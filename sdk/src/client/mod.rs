@@ -2,6 +2,8 @@
 //!
 //! Route groups add their methods in `impl Client` blocks of their own modules.
 
+mod meta;
+
 pub mod events;
 
 pub use events::Events;
