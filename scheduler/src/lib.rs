@@ -1,16 +1,91 @@
 //! AI Flow scheduler: rule engine, execution state machines, triggers and executors.
 //!
 //! The core is pure: [`state`] holds the state machines with their allowed transitions,
-//! [`rules`] evaluates job rules against signals and decides what a fired action does. The I/O
-//! around it (consuming the bus, persisting state with the offset, running processes) builds on
-//! these functions.
+//! [`rules`] evaluates job rules against signals and decides what a fired action does.
+//! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
+//! its routes.
 
 pub mod executor;
+pub mod http;
 pub mod rules;
+pub mod service;
 pub mod state;
+
+use aiflow_api::server::HttpError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 pub use executor::{LaunchSpec, LocalExecutor, Outcome, RunningJob};
 pub use rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, initial_jobs, outcome,
 };
+pub use service::{Scheduler, SchedulerConfig, Submitted};
 pub use state::{JobState, WorkflowState};
+
+/// Errors of the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The submitted document is invalid (every problem listed).
+    #[error(transparent)]
+    Invalid(aiflow_translator::ValidationErrors),
+    #[error(transparent)]
+    Meta(#[from] aiflow_meta::Error),
+    /// The request clashes with the current state (paused workflow, finished execution).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("event bus: {0}")]
+    Bus(String),
+    #[error("the scheduler is not running")]
+    Stopped,
+}
+
+impl Error {
+    pub(crate) fn bus(e: aiflow_notification::Error) -> Self {
+        Error::Bus(e.to_string())
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(v) => {
+                let first = v
+                    .problems
+                    .first()
+                    .map(|p| p.location.clone())
+                    .unwrap_or_default();
+                let message = v
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                HttpError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_argument",
+                    message,
+                )
+                .field(first)
+            }
+            Error::Meta(m) => HttpError::from(m),
+            Error::Conflict(m) => HttpError::conflict(m),
+            Error::Stopped => HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the scheduler is not running",
+            ),
+            other => {
+                tracing::error!(error = %other, "scheduler request failed");
+                HttpError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}

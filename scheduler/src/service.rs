@@ -1,0 +1,927 @@
+//! The scheduler service: one loop that owns every running execution, fed by the event bus,
+//! by API calls and by the executor. Job state changes are stored, published as `JOB_STATUS`
+//! events and evaluated against the execution's rules; rule decisions start, stop or restart
+//! jobs through the local executor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiflow_api::meta::WorkflowExecutionInfo;
+use aiflow_api::{Event, EventFilter, NewEvent, Offset};
+use aiflow_meta::{NewJobExecution, NewWorkflowExecution, NewWorkflowVersion, Store};
+use aiflow_notification::EventBus;
+use aiflow_translator::{Document, Workflow};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use crate::rules::{
+    Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
+    outcome, trigger_events,
+};
+use crate::state::{JobState, WorkflowState};
+
+/// The sender name on events the scheduler publishes.
+pub const SENDER: &str = "aiflow-scheduler";
+/// Event type of job state changes.
+pub const JOB_STATUS: &str = "JOB_STATUS";
+/// Event type of workflow execution state changes.
+pub const WORKFLOW_STATUS: &str = "WORKFLOW_STATUS";
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Job logs go to `<data_dir>/logs/<execution>/<job>-<attempt>.log`.
+    pub data_dir: PathBuf,
+    /// `AIFLOW_URL` given to jobs.
+    pub server_url: String,
+    /// SIGTERM → SIGKILL grace period.
+    pub stop_grace: Duration,
+}
+
+/// What a submit did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub workflow: String,
+    pub version: i64,
+    /// `false` when the document equals the latest version (nothing stored).
+    pub created: bool,
+}
+
+enum Command {
+    Start {
+        workflow: String,
+        trigger: serde_json::Value,
+        event: Option<Event>,
+        reply: oneshot::Sender<Result<WorkflowExecutionInfo, Error>>,
+    },
+    Stop {
+        execution: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Event(Event),
+    JobEnded {
+        execution: String,
+        job: String,
+        attempt: u32,
+        outcome: Outcome,
+    },
+    Retry {
+        execution: String,
+        job: String,
+        attempt: u32,
+    },
+    Reload,
+}
+
+/// A cheap handle to the scheduler loop.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Command>,
+    store: Store,
+    config: Arc<SchedulerConfig>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Starts the loop and the bus subscription (from the last committed offset).
+    pub async fn start(
+        store: Store,
+        bus: Arc<dyn EventBus>,
+        config: SchedulerConfig,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(Scheduler, JoinHandle<()>), Error> {
+        let (tx, rx) = mpsc::channel(4096);
+        let config = Arc::new(config);
+        let committed = load_offset(&store).await?;
+        let from = if committed == Offset(0) {
+            bus.latest_offset().await.map_err(Error::bus)?
+        } else {
+            committed
+        };
+        let mut events = bus
+            .subscribe(EventFilter::default(), from)
+            .await
+            .map_err(Error::bus)?;
+        let feed = tx.clone();
+        let mut feed_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    next = events.next() => match next {
+                        Some(Ok(e)) => {
+                            if feed.send(Command::Event(e)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "event subscription failed");
+                            break;
+                        }
+                        None => break,
+                    },
+                    () = until_shutdown(&mut feed_shutdown) => break,
+                }
+            }
+        });
+        let mut core = Core {
+            store: store.clone(),
+            bus,
+            executor: LocalExecutor {
+                grace: config.stop_grace,
+            },
+            config: config.clone(),
+            tx: tx.clone(),
+            executions: HashMap::new(),
+            triggers: Vec::new(),
+        };
+        core.reload_triggers().await;
+        let handle = tokio::spawn(async move {
+            let mut rx = rx;
+            loop {
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(cmd) => core.handle(cmd).await,
+                        None => break,
+                    },
+                    () = until_shutdown(&mut shutdown) => break,
+                }
+            }
+            tracing::info!(
+                running = core.executions.len(),
+                "scheduler stopped; running jobs keep their processes until the server exits"
+            );
+        });
+        Ok((Scheduler { tx, store, config }, handle))
+    }
+
+    /// Stores a new version of a workflow from an AI graph or workflow document; an unchanged
+    /// document stores nothing.
+    pub async fn submit(&self, doc: serde_json::Value) -> Result<Submitted, Error> {
+        let parsed = Document::from_value(doc.clone()).map_err(Error::Invalid)?;
+        let graph = matches!(parsed, Document::Graph(_)).then_some(doc);
+        let workflow = parsed.into_workflow().map_err(Error::Invalid)?;
+        let workflow_json = serde_json::to_value(&workflow).expect("workflow serialises");
+        if let Ok(info) = self.store.get_workflow(&workflow.name).await
+            && info.latest_version > 0
+            && let Ok(latest) = self
+                .store
+                .get_workflow_version(&workflow.name, info.latest_version)
+                .await
+            && latest.workflow_doc == workflow_json
+        {
+            return Ok(Submitted {
+                workflow: workflow.name,
+                version: info.latest_version,
+                created: false,
+            });
+        }
+        let stored = self
+            .store
+            .submit_workflow_version(&NewWorkflowVersion {
+                name: workflow.name.clone(),
+                project: workflow.project.clone(),
+                namespace: Some(workflow.namespace.clone()),
+                description: workflow.description.clone(),
+                graph,
+                workflow: workflow_json,
+            })
+            .await?;
+        let _ = self.tx.send(Command::Reload).await;
+        Ok(Submitted {
+            workflow: stored.workflow,
+            version: stored.version,
+            created: true,
+        })
+    }
+
+    /// Starts an execution of the latest version of `workflow`.
+    pub async fn start_execution(
+        &self,
+        workflow: &str,
+        trigger: serde_json::Value,
+    ) -> Result<WorkflowExecutionInfo, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Start {
+            workflow: workflow.to_string(),
+            trigger,
+            event: None,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Stops a running execution: its running jobs get SIGTERM, waiting jobs never start.
+    pub async fn stop_execution(&self, execution: &str) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stop {
+            execution: execution.to_string(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Asks the loop to reread workflow triggers (after pause, resume or delete).
+    pub async fn reload(&self) {
+        let _ = self.tx.send(Command::Reload).await;
+    }
+
+    /// The log file of one attempt.
+    #[must_use]
+    pub fn log_path(&self, execution: &str, job: &str, attempt: u32) -> PathBuf {
+        log_path(&self.config, execution, job, attempt)
+    }
+
+    /// The meta store the scheduler writes to.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.send(cmd).await.map_err(|_| Error::Stopped)
+    }
+}
+
+async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn log_path(config: &SchedulerConfig, execution: &str, job: &str, attempt: u32) -> PathBuf {
+    config
+        .data_dir
+        .join("logs")
+        .join(execution)
+        .join(format!("{job}-{attempt}.log"))
+}
+
+const OFFSET_KEY: &str = "scheduler.committed_offset";
+
+async fn load_offset(store: &Store) -> Result<Offset, Error> {
+    let v: Option<String> = sqlx::query_scalar("SELECT v FROM aiflow_kv WHERE k = $1")
+        .bind(OFFSET_KEY)
+        .fetch_optional(&store.db().pool)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?;
+    Ok(v.and_then(|s| s.parse().ok()).unwrap_or_default())
+}
+
+async fn save_offset(store: &Store, offset: Offset) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
+    )
+    .bind(OFFSET_KEY)
+    .bind(offset.0.to_string())
+    .bind(Utc::now().timestamp_micros())
+    .execute(&store.db().pool)
+    .await
+    .map_err(|e| Error::Store(e.to_string()))?;
+    Ok(())
+}
+
+struct JobRt {
+    state: JobState,
+    attempt: u32,
+    row: Option<String>,
+    stopper: Option<watch::Sender<bool>>,
+    restart_after_stop: bool,
+    cause: Option<Event>,
+}
+
+struct Exec {
+    id: String,
+    workflow: Arc<Workflow>,
+    memory: Vec<RuleMemory>,
+    jobs: HashMap<String, JobRt>,
+    trigger_event: Option<Event>,
+    stopping: bool,
+}
+
+struct Core {
+    store: Store,
+    bus: Arc<dyn EventBus>,
+    executor: LocalExecutor,
+    config: Arc<SchedulerConfig>,
+    tx: mpsc::Sender<Command>,
+    executions: HashMap<String, Exec>,
+    /// Active (not paused) workflows with event triggers.
+    triggers: Vec<Arc<Workflow>>,
+}
+
+impl Core {
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start {
+                workflow,
+                trigger,
+                event,
+                reply,
+            } => {
+                let r = self.start_execution(&workflow, trigger, event).await;
+                let _ = reply.send(r);
+            }
+            Command::Stop { execution, reply } => {
+                let r = self.stop_execution(&execution).await;
+                let _ = reply.send(r);
+            }
+            Command::Event(e) => self.on_event(e).await,
+            Command::JobEnded {
+                execution,
+                job,
+                attempt,
+                outcome,
+            } => self.on_job_ended(&execution, &job, attempt, outcome).await,
+            Command::Retry {
+                execution,
+                job,
+                attempt,
+            } => {
+                let current = self
+                    .executions
+                    .get(&execution)
+                    .and_then(|e| e.jobs.get(&job))
+                    .map(|j| (j.attempt, j.state));
+                if current == Some((attempt, JobState::Retrying)) {
+                    self.set_job_state(&execution, &job, JobState::Queued, None)
+                        .await;
+                    self.launch(&execution, &job).await;
+                }
+            }
+            Command::Reload => self.reload_triggers().await,
+        }
+    }
+
+    async fn reload_triggers(&mut self) {
+        let mut triggers = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = aiflow_api::meta::ListQuery {
+                limit: Some(1000),
+                cursor: cursor.clone(),
+                ..Default::default()
+            };
+            let Ok(page) = self.store.list_workflows(&q).await else {
+                break;
+            };
+            for info in page
+                .items
+                .iter()
+                .filter(|w| !w.paused && w.latest_version > 0)
+            {
+                if let Ok(wf) = self.load_workflow(&info.name).await
+                    && wf.triggers.iter().any(|t| !trigger_events(t).is_empty())
+                {
+                    triggers.push(wf);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        self.triggers = triggers;
+    }
+
+    async fn load_workflow(&self, name: &str) -> Result<Arc<Workflow>, Error> {
+        let info = self.store.get_workflow(name).await?;
+        let version = self
+            .store
+            .get_workflow_version(name, info.latest_version)
+            .await?;
+        let wf: Workflow = serde_json::from_value(version.workflow_doc)
+            .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?;
+        Ok(Arc::new(wf))
+    }
+
+    async fn start_execution(
+        &mut self,
+        name: &str,
+        trigger: serde_json::Value,
+        event: Option<Event>,
+    ) -> Result<WorkflowExecutionInfo, Error> {
+        let info = self.store.get_workflow(name).await?;
+        if info.paused {
+            return Err(Error::Conflict(format!("workflow {name} is paused")));
+        }
+        let workflow = self.load_workflow(name).await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = Utc::now();
+        self.store
+            .create_workflow_execution(&NewWorkflowExecution {
+                id: id.clone(),
+                workflow: name.to_string(),
+                workflow_version: Some(info.latest_version),
+                state: WorkflowState::Running.as_str().to_string(),
+                trigger: Some(trigger),
+            })
+            .await?;
+        self.store
+            .set_workflow_execution_state(&id, WorkflowState::Running.as_str(), Some(now), None)
+            .await?;
+        let jobs = workflow
+            .jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.name.clone(),
+                    JobRt {
+                        state: JobState::Waiting,
+                        attempt: 0,
+                        row: None,
+                        stopper: None,
+                        restart_after_stop: false,
+                        cause: None,
+                    },
+                )
+            })
+            .collect();
+        let exec = Exec {
+            id: id.clone(),
+            memory: vec![RuleMemory::default(); workflow.rules.len()],
+            workflow: workflow.clone(),
+            jobs,
+            trigger_event: event,
+            stopping: false,
+        };
+        self.executions.insert(id.clone(), exec);
+        tracing::info!(workflow = name, execution = %id, "execution started");
+        self.publish_workflow_status(&id, WorkflowState::Running)
+            .await;
+        for job in initial_jobs(&workflow) {
+            self.queue_job(&id, job, None).await;
+        }
+        self.check_finished(&id).await;
+        Ok(self.store.get_workflow_execution(&id).await?)
+    }
+
+    async fn stop_execution(&mut self, id: &str) -> Result<(), Error> {
+        let Some(exec) = self.executions.get_mut(id) else {
+            let info = self.store.get_workflow_execution(id).await?;
+            return Err(Error::Conflict(format!(
+                "execution {id} is not running (state {})",
+                info.state
+            )));
+        };
+        exec.stopping = true;
+        let mut never_started = Vec::new();
+        for (name, job) in &mut exec.jobs {
+            job.restart_after_stop = false;
+            match job.state {
+                s if s.is_active() => {
+                    if let Some(stop) = &job.stopper {
+                        let _ = stop.send(true);
+                    }
+                    if s != JobState::Running {
+                        never_started.push(name.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for job in never_started {
+            self.set_job_state(id, &job, JobState::Stopped, None).await;
+        }
+        self.check_finished(id).await;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        let offset = event.offset;
+        let own = event.sender.as_deref() == Some(SENDER);
+        if !own {
+            let target = event
+                .context
+                .as_ref()
+                .and_then(|c| c.get("execution"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            let ids: Vec<String> = match target {
+                Some(id) if self.executions.contains_key(&id) => vec![id],
+                _ => self.executions.keys().cloned().collect(),
+            };
+            for id in ids {
+                self.evaluate_signal(&id, Signal::Event(&event)).await;
+            }
+            let starts: Vec<(String, serde_json::Value)> = self
+                .triggers
+                .iter()
+                .filter(|wf| {
+                    wf.triggers.iter().any(|t| {
+                        trigger_events(t)
+                            .iter()
+                            .any(|c| event_matches(c, &event, &wf.namespace))
+                    })
+                })
+                .map(|wf| {
+                    (
+                        wf.name.clone(),
+                        serde_json::json!({"type": "event", "offset": event.offset}),
+                    )
+                })
+                .collect();
+            for (name, trigger) in starts {
+                if let Err(e) = self
+                    .start_execution(&name, trigger, Some(event.clone()))
+                    .await
+                {
+                    tracing::warn!(workflow = name, error = %e, "event trigger could not start an execution");
+                }
+            }
+        }
+        if let Err(e) = save_offset(&self.store, offset).await {
+            tracing::warn!(error = %e, "cannot commit the scheduler offset");
+        }
+    }
+
+    async fn evaluate_signal(&mut self, id: &str, signal: Signal<'_>) {
+        let Some(exec) = self.executions.get_mut(id) else {
+            return;
+        };
+        if exec.stopping {
+            return;
+        }
+        let workflow = exec.workflow.clone();
+        let evaluations = evaluate(&workflow, &mut exec.memory, signal);
+        let cause = match signal {
+            Signal::Event(e) => Some(e.clone()),
+            Signal::Job { .. } => None,
+        };
+        let decided: Vec<(Evaluation, Decision)> = evaluations
+            .into_iter()
+            .map(|ev| {
+                let decision = match &ev.fired {
+                    Some(action) => {
+                        let state = exec
+                            .jobs
+                            .get(&ev.job)
+                            .map_or(JobState::Waiting, |j| j.state);
+                        decide(action, state)
+                    }
+                    None => Decision::Ignore("condition not met yet"),
+                };
+                (ev, decision)
+            })
+            .collect();
+        for (ev, decision) in decided {
+            self.record(id, &ev, &signal, &decision).await;
+            match decision {
+                Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
+                Decision::Stop => self.stop_job(id, &ev.job, false).await,
+                Decision::Restart => self.stop_job(id, &ev.job, true).await,
+                Decision::Ignore(_) => {}
+            }
+        }
+    }
+
+    async fn record(&self, id: &str, ev: &Evaluation, signal: &Signal<'_>, decision: &Decision) {
+        let (offset, signal_text) = match signal {
+            Signal::Event(e) => (
+                Some(e.offset.0),
+                format!("event {} {} {}", e.offset, e.key, e.event_type),
+            ),
+            Signal::Job { job, state } => (None, format!("job {job} {state}")),
+        };
+        let decision_text = match decision {
+            Decision::Start => "START".to_string(),
+            Decision::Stop => "STOP".to_string(),
+            Decision::Restart => "RESTART".to_string(),
+            Decision::Ignore(why) => format!("ignored: {why}"),
+        };
+        let r = sqlx::query(
+            "INSERT INTO rule_evaluations (execution_id, job_name, rule_index, event_offset, \
+             signal, met, fired, decision, explanation, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id)
+        .bind(&ev.job)
+        .bind(ev.rule as i64)
+        .bind(offset)
+        .bind(signal_text)
+        .bind(serde_json::to_string(&ev.met).unwrap_or_default())
+        .bind(ev.fired.as_ref().map(ToString::to_string))
+        .bind(decision_text)
+        .bind(&ev.explanation)
+        .bind(Utc::now().timestamp_micros())
+        .execute(&self.store.db().pool)
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(execution = id, error = %e, "cannot record a rule evaluation");
+        }
+    }
+
+    /// Begins a new attempt of `job` (QUEUED, then launched).
+    async fn queue_job(&mut self, id: &str, job: &str, cause: Option<Event>) {
+        let Some(exec) = self.executions.get_mut(id) else {
+            return;
+        };
+        let Some(rt) = exec.jobs.get_mut(job) else {
+            return;
+        };
+        if rt.state.is_active() {
+            return;
+        }
+        rt.attempt += 1;
+        rt.cause = cause.or_else(|| exec.trigger_event.clone());
+        rt.restart_after_stop = false;
+        let attempt = rt.attempt;
+        let row = uuid::Uuid::new_v4().simple().to_string();
+        rt.row = Some(row.clone());
+        if let Err(e) = self
+            .store
+            .create_job_execution(&NewJobExecution {
+                id: row,
+                workflow_execution: Some(id.to_string()),
+                job: job.to_string(),
+                attempt: i64::from(attempt),
+                state: JobState::Queued.as_str().to_string(),
+                worker: Some("local".into()),
+                properties: None,
+            })
+            .await
+        {
+            tracing::warn!(execution = id, job, error = %e, "cannot store the job execution");
+        }
+        self.set_job_state(id, job, JobState::Queued, None).await;
+        self.launch(id, job).await;
+    }
+
+    /// Starts the process of the job's current attempt.
+    async fn launch(&mut self, id: &str, job: &str) {
+        let Some(exec) = self.executions.get_mut(id) else {
+            return;
+        };
+        let Some(spec) = exec.workflow.job(job).cloned() else {
+            return;
+        };
+        let Some(rt) = exec.jobs.get_mut(job) else {
+            return;
+        };
+        let attempt = rt.attempt;
+        let mut env = spec.env.clone();
+        env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
+        env.entry("AIFLOW_TOKEN".into()).or_default();
+        env.insert("AIFLOW_NAMESPACE".into(), exec.workflow.namespace.clone());
+        env.insert("AIFLOW_WORKFLOW".into(), exec.workflow.name.clone());
+        env.insert("AIFLOW_EXECUTION".into(), id.to_string());
+        env.insert("AIFLOW_JOB".into(), job.to_string());
+        env.insert("AIFLOW_ATTEMPT".into(), attempt.to_string());
+        if let Some(e) = &rt.cause {
+            env.insert(
+                "AIFLOW_EVENT".into(),
+                serde_json::to_string(e).unwrap_or_default(),
+            );
+        }
+        let launch = LaunchSpec {
+            workflow: exec.workflow.name.clone(),
+            execution: id.to_string(),
+            job: job.to_string(),
+            attempt,
+            commands: spec.commands().map(<[String]>::to_vec).collect(),
+            env,
+            working_dir: spec.working_dir.as_ref().map(PathBuf::from),
+            timeout: spec.timeout_s.map(Duration::from_secs),
+            log_path: log_path(&self.config, id, job, attempt),
+        };
+        match self.executor.launch(launch).await {
+            Ok(running) => {
+                rt.stopper = Some(running.stopper());
+                let tx = self.tx.clone();
+                let (execution, job_name) = (id.to_string(), job.to_string());
+                tokio::spawn(async move {
+                    let outcome = running.wait().await;
+                    let _ = tx
+                        .send(Command::JobEnded {
+                            execution,
+                            job: job_name,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                });
+                tracing::info!(execution = id, job, attempt, "job started");
+                self.set_job_state(id, job, JobState::Running, None).await;
+            }
+            Err(e) => {
+                tracing::warn!(execution = id, job, error = %e, "cannot open the job log");
+                Box::pin(self.on_job_ended(
+                    id,
+                    job,
+                    attempt,
+                    Outcome::Failed {
+                        message: format!("cannot open the job log: {e}"),
+                    },
+                ))
+                .await;
+            }
+        }
+    }
+
+    async fn stop_job(&mut self, id: &str, job: &str, restart: bool) {
+        let Some(rt) = self
+            .executions
+            .get_mut(id)
+            .and_then(|e| e.jobs.get_mut(job))
+        else {
+            return;
+        };
+        match rt.state {
+            JobState::Running => {
+                rt.restart_after_stop = restart;
+                if let Some(stop) = &rt.stopper {
+                    let _ = stop.send(true);
+                }
+            }
+            JobState::Waiting | JobState::Queued | JobState::Retrying => {
+                self.set_job_state(id, job, JobState::Stopped, None).await;
+                if restart {
+                    self.queue_job(id, job, None).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_job_ended(&mut self, id: &str, job: &str, attempt: u32, outcome: Outcome) {
+        let Some(exec) = self.executions.get_mut(id) else {
+            return;
+        };
+        let retries = exec.workflow.job(job).map_or(0, |j| j.retries);
+        let backoff = exec
+            .workflow
+            .job(job)
+            .and_then(|j| j.retry_backoff_s)
+            .unwrap_or(1);
+        let stopping = exec.stopping;
+        let Some(rt) = exec.jobs.get_mut(job) else {
+            return;
+        };
+        if rt.attempt != attempt {
+            return; // a late report of an older attempt
+        }
+        rt.stopper = None;
+        let restart = std::mem::take(&mut rt.restart_after_stop);
+        let (state, message) = match &outcome {
+            Outcome::Succeeded => (JobState::Succeeded, None),
+            Outcome::Stopped => (JobState::Stopped, None),
+            Outcome::TimedOut => (JobState::Failed, Some("timed out".to_string())),
+            Outcome::Failed { message } => (JobState::Failed, Some(message.clone())),
+        };
+        if state == JobState::Failed && attempt <= retries && !stopping {
+            self.set_job_state(id, job, JobState::Retrying, message)
+                .await;
+            // Exponential backoff with jitter: base · 2^(attempt-1) · [1, 1.25).
+            let base = backoff.saturating_mul(1 << (attempt - 1).min(10)) as f64;
+            let jitter = 1.0 + f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 262_140.0;
+            let delay = Duration::from_secs_f64(base * jitter);
+            // The next attempt gets a new number when it is queued.
+            if let Some(rt) = self
+                .executions
+                .get_mut(id)
+                .and_then(|e| e.jobs.get_mut(job))
+            {
+                rt.attempt += 1;
+                let row = uuid::Uuid::new_v4().simple().to_string();
+                let _ = self
+                    .store
+                    .create_job_execution(&NewJobExecution {
+                        id: row.clone(),
+                        workflow_execution: Some(id.to_string()),
+                        job: job.to_string(),
+                        attempt: i64::from(rt.attempt),
+                        state: JobState::Retrying.as_str().to_string(),
+                        worker: Some("local".into()),
+                        properties: None,
+                    })
+                    .await;
+                rt.row = Some(row);
+                let next = rt.attempt;
+                // The scheduled retry names the attempt it launches.
+                let tx = self.tx.clone();
+                let (execution, job_name) = (id.to_string(), job.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx
+                        .send(Command::Retry {
+                            execution,
+                            job: job_name,
+                            attempt: next,
+                        })
+                        .await;
+                });
+            }
+            return;
+        }
+        self.set_job_state(id, job, state, message).await;
+        if restart && !stopping {
+            self.queue_job(id, job, None).await;
+        }
+        self.check_finished(id).await;
+    }
+
+    /// Stores a job's new state, publishes it, and evaluates rules on it.
+    async fn set_job_state(
+        &mut self,
+        id: &str,
+        job: &str,
+        state: JobState,
+        message: Option<String>,
+    ) {
+        let Some(exec) = self.executions.get_mut(id) else {
+            return;
+        };
+        let workflow = exec.workflow.clone();
+        let Some(rt) = exec.jobs.get_mut(job) else {
+            return;
+        };
+        if rt.state != state && !rt.state.can_become(state) {
+            tracing::warn!(execution = id, job, from = %rt.state, to = %state, "transition refused");
+            return;
+        }
+        rt.state = state;
+        let attempt = rt.attempt;
+        if let Some(row) = rt.row.clone() {
+            let now = Utc::now();
+            let started = (state == JobState::Running).then_some(now);
+            let ended = state.is_terminal().then_some(now);
+            if let Err(e) = self
+                .store
+                .set_job_execution_state(&row, state.as_str(), None, started, ended)
+                .await
+            {
+                tracing::warn!(execution = id, job, error = %e, "cannot store the job state");
+            }
+        }
+        let mut context = serde_json::json!({
+            "execution": id, "workflow": workflow.name, "job": job, "attempt": attempt,
+        });
+        if let Some(m) = &message {
+            context["message"] = serde_json::Value::String(m.clone());
+        }
+        let event = NewEvent::new(format!("{}/{job}", workflow.name), state.as_str())
+            .namespace(workflow.namespace.clone())
+            .event_type(JOB_STATUS)
+            .sender(SENDER)
+            .context(context);
+        if let Err(e) = self.bus.publish(event).await {
+            tracing::warn!(execution = id, job, error = %e, "cannot publish the job status");
+        }
+        tracing::info!(execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
+        Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
+    }
+
+    async fn publish_workflow_status(&self, id: &str, state: WorkflowState) {
+        let Some(exec) = self.executions.get(id) else {
+            return;
+        };
+        let event = NewEvent::new(exec.workflow.name.clone(), state.as_str())
+            .namespace(exec.workflow.namespace.clone())
+            .event_type(WORKFLOW_STATUS)
+            .sender(SENDER)
+            .context(serde_json::json!({"execution": id, "workflow": exec.workflow.name}));
+        if let Err(e) = self.bus.publish(event).await {
+            tracing::warn!(execution = id, error = %e, "cannot publish the workflow status");
+        }
+    }
+
+    async fn check_finished(&mut self, id: &str) {
+        let Some(exec) = self.executions.get(id) else {
+            return;
+        };
+        let states: HashMap<String, JobState> = exec
+            .jobs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.state))
+            .collect();
+        let done = if exec.stopping {
+            (!states.values().any(|s| s.is_active())).then_some(WorkflowState::Stopped)
+        } else {
+            outcome(&exec.workflow, &states, &exec.memory)
+        };
+        let Some(state) = done else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .set_workflow_execution_state(&exec.id, state.as_str(), None, Some(Utc::now()))
+            .await
+        {
+            tracing::warn!(execution = id, error = %e, "cannot store the execution state");
+        }
+        self.publish_workflow_status(id, state).await;
+        tracing::info!(execution = id, state = %state, "execution finished");
+        self.executions.remove(id);
+    }
+}
