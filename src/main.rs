@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod config;
+mod server;
 
 use cli::{Ctx, Output};
 
@@ -32,6 +34,17 @@ const EXAMPLES: &str = "Examples:
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process: event bus, meta service, HTTP API.
+    #[command(
+        after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
+    )]
+    Server(config::ServerArgs),
+    /// Submit, list, pause, resume and delete workflows.
+    #[command(subcommand)]
+    Workflow(cli::workflow::WorkflowCmd),
+    /// Start, list, show and stop executions; job logs and `why`.
+    #[command(subcommand)]
+    Execution(cli::workflow::ExecutionCmd),
     /// Check, translate and draw AI graphs (offline).
     #[command(subcommand)]
     Graph(cli::graph::GraphCmd),
@@ -59,7 +72,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let ctx = Ctx::new(cli.server, cli.token, cli.output);
     let result = match cli.command {
+        Command::Server(args) => run_server(&args),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
+        Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
+        Command::Execution(cmd) => cli::workflow::run_execution(cmd, &ctx),
         Command::Event(cmd) => cli::event::run(cmd, &ctx),
         Command::Project(cmd) => cli::meta::run_project(cmd, &ctx),
         Command::Dataset(cmd) => cli::meta::run_dataset(cmd, &ctx),
@@ -68,4 +84,17 @@ fn main() -> ExitCode {
         Command::Artifact(cmd) => cli::meta::run_artifact(cmd, &ctx),
     };
     cli::finish(result)
+}
+
+fn run_server(args: &config::ServerArgs) -> cli::CliResult {
+    let config = config::Config::load(args).map_err(cli::CliError::from)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    server::init_logging(config.log_format);
+    let rt =
+        tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
+    rt.block_on(server::run(config))?;
+    Ok(())
 }

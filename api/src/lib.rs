@@ -5,8 +5,14 @@
 //! wire format cannot drift apart.
 
 pub mod error;
+pub mod event;
 pub mod meta;
 pub mod page;
+pub mod scheduler;
 
 pub use error::{ApiError, ErrorBody};
+pub use event::{Event, EventFilter, NewEvent, Offset};
 pub use page::{Page, PageQuery};
+
+#[cfg(feature = "server")]
+pub mod server;

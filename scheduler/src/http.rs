@@ -9,13 +9,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::{Scheduler, Submitted};
+use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted};
+
+use crate::service::Scheduler;
 use crate::state::JobState;
 
 /// `/workflows` (submit, pause, resume, delete, start) and `/executions/…` (stop, logs, why).
@@ -117,13 +119,6 @@ async fn delete_workflow(
         .map_err(crate::Error::from)?;
     s.reload().await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Answer of a stop request.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Stopping {
-    pub execution: String,
-    pub stopping: bool,
 }
 
 /// Stop a running execution: running jobs get SIGTERM (SIGKILL after the grace period).
@@ -228,22 +223,6 @@ async fn job_logs(
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// One recorded rule evaluation.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RuleEvaluationInfo {
-    pub rule: i64,
-    pub event_offset: Option<i64>,
-    pub signal: String,
-    /// Condition parts met after this evaluation (leaf numbers in pre-order).
-    pub met: serde_json::Value,
-    /// The action fired, if the condition became true.
-    pub fired: Option<String>,
-    /// What the scheduler did: START, STOP, RESTART or `ignored: why`.
-    pub decision: String,
-    pub explanation: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a job started, stopped, or is still waiting: its recorded rule evaluations, oldest first.

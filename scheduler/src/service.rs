@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiflow_api::meta::WorkflowExecutionInfo;
+pub use aiflow_api::scheduler::Submitted;
 use aiflow_api::{Event, EventFilter, NewEvent, Offset};
 use aiflow_meta::{NewJobExecution, NewWorkflowExecution, NewWorkflowVersion, Store};
 use aiflow_notification::EventBus;
@@ -42,15 +43,6 @@ pub struct SchedulerConfig {
     pub server_url: String,
     /// SIGTERM → SIGKILL grace period.
     pub stop_grace: Duration,
-}
-
-/// What a submit did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Submitted {
-    pub workflow: String,
-    pub version: i64,
-    /// `false` when the document equals the latest version (nothing stored).
-    pub created: bool,
 }
 
 enum Command {

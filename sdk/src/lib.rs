@@ -2,9 +2,9 @@
 #![warn(clippy::must_use_candidate)]
 
 pub mod client;
+pub mod graph;
 pub mod listener;
 pub mod publisher;
-pub mod graph;
 
 pub use aiflow_api as api;
 pub use aiflow_translator as translator;

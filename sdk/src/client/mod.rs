@@ -3,6 +3,7 @@
 //! Route groups add their methods in `impl Client` blocks of their own modules.
 
 mod meta;
+mod workflows;
 
 pub mod events;
 

@@ -1,0 +1,226 @@
+//! The server's configuration: defaults, then `aiflow.toml`, then `AIFLOW_*` environment
+//! variables, then flags (flags win). Validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `aiflow server` needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Address the HTTP API listens on.
+    pub(crate) listen: String,
+    /// Where the embedded shape keeps its SQLite file and job logs.
+    pub(crate) data_dir: PathBuf,
+    /// Folder of AI graph / workflow documents loaded at start (default `dags`, skipped when
+    /// missing).
+    pub(crate) dags: Option<PathBuf>,
+    /// `sqlite:PATH` or `postgres://…`; default `sqlite:<data_dir>/aiflow.db`.
+    pub(crate) database: Option<String>,
+    /// `nats://…` switches events to NATS JetStream; default: the embedded bus.
+    pub(crate) nats: Option<String>,
+    /// JetStream stream holding the events.
+    pub(crate) nats_stream: String,
+    pub(crate) log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from(".aiflow"),
+            dags: Some(PathBuf::from("dags")),
+            database: None,
+            nats: None,
+            nats_stream: "AIFLOW_EVENTS".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Values given on the command line or in `AIFLOW_*` variables (clap reads both; flags win).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Configuration file (default: ./aiflow.toml when present).
+    #[arg(long, env = "AIFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "AIFLOW_LISTEN")]
+    pub(crate) listen: Option<String>,
+    /// Data folder of the embedded shape [default: ./.aiflow].
+    #[arg(long, env = "AIFLOW_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Folder of AI graph and workflow documents to load.
+    #[arg(long, env = "AIFLOW_DAGS")]
+    pub(crate) dags: Option<PathBuf>,
+    /// Database URL: sqlite:PATH or postgres://… [default: sqlite in the data folder].
+    #[arg(long, env = "AIFLOW_DATABASE")]
+    pub(crate) database: Option<String>,
+    /// NATS URL (nats://…): events through JetStream instead of the embedded bus.
+    #[arg(long, env = "AIFLOW_NATS")]
+    pub(crate) nats: Option<String>,
+    /// JetStream stream name for events [default: AIFLOW_EVENTS].
+    #[arg(long, env = "AIFLOW_NATS_STREAM")]
+    pub(crate) nats_stream: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "AIFLOW_LOG_FORMAT", value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+    /// Print the merged configuration and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+}
+
+impl Config {
+    /// Merges defaults, the config file, and the command line / environment, then validates.
+    pub(crate) fn load(args: &ServerArgs) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new("aiflow.toml").exists() => Self::from_file(Path::new("aiflow.toml"))?,
+            None => Self::default(),
+        };
+        if let Some(v) = &args.listen {
+            config.listen.clone_from(v);
+        }
+        if let Some(v) = &args.data_dir {
+            config.data_dir.clone_from(v);
+        }
+        if args.dags.is_some() {
+            config.dags.clone_from(&args.dags);
+        }
+        if args.database.is_some() {
+            config.database.clone_from(&args.database);
+        }
+        if args.nats.is_some() {
+            config.nats.clone_from(&args.nats);
+        }
+        if let Some(v) = &args.nats_stream {
+            config.nats_stream.clone_from(v);
+        }
+        if let Some(v) = args.log_format {
+            config.log_format = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        if let Some(db) = &self.database
+            && aiflow_db::Backend::of_url(db).is_err()
+        {
+            bail!("database: {db:?} is not sqlite:PATH or postgres://…");
+        }
+        if let Some(n) = &self.nats
+            && !(n.starts_with("nats://") || n.starts_with("tls://"))
+        {
+            bail!("nats: {n:?} is not a nats:// URL");
+        }
+        if self.nats_stream.is_empty()
+            || !self
+                .nats_stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "nats_stream: {:?} must be letters, digits, '_' or '-'",
+                self.nats_stream
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen.parse().with_context(|| {
+            format!(
+                "listen: {:?} is not an address such as 127.0.0.1:8080",
+                self.listen
+            )
+        })
+    }
+
+    /// The database URL in use.
+    pub(crate) fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("aiflow.db").display()))
+    }
+
+    pub(crate) fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aiflow.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:9100".into()),
+            ..ServerArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.database_url(), "sqlite:/tmp/x/aiflow.db");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let args = ServerArgs {
+            listen: Some("nowhere".into()),
+            ..ServerArgs::default()
+        };
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.starts_with("listen:"), "{e}");
+        let args = ServerArgs {
+            database: Some("mysql://x".into()),
+            ..ServerArgs::default()
+        };
+        assert!(
+            Config::load(&args)
+                .unwrap_err()
+                .to_string()
+                .starts_with("database:")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aiflow.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            ..ServerArgs::default()
+        };
+        let e = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(e.contains("lisen"), "{e}");
+    }
+}

@@ -1,0 +1,212 @@
+//! `aiflow server`: the notification bus, the meta service and the HTTP API in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiflow_db::{Db, DbConfig};
+use aiflow_notification::{EmbeddedBus, EmbeddedConfig, EventBus, NatsBus, NatsConfig};
+use anyhow::Context;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+use utoipa_axum::router::OpenApiRouter;
+
+use aiflow_scheduler::{Scheduler, SchedulerConfig};
+
+use crate::config::{Config, LogFormat};
+
+/// Submits every `*.json` document of `dir` (in name order). A broken file is reported and
+/// leaves the workflow's last good version in place.
+async fn load_dags(scheduler: &Scheduler, dir: &std::path::Path) {
+    if !dir.exists() {
+        tracing::debug!(dags = %dir.display(), "no dags folder");
+        return;
+    }
+    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(dags = %dir.display(), error = %e, "cannot read the dags folder");
+            return;
+        }
+    };
+    files.sort();
+    for file in files {
+        let doc = std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()));
+        let result = match doc {
+            Ok(doc) => scheduler
+                .submit(doc)
+                .await
+                .map_err(|e| e.to_string().replace("\n  ", "; ")),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(s) => {
+                tracing::info!(file = %file.display(), workflow = s.workflow, version = s.version, created = s.created, "dag loaded")
+            }
+            Err(e) => tracing::error!(file = %file.display(), error = %e, "dag not loaded"),
+        }
+    }
+}
+
+/// What the health routes look at.
+#[derive(Clone)]
+struct Health {
+    db: Db,
+    bus: Arc<dyn EventBus>,
+}
+
+/// Builds every part and serves until Ctrl-C or SIGTERM.
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let addr = config.listen_addr()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
+    let db_url = config.database_url();
+    let db = Db::connect(&DbConfig::new(&db_url))
+        .await
+        .with_context(|| format!("database {}", aiflow_db::redact(&db_url)))?;
+    let bus: Arc<dyn EventBus> = match &config.nats {
+        Some(url) => Arc::new(
+            NatsBus::connect(NatsConfig::new(url).stream(&config.nats_stream))
+                .await
+                .with_context(|| format!("NATS at {url}"))?,
+        ),
+        None => Arc::new(
+            EmbeddedBus::start(db.clone(), EmbeddedConfig::default())
+                .await
+                .context("embedded event bus")?,
+        ),
+    };
+    let store = aiflow_meta::Store::new(db.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (scheduler, scheduler_task) = Scheduler::start(
+        store.clone(),
+        bus.clone(),
+        SchedulerConfig {
+            data_dir: config.data_dir.clone(),
+            server_url: base.clone(),
+            stop_grace: Duration::from_secs(10),
+        },
+        shutdown_rx.clone(),
+    )
+    .await
+    .context("scheduler")?;
+    if let Some(dir) = &config.dags {
+        load_dags(&scheduler, dir).await;
+    }
+    let app = router(db.clone(), bus.clone(), store, scheduler);
+    tracing::info!(
+        listen = %base,
+        database = db.backend.name(),
+        events = bus.backend(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "aiflow server ready"
+    );
+    eprintln!(
+        "AI Flow is ready in {} ms\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}",
+        started.elapsed().as_millis(),
+        aiflow_db::redact(&db_url),
+        db.backend.name(),
+        bus.backend()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), scheduler_task).await;
+    Ok(())
+}
+
+/// The whole HTTP surface: `/api/v1/…`, the OpenAPI document, Swagger UI and health routes.
+pub(crate) fn router(
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    store: aiflow_meta::Store,
+    scheduler: Scheduler,
+) -> axum::Router {
+    let api = OpenApiRouter::new()
+        .merge(aiflow_notification::routes(bus.clone()))
+        .merge(aiflow_meta::routes(store.clone()))
+        .merge(aiflow_meta::run_routes(store))
+        .merge(aiflow_scheduler::http::routes(scheduler));
+    let (api, openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())
+        .nest("/api/v1", api)
+        .split_for_parts();
+    let health = Health { db, bus };
+    api.merge(aiflow_meta::docs_router(openapi)).merge(
+        axum::Router::new()
+            .route(
+                "/healthz",
+                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .route("/readyz", get(readyz))
+            .with_state(health),
+    )
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    let (db_ok, bus_ok) = tokio::join!(h.db.ping(), h.bus.ping());
+    let status = if db_ok && bus_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if db_ok && bus_ok { "ready" } else { "not ready" },
+            "database": {"backend": h.db.backend.name(), "status": word(db_ok)},
+            "events": {"backend": h.bus.backend(), "status": word(bus_ok)},
+        })),
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Logs through `tracing`: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+pub(crate) fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

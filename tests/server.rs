@@ -1,0 +1,269 @@
+//! End to end: the real `aiflow server` binary on a temporary data folder, driven by the real
+//! CLI. Events and meta records survive a restart.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aiflow");
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts the server in `dir` on a free port and waits for its banner.
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("AIFLOW_DATABASE")
+            .env_remove("AIFLOW_NATS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aiflow server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("API") {
+                    let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server printed its banner");
+        Server { child, url }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["--server", &self.url, "--output", "json"])
+            .args(args)
+            .output()
+            .expect("run aiflow")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "aiflow {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// SIGTERM, then wait: the server shuts down gracefully.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "graceful shutdown exits 0, got {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("server did not stop within 15 s of SIGTERM");
+    }
+}
+
+fn offsets(events: &serde_json::Value) -> Vec<i64> {
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn events_and_models_through_the_cli_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+
+    let sent = server.json(&[
+        "event",
+        "send",
+        "--key",
+        "dataset/raw",
+        "--value",
+        "v1",
+        "--type",
+        "DATA_LANDED",
+    ]);
+    assert_eq!(sent["key"], "dataset/raw");
+    let first = sent["offset"].as_i64().unwrap();
+    assert!(first >= 1);
+
+    server.json(&["model", "create", "fraud"]);
+    let version = server.json(&[
+        "model",
+        "version",
+        "create",
+        "fraud",
+        "--uri",
+        "file:///m/1",
+    ]);
+    assert_eq!(version["version"], 1);
+
+    // The model version's event arrives through the outbox.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = server.json(&["event", "list", "--key", "model/*"]);
+        if !events["items"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(events["items"][0]["event_type"], "MODEL_VERSION_CREATED");
+    assert_eq!(events["items"][0]["value"], "1");
+
+    // Bad input: a clear one-line error and exit code 1; nothing stored.
+    let bad = server.cli(&["event", "send", "--key", ""]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("key"), "{stderr}");
+    let all_before = offsets(&server.json(&["event", "list"]));
+
+    server.stop();
+    let server = Server::start(dir.path());
+    let all_after = offsets(&server.json(&["event", "list"]));
+    assert_eq!(
+        all_before, all_after,
+        "events and offsets survive a restart"
+    );
+    let next = server.json(&["event", "send", "--key", "dataset/raw", "--value", "v2"]);
+    assert!(
+        next["offset"].as_i64().unwrap() > *all_after.last().unwrap(),
+        "offsets are never reused"
+    );
+    let models = server.json(&["model", "list"]);
+    assert_eq!(models["items"][0]["latest_version"], 1);
+    server.stop();
+}
+
+#[test]
+fn health_and_docs_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let host = server.url.trim_start_matches("http://").to_string();
+    for (path, expect) in [
+        ("/healthz", "\"ok\""),
+        ("/readyz", "\"ready\""),
+        ("/api/v1/openapi.json", "\"openapi\":\"3.1"),
+        ("/docs/", "swagger"),
+    ] {
+        let body = http_get(&host, path);
+        assert!(body.contains(expect), "{path}: {body:.300}");
+    }
+    server.stop();
+}
+
+/// A minimal HTTP/1.1 GET (no client library needed for the test).
+fn http_get(host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn print_config_merges_flags_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aiflow.toml"),
+        "listen = \"127.0.0.1:9001\"\nnats_stream = \"FROM_FILE\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--print-config", "--listen", "127.0.0.1:9002"])
+        .current_dir(dir.path())
+        .env_remove("AIFLOW_LISTEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen = \"127.0.0.1:9002\""), "{text}");
+    assert!(text.contains("nats_stream = \"FROM_FILE\""), "{text}");
+    let bad = Command::new(BIN)
+        .args(["server", "--listen", "nowhere"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("listen"));
+}
+
+#[test]
+fn workflows_run_from_the_cli_with_logs_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("chain.json");
+    std::fs::write(
+        &graph,
+        serde_json::json!({
+            "name": "cli_chain",
+            "nodes": [
+                {"name": "a", "job": {"command": ["sh", "-c", "echo from $AIFLOW_JOB in $AIFLOW_WORKFLOW"]}},
+                {"name": "b", "job": {"command": ["sh", "-c", "echo b"]}}
+            ],
+            "control_edges": [{"to": "b", "action": "START",
+                "condition": {"job_status": {"node": "a", "status": "SUCCEEDED"}}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start(dir.path());
+    let submitted = server.json(&["workflow", "submit", graph.to_str().unwrap()]);
+    assert_eq!(submitted["created"], true);
+    let again = server.json(&["workflow", "submit", graph.to_str().unwrap()]);
+    assert_eq!(again["created"], false, "unchanged documents store nothing");
+
+    let e = server.json(&["execution", "start", "cli_chain", "--wait", "30"]);
+    assert_eq!(e["state"], "SUCCEEDED", "{e}");
+    let id = e["id"].as_str().unwrap();
+    let shown = server.json(&["execution", "show", id]);
+    let jobs = shown["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j["state"] == "SUCCEEDED"), "{shown}");
+
+    let log = server.cli(&["execution", "logs", id, "a"]);
+    assert!(String::from_utf8_lossy(&log.stdout).contains("from a in cli_chain"));
+    let why = server.json(&["execution", "why", id, "b"]);
+    assert_eq!(why[0]["decision"], "START", "{why}");
+    assert!(
+        why[0]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("job a SUCCEEDED")
+    );
+
+    // An invalid graph: exit 1, the problem named, the stored version untouched.
+    std::fs::write(
+        &graph,
+        r#"{"name": "cli_chain", "nodes": [{"name": "a", "job": {"command": ["true"]}}], "triggers": [{"cron": "61 * * * *"}]}"#,
+    )
+    .unwrap();
+    let bad = server.cli(&["workflow", "submit", graph.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("triggers[0].cron"));
+    let w = server.json(&["workflow", "show", "cli_chain"]);
+    assert_eq!(w["workflow"]["latest_version"], 1);
+    server.stop();
+}
