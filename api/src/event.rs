@@ -153,8 +153,7 @@ impl EventFilter {
                 .key
                 .as_deref()
                 .is_none_or(|k| key_matches(k, &event.key))
-            && (self.event_types.is_empty()
-                || self.event_types.contains(&event.event_type))
+            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
             && self
                 .sender
                 .as_deref()
