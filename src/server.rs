@@ -101,6 +101,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             data_dir: config.data_dir.clone(),
             server_url: base.clone(),
             stop_grace: Duration::from_secs(10),
+            aiflow_bin: std::env::current_exe().ok(),
         },
         shutdown_rx.clone(),
     )

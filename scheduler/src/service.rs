@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     pub server_url: String,
     /// SIGTERM → SIGKILL grace period.
     pub stop_grace: Duration,
+    /// The `aiflow` binary, given to jobs as `AIFLOW_BIN` so they can call the CLI.
+    pub aiflow_bin: Option<PathBuf>,
 }
 
 enum Command {
@@ -177,6 +179,25 @@ impl Scheduler {
                 version: info.latest_version,
                 created: false,
             });
+        }
+        // A workflow's project is created on first use, as experiment trackers do.
+        if let Some(project) = &workflow.project
+            && let Err(aiflow_meta::Error::NotFound { .. }) = self.store.get_project(project).await
+        {
+            let created = self
+                .store
+                .create_project(&aiflow_api::meta::NewProject {
+                    name: project.clone(),
+                    description: None,
+                    properties: None,
+                    tags: Default::default(),
+                })
+                .await;
+            if let Err(e) = created
+                && !matches!(e, aiflow_meta::Error::Conflict { .. })
+            {
+                return Err(e.into());
+            }
         }
         let stored = self
             .store
@@ -670,6 +691,12 @@ impl Core {
         env.insert("AIFLOW_EXECUTION".into(), id.to_string());
         env.insert("AIFLOW_JOB".into(), job.to_string());
         env.insert("AIFLOW_ATTEMPT".into(), attempt.to_string());
+        if let Some(row) = &rt.row {
+            env.insert("AIFLOW_JOB_EXECUTION".into(), row.clone());
+        }
+        if let Some(bin) = &self.config.aiflow_bin {
+            env.insert("AIFLOW_BIN".into(), bin.display().to_string());
+        }
         if let Some(e) = &rt.cause {
             env.insert(
                 "AIFLOW_EVENT".into(),

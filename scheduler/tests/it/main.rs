@@ -37,6 +37,7 @@ async fn env() -> Env {
             data_dir: dir.path().to_path_buf(),
             server_url: "http://127.0.0.1:1".into(),
             stop_grace: Duration::from_millis(500),
+            aiflow_bin: None,
         },
         rx,
     )
