@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 mod config;
+mod demo;
 mod server;
 
 use cli::{Ctx, Output};
@@ -34,7 +35,12 @@ const EXAMPLES: &str = "Examples:
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process: event bus, meta service, HTTP API.
+    /// Run the example online-learning pipeline live on an embedded server, then summarise.
+    #[command(
+        after_help = "Examples:\n  aiflow demo\n  aiflow demo --keep-running   # then open http://127.0.0.1:8080/docs"
+    )]
+    Demo(demo::DemoArgs),
+    /// Run everything in one process: event bus, meta service, scheduler, HTTP API.
     #[command(
         after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
     )]
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
     let ctx = Ctx::new(cli.server, cli.token, cli.output);
     let result = match cli.command {
         Command::Server(args) => run_server(&args),
+        Command::Demo(args) => run_demo(args),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
         Command::Execution(cmd) => cli::workflow::run_execution(cmd, &ctx),
@@ -86,13 +93,21 @@ fn main() -> ExitCode {
     cli::finish(result)
 }
 
+fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
+    server::init_logging(config::LogFormat::Text, "warn");
+    let rt =
+        tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
+    rt.block_on(demo::run(args))?;
+    Ok(())
+}
+
 fn run_server(args: &config::ServerArgs) -> cli::CliResult {
     let config = config::Config::load(args).map_err(cli::CliError::from)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    server::init_logging(config.log_format);
+    server::init_logging(config.log_format, "info");
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     rt.block_on(server::run(config))?;

@@ -64,8 +64,32 @@ struct Health {
     bus: Arc<dyn EventBus>,
 }
 
-/// Builds every part and serves until Ctrl-C or SIGTERM.
-pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+/// A started server: its parts, and how to stop it.
+pub(crate) struct Running {
+    pub(crate) base: String,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) startup: Duration,
+    shutdown: watch::Sender<bool>,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, then stops the scheduler and the
+    /// meta event relay. Running jobs keep their processes (the next start recovers them).
+    pub(crate) async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serve).await;
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// Builds every part and starts serving in the background.
+pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     let addr = config.listen_addr()?;
     std::fs::create_dir_all(&config.data_dir)
@@ -110,29 +134,46 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(dir) = &config.dags {
         load_dags(&scheduler, dir).await;
     }
-    let app = router(db.clone(), bus.clone(), store, scheduler);
+    let app = router(db.clone(), bus.clone(), store, scheduler.clone());
+    let mut stop = shutdown_rx.clone();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let startup = started.elapsed();
     tracing::info!(
         listen = %base,
         database = db.backend.name(),
         events = bus.backend(),
-        ready_ms = started.elapsed().as_millis() as u64,
+        ready_ms = startup.as_millis() as u64,
         "aiflow server ready"
     );
     eprintln!(
         "AI Flow is ready in {} ms\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}",
-        started.elapsed().as_millis(),
+        startup.as_millis(),
         aiflow_db::redact(&db_url),
         db.backend.name(),
         bus.backend()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), scheduler_task).await;
+    Ok(Running {
+        base,
+        bus,
+        scheduler,
+        startup,
+        shutdown: shutdown_tx,
+        serve,
+        background: vec![relay, scheduler_task],
+    })
+}
+
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(&config).await?;
+    shutdown_signal().await;
+    running.shutdown().await;
     Ok(())
 }
 
@@ -181,7 +222,7 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     )
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -199,10 +240,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Logs through `tracing`: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
-pub(crate) fn init_logging(format: LogFormat) {
+/// Logs through `tracing`: `RUST_LOG` filters (default `default_level`), text or JSON lines on stderr.
+pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -267,3 +267,77 @@ fn workflows_run_from_the_cli_with_logs_and_why() {
     assert_eq!(w["workflow"]["latest_version"], 1);
     server.stop();
 }
+
+/// The README's main command: the demo deploys a model on a fresh data folder; then a server on
+/// the same folder shows the final state over HTTP.
+#[test]
+fn demo_deploys_a_model_and_the_state_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--timeout-s",
+            "90",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run aiflow demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    assert!(
+        stderr.contains("fraud_detector version 1 deployed"),
+        "{stderr}"
+    );
+
+    let server = Server::start(dir.path());
+    let alias = server.json(&["model", "alias", "show", "fraud_detector", "production"]);
+    assert_eq!(alias["version"], 1);
+    let version = server.json(&["model", "version", "show", "fraud_detector", "1"]);
+    assert_eq!(version["stage"], "DEPLOYED", "{version}");
+    assert_eq!(
+        version["input_dataset_versions"].as_array().map(Vec::len),
+        Some(1),
+        "{version}"
+    );
+    let metrics = server.json(&["metric", "list"]);
+    let names: Vec<&str> = metrics["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"train_accuracy") && names.contains(&"holdout_accuracy"),
+        "{names:?}"
+    );
+    // Meta events came in the pipeline's order.
+    let events = server.json(&[
+        "event",
+        "list",
+        "--key",
+        "*/fraud_detector",
+        "--limit",
+        "100",
+    ]);
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "MODEL_VERSION_CREATED",
+            "MODEL_VALIDATED",
+            "MODEL_ALIAS_MOVED",
+            "MODEL_DEPLOYED"
+        ]
+    );
+    server.stop();
+}

@@ -3,7 +3,8 @@
 # scheduler (see docs: "What a running job is given").
 set -eu
 AIFLOW="${AIFLOW_BIN:-aiflow}"
-WORK="${AIFLOW_WORK_DIR:-.aiflow/work}"
+WORK="${AIFLOW_DATA_DIR:-.aiflow}/work"
+case "$WORK" in /*) ;; *) WORK="$PWD/$WORK" ;; esac
 MODEL=fraud_detector
 DATASET=online_features
 mkdir -p "$WORK/models"

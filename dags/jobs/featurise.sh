@@ -7,8 +7,8 @@ features() {
 features "$WORK/raw.csv" > "$WORK/features.csv"
 features "$WORK/holdout.csv" > "$WORK/holdout_features.csv"
 rows=$(($(wc -l < "$WORK/features.csv") - 1))
-ensure dataset create "$DATASET" --uri "file://$PWD/$WORK/features.csv" --format csv \
+ensure dataset create "$DATASET" --uri "file://$WORK/features.csv" --format csv \
   --field amount_scaled:float --field night:int --field label:int
-version=$(af dataset version create "$DATASET" --uri "file://$PWD/$WORK/features.csv" \
+version=$(af dataset version create "$DATASET" --uri "file://$WORK/features.csv" \
   --rows "$rows" ${AIFLOW_JOB_EXECUTION:+--produced-by "$AIFLOW_JOB_EXECUTION"} | json_field version)
 log "registered dataset $DATASET version $version ($rows rows)"

@@ -15,7 +15,7 @@ set -- $fit
 file="$WORK/models/$MODEL-$(date +%s%N).txt"
 printf 'w=%s\nt=%s\n' "$1" "$2" > "$file"
 ensure model create "$MODEL" --description "fraud detector of the online-learning example"
-created=$(af model version create "$MODEL" --uri "file://$PWD/$file" --status READY \
+created=$(af model version create "$MODEL" --uri "file://$file" --status READY \
   ${dataset_version:+--input "$DATASET@$dataset_version"} \
   ${AIFLOW_JOB_EXECUTION:+--source-job "$AIFLOW_JOB_EXECUTION"})
 version=$(printf '%s' "$created" | json_field version)

@@ -694,6 +694,10 @@ impl Core {
         if let Some(row) = &rt.row {
             env.insert("AIFLOW_JOB_EXECUTION".into(), row.clone());
         }
+        env.insert(
+            "AIFLOW_DATA_DIR".into(),
+            self.config.data_dir.display().to_string(),
+        );
         if let Some(bin) = &self.config.aiflow_bin {
             env.insert("AIFLOW_BIN".into(), bin.display().to_string());
         }

@@ -1,0 +1,192 @@
+//! `aiflow demo`: the whole product on the example pipeline. Starts the embedded server, runs
+//! `dags/online_learning.json`, shows jobs and events as they happen, and ends with a summary
+//! once a model version is deployed and the predictor serves it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aiflow_api::{Event, EventFilter};
+use anyhow::{Context, bail};
+use futures::StreamExt;
+
+use crate::config::Config;
+use crate::server;
+
+const WORKFLOW: &str = "online_learning";
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Address of the server the demo starts.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Data folder (SQLite file, job logs, the example's data).
+    #[arg(long, default_value = ".aiflow")]
+    data_dir: PathBuf,
+    /// Folder holding online_learning.json and jobs/.
+    #[arg(long, default_value = "dags")]
+    dags: PathBuf,
+    /// Keep the server running after the demo, until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+    /// Give up when the model is not deployed within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let graph = args.dags.join(format!("{WORKFLOW}.json"));
+    if !graph.exists() {
+        bail!(
+            "{} not found: run the demo from the repository root, or pass --dags",
+            graph.display()
+        );
+    }
+    let config = Config {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        dags: Some(args.dags.clone()),
+        ..Config::default()
+    };
+    let running = server::start(&config).await?;
+    let result = watch(&running, &args).await;
+    if args.keep_running && result.is_ok() {
+        eprintln!(
+            "\nThe server keeps running at {} (Ctrl-C stops it).",
+            running.base
+        );
+        server::shutdown_signal().await;
+    }
+    running.shutdown().await;
+    result
+}
+
+async fn watch(running: &server::Running, args: &DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let after = running.bus.latest_offset().await.context("event bus")?;
+    let mut events = running
+        .bus
+        .subscribe(EventFilter::default(), after)
+        .await
+        .context("event bus")?;
+    let execution = running
+        .scheduler
+        .start_execution(WORKFLOW, serde_json::json!({"type": "demo"}))
+        .await
+        .with_context(|| format!("cannot start {WORKFLOW}"))?;
+    eprintln!("\nRunning {WORKFLOW} (execution {})\n", execution.id);
+    let mut summary = Summary::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
+    while !summary.done() {
+        // After the deploy job, its MODEL_DEPLOYED event (if any) follows within moments.
+        let wait_until = match summary.deploy_finished {
+            Some(t) if summary.deployed.is_none() => {
+                deadline.min(tokio::time::Instant::from_std(t + Duration::from_secs(2)))
+            }
+            _ => deadline,
+        };
+        let next = tokio::time::timeout_at(wait_until, events.next()).await;
+        if next.is_err() && summary.deploy_finished.is_some() && summary.deployed.is_none() {
+            summary.kept_production = true;
+            break;
+        }
+        let event = match next {
+            Ok(Some(Ok(e))) => e,
+            Ok(Some(Err(e))) => bail!("event stream failed: {e}"),
+            Ok(None) => bail!("event stream ended"),
+            Err(_) => bail!(
+                "no model was deployed within {} s; see `aiflow execution show {}`",
+                args.timeout_s,
+                execution.id
+            ),
+        };
+        if let Some(line) = summary.take(&event, &execution.id) {
+            eprintln!("  {:>6.2}s  {line}", started.elapsed().as_secs_f64());
+        }
+    }
+    let base = &running.base;
+    let jobs: Vec<String> = summary
+        .attempts
+        .iter()
+        .map(|(job, n)| {
+            if *n > 1 {
+                format!("{job} ×{n}")
+            } else {
+                job.clone()
+            }
+        })
+        .collect();
+    eprintln!(
+        "\nDone in {:.1} s (server ready in {} ms)\n  jobs run        {} attempts: {}\n  events handled  {}\n  model           {}\n  execution       {id}  (aiflow execution show {id})\n  API             {base}/api/v1\n  Docs            {base}/docs\n  Data            {}",
+        started.elapsed().as_secs_f64(),
+        running.startup.as_millis(),
+        summary.attempts.values().sum::<u32>(),
+        jobs.join(", "),
+        summary.events,
+        match &summary.deployed {
+            Some(v) => format!(
+                "fraud_detector version {v} deployed (alias production); the predictor serves it"
+            ),
+            None => "the new version did not beat production, which stays as it was".to_string(),
+        },
+        args.data_dir.display(),
+        id = execution.id,
+    );
+    if !args.keep_running {
+        // The predictor is a streaming job: stop the execution so its process ends with the demo.
+        let _ = running.scheduler.stop_execution(&execution.id).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// What the demo has seen so far.
+#[derive(Debug, Default)]
+struct Summary {
+    events: u64,
+    attempts: BTreeMap<String, u32>,
+    deployed: Option<String>,
+    predictor_restarted: bool,
+    deploy_finished: Option<Instant>,
+    kept_production: bool,
+}
+
+impl Summary {
+    fn done(&self) -> bool {
+        (self.deployed.is_some() && self.predictor_restarted) || self.kept_production
+    }
+
+    /// Notes an event; returns the line to show for it.
+    fn take(&mut self, e: &Event, execution: &str) -> Option<String> {
+        self.events += 1;
+        let context = e.context.as_ref();
+        let of_this = context.and_then(|c| c["execution"].as_str()) == Some(execution);
+        match e.event_type.as_str() {
+            "JOB_STATUS" if of_this => {
+                let job = context.and_then(|c| c["job"].as_str()).unwrap_or("?");
+                let attempt = context.and_then(|c| c["attempt"].as_u64()).unwrap_or(1);
+                if job == "deploy" && e.value == "SUCCEEDED" {
+                    self.deploy_finished = Some(Instant::now());
+                }
+                if e.value == "RUNNING" {
+                    *self.attempts.entry(job.to_string()).or_default() += 1;
+                    if job == "predictor" && attempt > 1 && self.deployed.is_some() {
+                        self.predictor_restarted = true;
+                    }
+                }
+                (e.value != "QUEUED")
+                    .then(|| format!("job   {job:<10} attempt {attempt}  {}", e.value))
+            }
+            "WORKFLOW_STATUS" | "JOB_STATUS" => None,
+            _ => {
+                if e.event_type == "MODEL_DEPLOYED" {
+                    self.deployed = Some(e.value.clone());
+                }
+                Some(format!(
+                    "event {:<28} {} = {}",
+                    e.key, e.event_type, e.value
+                ))
+            }
+        }
+    }
+}
