@@ -10,6 +10,7 @@ pub mod http;
 pub mod rules;
 pub mod service;
 pub mod state;
+pub mod triggers;
 
 use aiflow_api::server::HttpError;
 use axum::http::StatusCode;

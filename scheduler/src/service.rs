@@ -13,7 +13,7 @@ pub use aiflow_api::scheduler::Submitted;
 use aiflow_api::{Event, EventFilter, NewEvent, Offset};
 use aiflow_meta::{NewJobExecution, NewWorkflowExecution, NewWorkflowVersion, Store};
 use aiflow_notification::EventBus;
-use aiflow_translator::{Document, Workflow};
+use aiflow_translator::{Document, Workflow, WorkflowTrigger};
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,6 +71,8 @@ enum Command {
         attempt: u32,
     },
     Reload,
+    /// The clock moved: fire due time triggers.
+    Tick(chrono::DateTime<Utc>),
 }
 
 /// A cheap handle to the scheduler loop.
@@ -138,8 +140,25 @@ impl Scheduler {
             tx: tx.clone(),
             executions: HashMap::new(),
             triggers: Vec::new(),
+            timers: Vec::new(),
         };
         core.reload_triggers().await;
+        let ticks = tx.clone();
+        let mut tick_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        if ticks.send(Command::Tick(Utc::now())).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = until_shutdown(&mut tick_shutdown) => break,
+                }
+            }
+        });
         let handle = tokio::spawn(async move {
             let mut rx = rx;
             loop {
@@ -291,6 +310,39 @@ async fn load_offset(store: &Store) -> Result<Offset, Error> {
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or_default())
 }
 
+fn trigger_key(workflow: &str, index: usize) -> String {
+    format!("scheduler.trigger.{workflow}.{index}")
+}
+
+async fn load_trigger_time(
+    store: &Store,
+    workflow: &str,
+    index: usize,
+) -> Option<chrono::DateTime<Utc>> {
+    let v: Option<String> = sqlx::query_scalar("SELECT v FROM aiflow_kv WHERE k = $1")
+        .bind(trigger_key(workflow, index))
+        .fetch_optional(&store.db().pool)
+        .await
+        .ok()
+        .flatten();
+    v.and_then(|s| s.parse().ok())
+}
+
+async fn save_trigger_time(store: &Store, workflow: &str, index: usize, t: chrono::DateTime<Utc>) {
+    let r = sqlx::query(
+        "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
+    )
+    .bind(trigger_key(workflow, index))
+    .bind(t.to_rfc3339())
+    .bind(Utc::now().timestamp_micros())
+    .execute(&store.db().pool)
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(workflow, error = %e, "cannot store a trigger's last check");
+    }
+}
+
 async fn save_offset(store: &Store, offset: Offset) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
@@ -332,6 +384,8 @@ struct Core {
     executions: HashMap<String, Exec>,
     /// Active (not paused) workflows with event triggers.
     triggers: Vec<Arc<Workflow>>,
+    /// Time triggers of active workflows: workflow, trigger index, last check.
+    timers: Vec<(Arc<Workflow>, usize, chrono::DateTime<Utc>)>,
 }
 
 impl Core {
@@ -374,11 +428,13 @@ impl Core {
                 }
             }
             Command::Reload => self.reload_triggers().await,
+            Command::Tick(now) => self.on_tick(now).await,
         }
     }
 
     async fn reload_triggers(&mut self) {
         let mut triggers = Vec::new();
+        let mut timers = Vec::new();
         let mut cursor = None;
         loop {
             let q = aiflow_api::meta::ListQuery {
@@ -394,9 +450,22 @@ impl Core {
                 .iter()
                 .filter(|w| !w.paused && w.latest_version > 0)
             {
-                if let Ok(wf) = self.load_workflow(&info.name).await
-                    && wf.triggers.iter().any(|t| !trigger_events(t).is_empty())
-                {
+                let Ok(wf) = self.load_workflow(&info.name).await else {
+                    continue;
+                };
+                for (i, t) in wf.triggers.iter().enumerate() {
+                    if matches!(
+                        t,
+                        WorkflowTrigger::Cron { .. } | WorkflowTrigger::Interval { .. }
+                    ) {
+                        // A trigger seen for the first time starts from now.
+                        let last = load_trigger_time(&self.store, &wf.name, i)
+                            .await
+                            .unwrap_or_else(Utc::now);
+                        timers.push((wf.clone(), i, last));
+                    }
+                }
+                if wf.triggers.iter().any(|t| !trigger_events(t).is_empty()) {
                     triggers.push(wf);
                 }
             }
@@ -406,6 +475,36 @@ impl Core {
             }
         }
         self.triggers = triggers;
+        self.timers = timers;
+    }
+
+    async fn on_tick(&mut self, now: chrono::DateTime<Utc>) {
+        let mut starts = Vec::new();
+        for (wf, i, last) in &mut self.timers {
+            let trigger = &wf.triggers[*i];
+            let fired = crate::triggers::due(trigger, *last, now);
+            *last = match trigger {
+                WorkflowTrigger::Interval { .. } => fired.last().copied().unwrap_or(*last),
+                _ => now,
+            };
+            // Stored only when a tick fires: after downtime, ticks since the last firing are
+            // the missed ones that `catchup` decides about.
+            if let Some(latest) = fired.last() {
+                save_trigger_time(&self.store, &wf.name, *i, *latest).await;
+            }
+            for tick in fired {
+                starts.push((
+                    wf.name.clone(),
+                    serde_json::json!({"type": "time", "trigger": *i, "tick": tick}),
+                ));
+            }
+        }
+        for (name, trigger) in starts {
+            tracing::info!(workflow = name, %trigger, "time trigger fired");
+            if let Err(e) = self.start_execution(&name, trigger, None).await {
+                tracing::warn!(workflow = name, error = %e, "time trigger could not start an execution");
+            }
+        }
     }
 
     async fn load_workflow(&self, name: &str) -> Result<Arc<Workflow>, Error> {
@@ -528,23 +627,40 @@ impl Core {
             for id in ids {
                 self.evaluate_signal(&id, Signal::Event(&event)).await;
             }
-            let starts: Vec<(String, serde_json::Value)> = self
-                .triggers
-                .iter()
-                .filter(|wf| {
-                    wf.triggers.iter().any(|t| {
-                        trigger_events(t)
-                            .iter()
-                            .any(|c| event_matches(c, &event, &wf.namespace))
-                    })
-                })
-                .map(|wf| {
-                    (
-                        wf.name.clone(),
-                        serde_json::json!({"type": "event", "offset": event.offset}),
-                    )
-                })
-                .collect();
+            let mut starts: Vec<(String, serde_json::Value)> = Vec::new();
+            for wf in &self.triggers {
+                for t in &wf.triggers {
+                    let WorkflowTrigger::Event {
+                        event: cond,
+                        delay_s,
+                    } = t
+                    else {
+                        continue;
+                    };
+                    if !event_matches(cond, &event, &wf.namespace) {
+                        continue;
+                    }
+                    let trigger = serde_json::json!({"type": "event", "offset": event.offset, "delay_s": delay_s});
+                    if *delay_s == 0 {
+                        starts.push((wf.name.clone(), trigger));
+                    } else {
+                        let (tx, name, e) = (self.tx.clone(), wf.name.clone(), event.clone());
+                        let delay = Duration::from_secs(*delay_s);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let (reply, _) = oneshot::channel();
+                            let _ = tx
+                                .send(Command::Start {
+                                    workflow: name,
+                                    trigger,
+                                    event: Some(e),
+                                    reply,
+                                })
+                                .await;
+                        });
+                    }
+                }
+            }
             for (name, trigger) in starts {
                 if let Err(e) = self
                     .start_execution(&name, trigger, Some(event.clone()))

@@ -296,3 +296,82 @@ async fn submit_checks_documents_and_skips_unchanged_ones() {
         "nothing stored"
     );
 }
+
+#[tokio::test]
+async fn interval_trigger_starts_executions() {
+    let env = env().await;
+    env.scheduler
+        .submit(json!({
+            "name": "every_second",
+            "nodes": [{"name": "tick", "job": sh("echo tick")}],
+            "triggers": [{"interval_s": 1}]
+        }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = env
+            .store
+            .list_workflow_executions(&aiflow_api::meta::ExecutionQuery {
+                workflow: Some("every_second".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let done = page.items.iter().filter(|e| e.state == "SUCCEEDED").count();
+        if done >= 2 {
+            let trigger = page.items[0].trigger.clone().unwrap();
+            assert_eq!(trigger["type"], "time", "{trigger}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interval trigger did not run twice: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Paused workflows' triggers stop.
+    env.store
+        .set_workflow_paused("every_second", true)
+        .await
+        .unwrap();
+    env.scheduler.reload().await;
+}
+
+#[tokio::test]
+async fn event_trigger_starts_an_execution_with_the_event() {
+    let env = env().await;
+    env.scheduler
+        .submit(json!({
+            "name": "on_landing",
+            "nodes": [{"name": "load", "job": sh("echo \"$AIFLOW_EVENT\"")}],
+            "triggers": [{"event": {"key": "dataset/raw/*"}}]
+        }))
+        .await
+        .unwrap();
+    env.bus
+        .publish(NewEvent::new("dataset/raw/2026-11-25", "v1"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        let page = env
+            .store
+            .list_workflow_executions(&aiflow_api::meta::ExecutionQuery {
+                workflow: Some("on_landing".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(e) = page.items.iter().find(|e| e.state == "SUCCEEDED") {
+            break e.id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event trigger did not start: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = std::fs::read_to_string(env.scheduler.log_path(&id, "load", 1)).unwrap();
+    assert!(log.contains("dataset/raw/2026-11-25"), "{log}");
+}
