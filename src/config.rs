@@ -33,6 +33,8 @@ pub(crate) struct Config {
     /// JetStream stream holding the events.
     pub(crate) nats_stream: String,
     pub(crate) log_format: LogFormat,
+    /// At most this many job processes at once (more wait, highest priority first).
+    pub(crate) max_running: usize,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             nats: None,
             nats_stream: "AIFLOW_EVENTS".into(),
             log_format: LogFormat::Text,
+            max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
         }
     }
 }
@@ -76,6 +79,9 @@ pub(crate) struct ServerArgs {
     /// Log format [default: text].
     #[arg(long, env = "AIFLOW_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// At most this many job processes at once [default: 32].
+    #[arg(long, env = "AIFLOW_MAX_RUNNING")]
+    pub(crate) max_running: Option<usize>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -107,6 +113,9 @@ impl Config {
         if let Some(v) = &args.nats_stream {
             config.nats_stream.clone_from(v);
         }
+        if let Some(v) = args.max_running {
+            config.max_running = v;
+        }
         if let Some(v) = args.log_format {
             config.log_format = v;
         }
@@ -131,6 +140,9 @@ impl Config {
             && !(n.starts_with("nats://") || n.starts_with("tls://"))
         {
             bail!("nats: {n:?} is not a nats:// URL");
+        }
+        if self.max_running == 0 {
+            bail!("max_running: must be at least 1");
         }
         if self.nats_stream.is_empty()
             || !self

@@ -126,6 +126,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             server_url: base.clone(),
             stop_grace: Duration::from_secs(10),
             aiflow_bin: std::env::current_exe().ok(),
+            max_running: config.max_running,
         },
         shutdown_rx.clone(),
     )

@@ -45,7 +45,12 @@ pub struct SchedulerConfig {
     pub stop_grace: Duration,
     /// The `aiflow` binary, given to jobs as `AIFLOW_BIN` so they can call the CLI.
     pub aiflow_bin: Option<PathBuf>,
+    /// At most this many job processes at once; more wait QUEUED, highest priority first.
+    pub max_running: usize,
 }
+
+/// Default of [`SchedulerConfig::max_running`].
+pub const DEFAULT_MAX_RUNNING: usize = 32;
 
 enum Command {
     Start {
@@ -141,6 +146,9 @@ impl Scheduler {
             executions: HashMap::new(),
             triggers: Vec::new(),
             timers: Vec::new(),
+            waiting: std::collections::BinaryHeap::new(),
+            queued_seq: 0,
+            running_total: 0,
         };
         core.reload_triggers().await;
         let ticks = tx.clone();
@@ -364,6 +372,8 @@ struct JobRt {
     stopper: Option<watch::Sender<bool>>,
     restart_after_stop: bool,
     cause: Option<Event>,
+    /// A process of the current attempt holds a slot.
+    launched: bool,
 }
 
 struct Exec {
@@ -373,6 +383,8 @@ struct Exec {
     jobs: HashMap<String, JobRt>,
     trigger_event: Option<Event>,
     stopping: bool,
+    /// Job processes of this execution holding a slot.
+    running: usize,
 }
 
 struct Core {
@@ -386,6 +398,10 @@ struct Core {
     triggers: Vec<Arc<Workflow>>,
     /// Time triggers of active workflows: workflow, trigger index, last check.
     timers: Vec<(Arc<Workflow>, usize, chrono::DateTime<Utc>)>,
+    /// QUEUED attempts waiting for a slot: (priority, earlier first, execution, job, attempt).
+    waiting: std::collections::BinaryHeap<(i32, std::cmp::Reverse<u64>, String, String, u32)>,
+    queued_seq: u64,
+    running_total: usize,
 }
 
 impl Core {
@@ -410,7 +426,10 @@ impl Core {
                 job,
                 attempt,
                 outcome,
-            } => self.on_job_ended(&execution, &job, attempt, outcome).await,
+            } => {
+                self.on_job_ended(&execution, &job, attempt, outcome).await;
+                self.dispatch().await;
+            }
             Command::Retry {
                 execution,
                 job,
@@ -424,7 +443,7 @@ impl Core {
                 if current == Some((attempt, JobState::Retrying)) {
                     self.set_job_state(&execution, &job, JobState::Queued, None)
                         .await;
-                    self.launch(&execution, &job).await;
+                    self.enqueue(&execution, &job).await;
                 }
             }
             Command::Reload => self.reload_triggers().await,
@@ -556,6 +575,7 @@ impl Core {
                         stopper: None,
                         restart_after_stop: false,
                         cause: None,
+                        launched: false,
                     },
                 )
             })
@@ -567,6 +587,7 @@ impl Core {
             jobs,
             trigger_event: event,
             stopping: false,
+            running: 0,
         };
         self.executions.insert(id.clone(), exec);
         tracing::info!(workflow = name, execution = %id, "execution started");
@@ -784,7 +805,69 @@ impl Core {
             tracing::warn!(execution = id, job, error = %e, "cannot store the job execution");
         }
         self.set_job_state(id, job, JobState::Queued, None).await;
-        self.launch(id, job).await;
+        self.enqueue(id, job).await;
+    }
+
+    /// Puts the job's current attempt in line for a slot, then hands out free slots.
+    async fn enqueue(&mut self, id: &str, job: &str) {
+        let Some(exec) = self.executions.get(id) else {
+            return;
+        };
+        let Some(rt) = exec.jobs.get(job) else {
+            return;
+        };
+        let priority = exec.workflow.job(job).map_or(0, |j| j.priority);
+        self.queued_seq += 1;
+        self.waiting.push((
+            priority,
+            std::cmp::Reverse(self.queued_seq),
+            id.to_string(),
+            job.to_string(),
+            rt.attempt,
+        ));
+        self.dispatch().await;
+    }
+
+    /// Launches waiting attempts while slots are free: in total, and per execution
+    /// (`max_concurrent_jobs`).
+    async fn dispatch(&mut self) {
+        let mut blocked = Vec::new();
+        while self.running_total < self.config.max_running.max(1) {
+            let Some(entry) = self.waiting.pop() else {
+                break;
+            };
+            let (_, _, id, job, attempt) = &entry;
+            let Some(exec) = self.executions.get(id) else {
+                continue;
+            };
+            let current = exec.jobs.get(job).map(|j| (j.attempt, j.state));
+            if current != Some((*attempt, JobState::Queued)) {
+                continue; // stopped or superseded while waiting
+            }
+            let limit = exec
+                .workflow
+                .max_concurrent_jobs
+                .map_or(usize::MAX, |n| n as usize);
+            if exec.running >= limit {
+                blocked.push(entry);
+                continue;
+            }
+            let (id, job) = (id.clone(), job.clone());
+            self.launch(&id, &job).await;
+        }
+        self.waiting.extend(blocked);
+    }
+
+    /// Frees the slot held by a job's process.
+    fn release(&mut self, id: &str, job: &str) {
+        if let Some(exec) = self.executions.get_mut(id)
+            && let Some(rt) = exec.jobs.get_mut(job)
+            && rt.launched
+        {
+            rt.launched = false;
+            exec.running = exec.running.saturating_sub(1);
+            self.running_total = self.running_total.saturating_sub(1);
+        }
     }
 
     /// Starts the process of the job's current attempt.
@@ -837,6 +920,9 @@ impl Core {
         match self.executor.launch(launch).await {
             Ok(running) => {
                 rt.stopper = Some(running.stopper());
+                rt.launched = true;
+                exec.running += 1;
+                self.running_total += 1;
                 let tx = self.tx.clone();
                 let (execution, job_name) = (id.to_string(), job.to_string());
                 tokio::spawn(async move {
@@ -910,6 +996,14 @@ impl Core {
         if rt.attempt != attempt {
             return; // a late report of an older attempt
         }
+        self.release(id, job);
+        let Some(rt) = self
+            .executions
+            .get_mut(id)
+            .and_then(|e| e.jobs.get_mut(job))
+        else {
+            return;
+        };
         rt.stopper = None;
         let restart = std::mem::take(&mut rt.restart_after_stop);
         let (state, message) = match &outcome {

@@ -38,6 +38,7 @@ async fn env() -> Env {
             server_url: "http://127.0.0.1:1".into(),
             stop_grace: Duration::from_millis(500),
             aiflow_bin: None,
+            max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
         },
         rx,
     )
@@ -374,4 +375,40 @@ async fn event_trigger_starts_an_execution_with_the_event() {
     };
     let log = std::fs::read_to_string(env.scheduler.log_path(&id, "load", 1)).unwrap();
     assert!(log.contains("dataset/raw/2026-11-25"), "{log}");
+}
+
+#[tokio::test]
+async fn max_concurrent_jobs_queues_the_rest() {
+    let env = env().await;
+    env.scheduler
+        .submit(json!({
+            "name": "one_at_a_time",
+            "max_concurrent_jobs": 1,
+            "nodes": [
+                {"name": "a", "job": sh("sleep 0.2")},
+                {"name": "b", "job": sh("sleep 0.2")},
+                {"name": "c", "job": sh("sleep 0.2")}
+            ]
+        }))
+        .await
+        .unwrap();
+    let e = env
+        .scheduler
+        .start_execution("one_at_a_time", json!({}))
+        .await
+        .unwrap();
+    env.wait_execution(&e.id, "SUCCEEDED").await;
+    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = env
+        .store
+        .list_job_executions(&e.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| (j.started_at.unwrap(), j.ended_at.unwrap()))
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 3);
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "jobs overlapped: {spans:?}");
+    }
 }
