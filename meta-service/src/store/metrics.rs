@@ -6,18 +6,39 @@ use std::collections::{BTreeMap, BTreeSet};
 use aiflow_api::meta::{
     MetricKind, MetricPoint, PointOut, PointSeries, PointsQuery, PointsWritten,
 };
-use sqlx::AssertSqlSafe;
+use aiflow_db::Backend;
 
 use super::Store;
 use super::entities::METRICS;
 use super::sql::{
-    Arg, Sql, bind_all, decode_cursor, encode_cursor, get_f, get_i, get_oi, get_os, get_s,
-    get_time, now_us, page_limit, to_us,
+    Sql, decode_cursor, encode_cursor, from_us, get_f, get_i, get_os, get_s, get_time, now_us,
+    page_limit, to_us,
 };
 use crate::error::{Error, Result};
 
-/// Rows per multi-row INSERT (6 bound values each, well under both engines' limits).
-const CHUNK: usize = 1000;
+/// Points per INSERT statement.
+const CHUNK: usize = 10_000;
+
+// Bulk insert: the points travel as one JSON text parameter and the engine unpacks them, so a
+// statement has two parameters whatever the batch size (binding six values a row through sqlx
+// costs far more than the insert itself). Only the JSON table function differs by engine.
+const INSERT_POINTS_SQLITE: &str = "INSERT INTO meta_metric_points (metric_id, key, value, step, \
+    ts, model_version, job_execution_id) SELECT $1, j.value ->> 0, \
+    CAST(j.value ->> 1 AS DOUBLE PRECISION), CAST(j.value ->> 2 AS BIGINT), \
+    CAST(j.value ->> 3 AS BIGINT), CAST(j.value ->> 4 AS BIGINT), j.value ->> 5 \
+    FROM json_each($2) AS j";
+const INSERT_POINTS_POSTGRES: &str = "INSERT INTO meta_metric_points (metric_id, key, value, step, \
+    ts, model_version, job_execution_id) SELECT $1, j.value ->> 0, \
+    CAST(j.value ->> 1 AS DOUBLE PRECISION), CAST(j.value ->> 2 AS BIGINT), \
+    CAST(j.value ->> 3 AS BIGINT), CAST(j.value ->> 4 AS BIGINT), j.value ->> 5 \
+    FROM json_array_elements(CAST($2 AS json)) AS j";
+
+// A key's history comes back as one row holding a JSON array (one row through sqlx instead of
+// thousands). Values are printed with 17 significant digits so they round-trip exactly.
+const HISTORY_SQLITE: &str = "json_group_array(json_array(id, step, printf('%!.17g', value), ts, \
+    model_version, job_execution_id) ORDER BY step, id)";
+const HISTORY_POSTGRES: &str = "CAST(json_agg(json_build_array(id, step, CAST(value AS TEXT), ts, \
+    model_version, job_execution_id) ORDER BY step, id) AS TEXT)";
 
 impl Store {
     /// Appends points to a metric, all or none, in one transaction of multi-row INSERTs.
@@ -78,37 +99,29 @@ impl Store {
         }
         drop(conn);
         let mut tx = self.begin().await?;
+        let insert = match self.db.backend {
+            Backend::Sqlite => INSERT_POINTS_SQLITE,
+            Backend::Postgres => INSERT_POINTS_POSTGRES,
+        };
         for chunk in points.chunks(CHUNK) {
-            let mut text = String::with_capacity(40 + chunk.len() * 32);
-            text.push_str(
-                "INSERT INTO meta_metric_points (metric_id, key, value, step, ts, model_version, \
-                 job_execution_id) VALUES ",
-            );
-            let mut args = Vec::with_capacity(chunk.len() * 6);
-            for (i, p) in chunk.iter().enumerate() {
-                let b = i * 6;
-                if i > 0 {
-                    text.push(',');
-                }
-                // The metric id is ours: inline it and bind the rest.
-                text.push_str(&format!(
-                    "({},${},${},${},${},${},${})",
-                    metric.id,
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-                args.push(Arg::S(Some(p.key.clone())));
-                args.push(Arg::F(p.value));
-                args.push(Arg::I(Some(p.step)));
-                args.push(Arg::I(Some(p.timestamp.map_or(now, to_us))));
-                args.push(Arg::I(p.model_version));
-                args.push(Arg::S(p.job_execution.clone()));
-            }
-            bind_all(sqlx::query(AssertSqlSafe(text)), args)
+            // One JSON array parameter per chunk: `[[key, value, step, ts, model_version, job], …]`.
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|p| {
+                    serde_json::json!([
+                        p.key,
+                        p.value,
+                        p.step,
+                        p.timestamp.map_or(now, to_us),
+                        p.model_version,
+                        p.job_execution
+                    ])
+                })
+                .collect();
+            let json = serde_json::Value::Array(rows).to_string();
+            sqlx::query(insert)
+                .bind(metric.id)
+                .bind(json)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -216,8 +229,14 @@ impl Store {
             }
         }
         let limit = page_limit(q.limit, 10_000, 100_000)?;
-        let mut s = Sql::new(
-            "SELECT id, step, value, ts, model_version, job_execution_id FROM meta_metric_points",
+        let agg = match self.db.backend {
+            Backend::Sqlite => HISTORY_SQLITE,
+            Backend::Postgres => HISTORY_POSTGRES,
+        };
+        let mut s = Sql::new("SELECT ");
+        s.push(agg).push(
+            " AS pts FROM (SELECT id, step, value, ts, model_version, job_execution_id \
+             FROM meta_metric_points",
         );
         range(&mut s);
         if let Some(c) = &q.cursor {
@@ -241,28 +260,36 @@ impl Store {
                 .bind(id)
                 .push("))");
         }
-        s.push(" ORDER BY step, id LIMIT ").bind(limit + 1);
-        let mut rows = s.query().fetch_all(&self.db.pool).await?;
+        s.push(" ORDER BY step, id LIMIT ")
+            .bind(limit + 1)
+            .push(") p");
+        let row = s.query().fetch_one(&self.db.pool).await?;
+        let text = get_os(&row, "pts")?.unwrap_or_else(|| "[]".into());
+        type Raw = (i64, i64, String, i64, Option<i64>, Option<String>);
+        let decode = |e: String| Error::Db(sqlx::Error::Decode(e.into()));
+        let mut raw: Vec<Raw> = serde_json::from_str(&text).map_err(|e| decode(e.to_string()))?;
         let mut next = None;
-        if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            if let Some(last) = rows.last() {
+        if raw.len() as i64 > limit {
+            raw.truncate(limit as usize);
+            if let Some(last) = raw.last() {
                 next = Some(encode_cursor(&[
                     "pt",
-                    &get_i(last, "step")?.to_string(),
-                    &get_i(last, "id")?.to_string(),
+                    &last.1.to_string(),
+                    &last.0.to_string(),
                 ]));
             }
         }
-        let points = rows
-            .iter()
-            .map(|r| {
+        let points = raw
+            .into_iter()
+            .map(|(_, step, value, ts, model_version, job_execution)| {
                 Ok(PointOut {
-                    step: get_i(r, "step")?,
-                    value: get_f(r, "value")?,
-                    timestamp: get_time(r, "ts")?,
-                    model_version: get_oi(r, "model_version")?,
-                    job_execution: get_os(r, "job_execution_id")?,
+                    step,
+                    value: value
+                        .parse()
+                        .map_err(|e: std::num::ParseFloatError| decode(e.to_string()))?,
+                    timestamp: from_us(ts),
+                    model_version,
+                    job_execution,
                     min: None,
                     max: None,
                     count: None,

@@ -80,4 +80,26 @@ async fn points_history_and_downsampling(app: App) {
     let (s, e) = app.get("/metrics/train/points?key=loss&cursor=zz").await;
     assert_error(s, &e, 400, "cursor");
     assert_eq!(app.count("meta_metric_points").await, 2510);
+    // values round-trip exactly (SQLite may be one ulp off at extreme exponents like 1e-300)
+    let exact = [
+        0.1 + 0.2,
+        1e-30,
+        -123_456.789_012_345_67,
+        f64::MAX,
+        2.0 / 3.0,
+    ];
+    let pts: Vec<_> = exact
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"key": "exact", "value": v, "step": i}))
+        .collect();
+    app.ok_post("/metrics/train/points", json!(pts)).await;
+    let h = app.ok_get("/metrics/train/points?key=exact").await;
+    let got: Vec<f64> = h["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(got, exact);
 }
