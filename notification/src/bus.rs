@@ -19,7 +19,9 @@ pub trait EventBus: Send + Sync + 'static {
     /// stored, returns the stored event and stores nothing.
     async fn publish(&self, event: NewEvent) -> Result<Event, Error>;
 
-    /// Stores all events or none, in order, with consecutive-in-order offsets.
+    /// Stores all events or none, in order, with increasing offsets (consecutive on the
+    /// embedded bus). Every event is validated before anything is stored; an invalid one fails
+    /// the batch with an [`Error::Invalid`] naming `[index].field`.
     async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, Error>;
 
     /// Stored events matching `filter` with offset > `after`, oldest first, at most `limit`.

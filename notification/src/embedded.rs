@@ -27,15 +27,26 @@ use aiflow_db::{Backend, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AssertSqlSafe, Connection, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{Error, EventBus, EventStream};
 
 /// Events per page when a subscriber replays the table.
 const REPLAY_PAGE: usize = 1000;
-/// Rows per multi-row `INSERT` (9 parameters each, well under both engines' limits).
-const INSERT_CHUNK: usize = 500;
+/// Rows per `INSERT` statement.
+const INSERT_CHUNK: usize = 2000;
+
+const INSERT_SQLITE: &str = "INSERT INTO events \
+    (seq, namespace, event_key, value, event_type, sender, context, created_at, idempotency_key) \
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+    value ->> 6, value ->> 7, value ->> 8 FROM json_each($1)";
+
+const INSERT_POSTGRES: &str = "INSERT INTO events \
+    (seq, namespace, event_key, value, event_type, sender, context, created_at, idempotency_key) \
+    SELECT (e ->> 0)::BIGINT, e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, e ->> 6, \
+    (e ->> 7)::BIGINT, e ->> 8 FROM json_array_elements($1::json) AS e";
 /// Keys per `IN (…)` lookup of idempotency keys.
 const LOOKUP_CHUNK: usize = 500;
 
@@ -125,6 +136,7 @@ impl EmbeddedBus {
         let (live, _) = broadcast::channel(config.live_capacity.max(16));
         let writer = Writer {
             db: db.clone(),
+            conn: None,
             live: live.clone(),
             max_group_events: config.max_group_events.max(1),
             retention: config.retention,
@@ -409,6 +421,8 @@ fn event_of_row(row: &AnyRow) -> Result<Event, Error> {
 
 struct Writer {
     db: Db,
+    /// The writer's own connection, kept between groups (re-acquired after an error).
+    conn: Option<PoolConnection<Any>>,
     live: broadcast::Sender<Arc<[Event]>>,
     max_group_events: usize,
     retention: Retention,
@@ -420,7 +434,7 @@ struct Pending {
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Request>, retention_interval: Duration) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, retention_interval: Duration) {
         let mut tick = tokio::time::interval(retention_interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut group: Vec<Pending> = Vec::new();
@@ -466,7 +480,7 @@ impl Writer {
 
     /// Stores a group in one transaction; when that fails, each request alone, so one bad
     /// request cannot fail the others.
-    async fn commit(&self, group: Vec<Pending>) {
+    async fn commit(&mut self, group: Vec<Pending>) {
         let started = std::time::Instant::now();
         let batches: Vec<&[NewEvent]> = group.iter().map(|p| p.events.as_slice()).collect();
         match self.store(&batches).await {
@@ -509,14 +523,33 @@ impl Writer {
     }
 
     /// One transaction: the stored events of each request, and the newly stored ones in order.
-    async fn store(&self, batches: &[&[NewEvent]]) -> Result<(Vec<Vec<Event>>, Vec<Event>), Error> {
+    async fn store(
+        &mut self,
+        batches: &[&[NewEvent]],
+    ) -> Result<(Vec<Vec<Event>>, Vec<Event>), Error> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.db.pool.acquire().await?,
+        };
+        let result = Self::store_on(self.db.backend, &mut conn, batches).await;
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    async fn store_on(
+        backend: Backend,
+        conn: &mut PoolConnection<Any>,
+        batches: &[&[NewEvent]],
+    ) -> Result<(Vec<Vec<Event>>, Vec<Event>), Error> {
         let keys: Vec<&str> = batches
             .iter()
             .flat_map(|b| b.iter())
             .filter_map(|e| e.idempotency_key.as_deref())
             .collect();
         let total: usize = batches.iter().map(|b| b.len()).sum();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = Connection::begin(&mut **conn).await?;
         // The counter row is locked first: writers of other processes wait here until we
         // commit, so offsets increase in commit order. Without idempotency keys every event is
         // new and one statement reserves the offsets.
@@ -584,46 +617,35 @@ impl Writer {
             results.push(stored);
         }
 
+        // All new rows in one statement with one parameter: a JSON array of row arrays, unpacked
+        // by the database (few, cached statements; no per-row binding).
         for (chunk, keys) in fresh
             .chunks(INSERT_CHUNK)
             .zip(fresh_keys.chunks(INSERT_CHUNK))
         {
-            let mut sql = String::with_capacity(64 + chunk.len() * 48);
-            sql.push_str(
-                "INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at, idempotency_key) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 9;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                ));
-            }
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (e, k) in chunk.iter().zip(keys) {
-                query = query
-                    .bind(e.offset.0)
-                    .bind(e.namespace.as_str())
-                    .bind(e.key.as_str())
-                    .bind(e.value.as_str())
-                    .bind(e.event_type.as_str())
-                    .bind(e.sender.as_deref())
-                    .bind(e.context.as_ref().map(ToString::to_string))
-                    .bind(micros)
-                    .bind(*k);
-            }
-            query.execute(&mut *tx).await?;
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .zip(keys)
+                .map(|(e, k)| {
+                    serde_json::json!([
+                        e.offset.0,
+                        e.namespace,
+                        e.key,
+                        e.value,
+                        e.event_type,
+                        e.sender,
+                        e.context.as_ref().map(ToString::to_string),
+                        micros,
+                        k,
+                    ])
+                })
+                .collect();
+            let rows = serde_json::Value::Array(rows).to_string();
+            let sql = match backend {
+                Backend::Sqlite => INSERT_SQLITE,
+                Backend::Postgres => INSERT_POSTGRES,
+            };
+            sqlx::query(sql).bind(rows).execute(&mut *tx).await?;
         }
         if advance == 0 && next != last {
             sqlx::query("UPDATE event_log SET last_offset = $1 WHERE id = 1")
@@ -635,7 +657,7 @@ impl Writer {
         Ok((results, fresh))
     }
 
-    async fn retention(&self) -> Result<u64, Error> {
+    async fn retention(&mut self) -> Result<u64, Error> {
         let mut deleted = 0;
         if let Some(age) = self.retention.max_age {
             let cutoff =

@@ -576,11 +576,21 @@ pub(crate) async fn many_publishers_many_listeners(h: &Harness) {
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         let bus = bus.clone();
+        // Half the publishers send single events, half batches of 25: both in their order.
         tasks.push(tokio::spawn(async move {
-            for i in 0..PER {
-                bus.publish(NewEvent::new(format!("p{p}"), i.to_string()))
-                    .await
-                    .unwrap();
+            if p % 2 == 0 {
+                for i in 0..PER {
+                    bus.publish(NewEvent::new(format!("p{p}"), i.to_string()))
+                        .await
+                        .unwrap();
+                }
+            } else {
+                for b in (0..PER).step_by(25) {
+                    let batch = (b..b + 25)
+                        .map(|i| NewEvent::new(format!("p{p}"), i.to_string()))
+                        .collect();
+                    bus.publish_batch(batch).await.unwrap();
+                }
             }
         }));
     }
