@@ -115,6 +115,36 @@ async fn document_is_openapi_3_1_and_served() {
     // 3.1: nullable is expressed with type arrays, never the 3.0 keyword
     assert!(!doc.to_string().contains("\"nullable\""));
 
+    // An OpenAPI 3.1 parser accepts the document, and every operation's parameters, request
+    // body and response schemas resolve.
+    let spec = oas3::from_json(doc.to_string()).expect("a valid OpenAPI 3.1 document");
+    let version = spec.validate_version().expect("OpenAPI version 3.1.x");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let mut n = 0;
+    for (path, method, op) in spec.operations() {
+        op.parameters(&spec)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        if let Some(body) = op
+            .request_body(&spec)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        {
+            for media in body.content.values() {
+                media
+                    .schema(&spec)
+                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            }
+        }
+        for (code, resp) in op.responses(&spec) {
+            for media in resp.content.values() {
+                media
+                    .schema(&spec)
+                    .unwrap_or_else(|e| panic!("{method} {path} {code}: {e}"));
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 40, "only {n} operations");
+
     let app = router.merge(aiflow_meta::docs_router(api));
     let resp = app
         .clone()
