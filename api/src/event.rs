@@ -296,6 +296,12 @@ impl NewEvent {
                 ),
             ));
         }
+        if self.value.contains('\0') {
+            return Err(InvalidEvent::new(
+                "value",
+                "value must not contain NUL characters",
+            ));
+        }
         if let Some(c) = &self.context {
             let len = serde_json::to_vec(c).map_or(usize::MAX, |v| v.len());
             if len > limits.max_context_bytes {

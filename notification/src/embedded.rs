@@ -549,6 +549,12 @@ impl Writer {
             .filter_map(|e| e.idempotency_key.as_deref())
             .collect();
         let total: usize = batches.iter().map(|b| b.len()).sum();
+        if keys.is_empty() {
+            let rows = fast_rows(batches);
+            if rows.len() <= FAST_PATH_MAX_BYTES {
+                return Self::store_fast(backend, conn, batches, total, &rows).await;
+            }
+        }
         let mut tx = Connection::begin(&mut **conn).await?;
         // The counter row is locked first: writers of other processes wait here until we
         // commit, so offsets increase in commit order. Without idempotency keys every event is
@@ -657,6 +663,79 @@ impl Writer {
         Ok((results, fresh))
     }
 
+    /// Events without idempotency keys in one round trip: the transaction, the counter update
+    /// and the insert are one multi-statement script, the rows inlined as a JSON string literal
+    /// (quotes doubled; on PostgreSQL an `E''` literal with backslashes doubled too, so the
+    /// text cannot end the literal whatever `standard_conforming_strings` says).
+    async fn store_fast(
+        backend: Backend,
+        conn: &mut PoolConnection<Any>,
+        batches: &[&[NewEvent]],
+        total: usize,
+        rows: &str,
+    ) -> Result<(Vec<Vec<Event>>, Vec<Event>), Error> {
+        let now = Utc::now();
+        let micros = now.timestamp_micros();
+        let created_at = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or(now);
+        let script = match backend {
+            Backend::Sqlite => format!(
+                "BEGIN IMMEDIATE; \
+                 UPDATE event_log SET last_offset = last_offset + {total} WHERE id = 1 RETURNING last_offset; \
+                 INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
+                 SELECT (SELECT last_offset FROM event_log WHERE id = 1) - {total} + key + 1, \
+                 value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, {micros} \
+                 FROM json_each('{}'); COMMIT;",
+                rows.replace('\'', "''")
+            ),
+            Backend::Postgres => format!(
+                "BEGIN; \
+                 UPDATE event_log SET last_offset = last_offset + {total} WHERE id = 1 RETURNING last_offset; \
+                 INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
+                 SELECT (SELECT last_offset FROM event_log WHERE id = 1) - {total} + t.n, \
+                 t.e ->> 0, t.e ->> 1, t.e ->> 2, t.e ->> 3, t.e ->> 4, t.e ->> 5, {micros} \
+                 FROM json_array_elements(E'{}'::json) WITH ORDINALITY AS t(e, n); COMMIT;",
+                rows.replace('\\', "\\\\").replace('\'', "''")
+            ),
+        };
+        let answer = sqlx::raw_sql(AssertSqlSafe(script))
+            .fetch_all(&mut **conn)
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut **conn).await;
+                return Err(e.into());
+            }
+        };
+        let reserved: i64 = answer
+            .first()
+            .ok_or_else(|| Error::Store(sqlx::Error::RowNotFound))?
+            .try_get(0)?;
+        let mut next = reserved - i64::try_from(total).unwrap_or(0);
+        let mut results = Vec::with_capacity(batches.len());
+        let mut fresh = Vec::with_capacity(total);
+        for batch in batches {
+            let mut stored = Vec::with_capacity(batch.len());
+            for e in *batch {
+                next += 1;
+                let event = Event {
+                    offset: Offset(next),
+                    namespace: e.namespace_or_default().to_string(),
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    event_type: e.event_type_or_default().to_string(),
+                    sender: e.sender.clone(),
+                    context: e.context.clone(),
+                    created_at,
+                };
+                stored.push(event.clone());
+                fresh.push(event);
+            }
+            results.push(stored);
+        }
+        Ok((results, fresh))
+    }
+
     async fn retention(&mut self) -> Result<u64, Error> {
         let mut deleted = 0;
         if let Some(age) = self.retention.max_age {
@@ -687,6 +766,28 @@ impl Writer {
         }
         Ok(deleted)
     }
+}
+
+/// Largest inlined JSON of the one-round-trip path; bigger groups bind it as a parameter.
+const FAST_PATH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The rows of a group as a JSON array of `[namespace, key, value, event_type, sender, context]`.
+fn fast_rows(batches: &[&[NewEvent]]) -> String {
+    let rows: Vec<serde_json::Value> = batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|e| {
+            serde_json::json!([
+                e.namespace_or_default(),
+                e.key,
+                e.value,
+                e.event_type_or_default(),
+                e.sender,
+                e.context.as_ref().map(ToString::to_string),
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
 }
 
 #[cfg(test)]

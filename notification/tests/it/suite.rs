@@ -100,6 +100,24 @@ pub(crate) async fn publish_assigns_offsets(h: &Harness) {
     assert_eq!(read[0].event_type, "MODEL_VERSION_CREATED");
     assert_eq!(read[0].sender.as_deref(), Some("trainer"));
     assert_eq!(read[0].context, full.context);
+    // Text that could break SQL quoting round-trips unchanged.
+    let hostile = "it's \\' \\\\ \" \t \n ü'); DROP TABLE events; --";
+    let stored = bus
+        .publish(
+            NewEvent::new(format!("q'{hostile}").replace(['\t', '\n'], ""), hostile)
+                .sender("o'brien\\")
+                .context(serde_json::json!({"s": hostile})),
+        )
+        .await
+        .unwrap();
+    let read = bus
+        .list(&EventFilter::default(), Offset(stored.offset.0 - 1), 1)
+        .await
+        .unwrap();
+    assert_eq!(read[0].value, hostile);
+    assert_eq!(read[0].key, stored.key);
+    assert_eq!(read[0].sender.as_deref(), Some("o'brien\\"));
+    assert_eq!(read[0].context, Some(serde_json::json!({"s": hostile})));
     // Concurrent publishers: offsets unique, listing in offset order.
     let mut tasks = Vec::new();
     for p in 0..8 {
@@ -420,6 +438,7 @@ pub(crate) async fn bad_inputs_store_nothing(h: &Harness) {
             "idempotency_key",
         ),
         (NewEvent::new("k", "v".repeat(1001)), "value"),
+        (NewEvent::new("k", "a\0b"), "value"),
         (
             NewEvent::new("k", "v").context(serde_json::json!({"big": "x".repeat(200)})),
             "context",
