@@ -4,7 +4,8 @@
 //! single events (64 concurrent publishers) and for batches of 100 (8 concurrent publishers),
 //! single events over HTTP with 32 concurrent clients, and publish→listener latency (p50/p99)
 //! under a steady 5,000 events/s. PostgreSQL and NATS are skipped when not reachable.
-//! `BENCH_BACKENDS=sqlite,nats` picks backends; `BENCH_SCALE=0.2` shrinks the run.
+//! `BENCH_BACKENDS=sqlite,nats` picks backends, `BENCH_PARTS=single,batch,http,latency` the
+//! measurements; `BENCH_SCALE=0.2` shrinks the run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +83,29 @@ async fn run() {
             }
             other => panic!("unknown backend {other}"),
         };
-        let single = single(&bus, 64, scaled(40_000)).await;
-        let batch = batches(&bus, 8, scaled(300_000)).await;
-        let http = over_http(&bus, 32, scaled(40_000)).await;
-        let (p50, p99) = latency(&bus, 5000, scaled(20_000)).await;
+        let parts =
+            std::env::var("BENCH_PARTS").unwrap_or_else(|_| "single,batch,http,latency".into());
+        let on = |p: &str| parts.split(',').any(|x| x == p);
+        let single = if on("single") {
+            single(&bus, 64, scaled(40_000)).await
+        } else {
+            0.0
+        };
+        let batch = if on("batch") {
+            batches(&bus, 8, scaled(300_000)).await
+        } else {
+            0.0
+        };
+        let http = if on("http") {
+            over_http(&bus, 32, scaled(40_000)).await
+        } else {
+            0.0
+        };
+        let (p50, p99) = if on("latency") {
+            latency(&bus, 5000, scaled(20_000)).await
+        } else {
+            (0.0, 0.0)
+        };
         println!("{backend:<10} {single:>16.0} {batch:>16.0} {http:>18.0} {p50:>12.2} {p99:>12.2}");
         if backend == "nats" {
             // Clean the stream up.
@@ -149,6 +169,10 @@ async fn over_http(bus: &Arc<dyn EventBus>, clients: usize, total: usize) -> f64
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    // Small request/response exchanges: no Nagle delay (the server should do the same).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{addr}/api/v1/events");
     let per = total / clients;
@@ -157,7 +181,10 @@ async fn over_http(bus: &Arc<dyn EventBus>, clients: usize, total: usize) -> f64
     for c in 0..clients {
         let url = url.clone();
         handles.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .expect("http client");
             for i in 0..per {
                 let resp = http
                     .post(&url)
