@@ -26,7 +26,7 @@ const INSERT_POINTS_SQLITE: &str = "INSERT INTO meta_metric_points (metric_id, k
     ts, model_version, job_execution_id) SELECT $1, j.value ->> 0, \
     CAST(j.value ->> 1 AS DOUBLE PRECISION), CAST(j.value ->> 2 AS BIGINT), \
     CAST(j.value ->> 3 AS BIGINT), CAST(j.value ->> 4 AS BIGINT), j.value ->> 5 \
-    FROM json_each($2) AS j";
+    FROM jsonb_each($2) AS j";
 const INSERT_POINTS_POSTGRES: &str = "INSERT INTO meta_metric_points (metric_id, key, value, step, \
     ts, model_version, job_execution_id) SELECT $1, j.value ->> 0, \
     CAST(j.value ->> 1 AS DOUBLE PRECISION), CAST(j.value ->> 2 AS BIGINT), \
@@ -35,8 +35,10 @@ const INSERT_POINTS_POSTGRES: &str = "INSERT INTO meta_metric_points (metric_id,
 
 // A key's history comes back as one row holding a JSON array (one row through sqlx instead of
 // thousands). Values are printed with 17 significant digits so they round-trip exactly.
+// SQLite aggregates the rows of the ordered sub-select in order (an ORDER BY inside the
+// aggregate would sort them again); PostgreSQL needs it spelled out.
 const HISTORY_SQLITE: &str = "json_group_array(json_array(id, step, printf('%!.17g', value), ts, \
-    model_version, job_execution_id) ORDER BY step, id)";
+    model_version, job_execution_id))";
 const HISTORY_POSTGRES: &str = "CAST(json_agg(json_build_array(id, step, CAST(value AS TEXT), ts, \
     model_version, job_execution_id) ORDER BY step, id) AS TEXT)";
 
