@@ -137,7 +137,6 @@ impl Scheduler {
         });
         let mut core = Core {
             store: store.clone(),
-            bus,
             executor: LocalExecutor {
                 grace: config.stop_grace,
             },
@@ -146,6 +145,8 @@ impl Scheduler {
             executions: HashMap::new(),
             triggers: Vec::new(),
             timers: Vec::new(),
+            statuses: spawn_status_publisher(bus.clone()),
+            writes: spawn_job_writer(store.clone()),
             waiting: std::collections::BinaryHeap::new(),
             queued_seq: 0,
             running_total: 0,
@@ -295,6 +296,68 @@ impl Scheduler {
     }
 }
 
+/// A change to a job execution row.
+enum JobWrite {
+    Create(NewJobExecution),
+    State {
+        row: String,
+        state: JobState,
+        started: Option<chrono::DateTime<Utc>>,
+        ended: Option<chrono::DateTime<Utc>>,
+    },
+}
+
+/// Applies job row writes in order, off the scheduler loop, so one slow write never holds up
+/// the starting of other jobs.
+fn spawn_job_writer(store: Store) -> mpsc::UnboundedSender<JobWrite> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<JobWrite>();
+    tokio::spawn(async move {
+        while let Some(w) = rx.recv().await {
+            let r = match &w {
+                JobWrite::Create(j) => store.create_job_execution(j).await.map(drop),
+                JobWrite::State {
+                    row,
+                    state,
+                    started,
+                    ended,
+                } => {
+                    store
+                        .set_job_execution_state(row, state.as_str(), None, *started, *ended)
+                        .await
+                }
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot store a job execution change");
+            }
+        }
+    });
+    tx
+}
+
+/// Publishes status events in order, up to 256 in one batch (one transaction on the embedded
+/// bus); retries a failed batch with backoff so no status is dropped while the bus is away.
+fn spawn_status_publisher(bus: Arc<dyn EventBus>) -> mpsc::UnboundedSender<NewEvent> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<NewEvent>();
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(256);
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match bus.publish_batch(batch.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "cannot publish status events");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            batch.clear();
+        }
+    });
+    tx
+}
+
 async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -385,11 +448,20 @@ struct Exec {
     stopping: bool,
     /// Job processes of this execution holding a slot.
     running: usize,
+    /// Jobs QUEUED, RUNNING or RETRYING (kept so the end check is cheap).
+    active: usize,
+    /// Job name → index in `workflow.jobs`.
+    index: HashMap<String, usize>,
+}
+
+impl Exec {
+    fn spec(&self, job: &str) -> Option<&aiflow_translator::Job> {
+        self.index.get(job).map(|&i| &self.workflow.jobs[i])
+    }
 }
 
 struct Core {
     store: Store,
-    bus: Arc<dyn EventBus>,
     executor: LocalExecutor,
     config: Arc<SchedulerConfig>,
     tx: mpsc::Sender<Command>,
@@ -398,6 +470,10 @@ struct Core {
     triggers: Vec<Arc<Workflow>>,
     /// Time triggers of active workflows: workflow, trigger index, last check.
     timers: Vec<(Arc<Workflow>, usize, chrono::DateTime<Utc>)>,
+    /// Job row writes on their way to the store (see [`spawn_job_writer`]).
+    writes: mpsc::UnboundedSender<JobWrite>,
+    /// Status events on their way to the bus (see [`spawn_status_publisher`]).
+    statuses: mpsc::UnboundedSender<NewEvent>,
     /// QUEUED attempts waiting for a slot: (priority, earlier first, execution, job, attempt).
     waiting: std::collections::BinaryHeap<(i32, std::cmp::Reverse<u64>, String, String, u32)>,
     queued_seq: u64,
@@ -588,6 +664,13 @@ impl Core {
             trigger_event: event,
             stopping: false,
             running: 0,
+            active: 0,
+            index: workflow
+                .jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| (j.name.clone(), i))
+                .collect(),
         };
         self.executions.insert(id.clone(), exec);
         tracing::info!(workflow = name, execution = %id, "execution started");
@@ -789,21 +872,15 @@ impl Core {
         let attempt = rt.attempt;
         let row = uuid::Uuid::new_v4().simple().to_string();
         rt.row = Some(row.clone());
-        if let Err(e) = self
-            .store
-            .create_job_execution(&NewJobExecution {
-                id: row,
-                workflow_execution: Some(id.to_string()),
-                job: job.to_string(),
-                attempt: i64::from(attempt),
-                state: JobState::Queued.as_str().to_string(),
-                worker: Some("local".into()),
-                properties: None,
-            })
-            .await
-        {
-            tracing::warn!(execution = id, job, error = %e, "cannot store the job execution");
-        }
+        self.write(JobWrite::Create(NewJobExecution {
+            id: row,
+            workflow_execution: Some(id.to_string()),
+            job: job.to_string(),
+            attempt: i64::from(attempt),
+            state: JobState::Queued.as_str().to_string(),
+            worker: Some("local".into()),
+            properties: None,
+        }));
         self.set_job_state(id, job, JobState::Queued, None).await;
         self.enqueue(id, job).await;
     }
@@ -816,7 +893,7 @@ impl Core {
         let Some(rt) = exec.jobs.get(job) else {
             return;
         };
-        let priority = exec.workflow.job(job).map_or(0, |j| j.priority);
+        let priority = exec.spec(job).map_or(0, |j| j.priority);
         self.queued_seq += 1;
         self.waiting.push((
             priority,
@@ -875,7 +952,7 @@ impl Core {
         let Some(exec) = self.executions.get_mut(id) else {
             return;
         };
-        let Some(spec) = exec.workflow.job(job).cloned() else {
+        let Some(spec) = exec.spec(job).cloned() else {
             return;
         };
         let Some(rt) = exec.jobs.get_mut(job) else {
@@ -983,12 +1060,8 @@ impl Core {
         let Some(exec) = self.executions.get_mut(id) else {
             return;
         };
-        let retries = exec.workflow.job(job).map_or(0, |j| j.retries);
-        let backoff = exec
-            .workflow
-            .job(job)
-            .and_then(|j| j.retry_backoff_s)
-            .unwrap_or(1);
+        let retries = exec.spec(job).map_or(0, |j| j.retries);
+        let backoff = exec.spec(job).and_then(|j| j.retry_backoff_s).unwrap_or(1);
         let stopping = exec.stopping;
         let Some(rt) = exec.jobs.get_mut(job) else {
             return;
@@ -1027,18 +1100,15 @@ impl Core {
             {
                 rt.attempt += 1;
                 let row = uuid::Uuid::new_v4().simple().to_string();
-                let _ = self
-                    .store
-                    .create_job_execution(&NewJobExecution {
-                        id: row.clone(),
-                        workflow_execution: Some(id.to_string()),
-                        job: job.to_string(),
-                        attempt: i64::from(rt.attempt),
-                        state: JobState::Retrying.as_str().to_string(),
-                        worker: Some("local".into()),
-                        properties: None,
-                    })
-                    .await;
+                let _ = self.writes.send(JobWrite::Create(NewJobExecution {
+                    id: row.clone(),
+                    workflow_execution: Some(id.to_string()),
+                    job: job.to_string(),
+                    attempt: i64::from(rt.attempt),
+                    state: JobState::Retrying.as_str().to_string(),
+                    worker: Some("local".into()),
+                    properties: None,
+                }));
                 rt.row = Some(row);
                 let next = rt.attempt;
                 // The scheduled retry names the attempt it launches.
@@ -1083,19 +1153,23 @@ impl Core {
             tracing::warn!(execution = id, job, from = %rt.state, to = %state, "transition refused");
             return;
         }
+        match (rt.state.is_active(), state.is_active()) {
+            (false, true) => exec.active += 1,
+            (true, false) => exec.active = exec.active.saturating_sub(1),
+            _ => {}
+        }
         rt.state = state;
         let attempt = rt.attempt;
         if let Some(row) = rt.row.clone() {
             let now = Utc::now();
             let started = (state == JobState::Running).then_some(now);
             let ended = state.is_terminal().then_some(now);
-            if let Err(e) = self
-                .store
-                .set_job_execution_state(&row, state.as_str(), None, started, ended)
-                .await
-            {
-                tracing::warn!(execution = id, job, error = %e, "cannot store the job state");
-            }
+            self.write(JobWrite::State {
+                row,
+                state,
+                started,
+                ended,
+            });
         }
         let mut context = serde_json::json!({
             "execution": id, "workflow": workflow.name, "job": job, "attempt": attempt,
@@ -1108,9 +1182,7 @@ impl Core {
             .event_type(JOB_STATUS)
             .sender(SENDER)
             .context(context);
-        if let Err(e) = self.bus.publish(event).await {
-            tracing::warn!(execution = id, job, error = %e, "cannot publish the job status");
-        }
+        self.publish(event);
         tracing::info!(execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
         Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
     }
@@ -1124,8 +1196,21 @@ impl Core {
             .event_type(WORKFLOW_STATUS)
             .sender(SENDER)
             .context(serde_json::json!({"execution": id, "workflow": exec.workflow.name}));
-        if let Err(e) = self.bus.publish(event).await {
-            tracing::warn!(execution = id, error = %e, "cannot publish the workflow status");
+        self.publish(event);
+    }
+
+    /// Hands a job row write to the writer task (applied in order).
+    fn write(&self, w: JobWrite) {
+        if self.writes.send(w).is_err() {
+            tracing::warn!("the job row writer has stopped; a job state is not stored");
+        }
+    }
+
+    /// Hands a status event to the publisher task: published in order, in batches, without
+    /// holding up the loop.
+    fn publish(&self, event: NewEvent) {
+        if self.statuses.send(event).is_err() {
+            tracing::warn!("the status publisher has stopped; a status event is lost");
         }
     }
 
@@ -1133,6 +1218,9 @@ impl Core {
         let Some(exec) = self.executions.get(id) else {
             return;
         };
+        if exec.active > 0 {
+            return; // something still runs or waits for a slot
+        }
         let states: HashMap<String, JobState> = exec
             .jobs
             .iter()
