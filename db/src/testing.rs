@@ -1,5 +1,5 @@
 //! Fresh databases for tests: a temporary SQLite file, or a new PostgreSQL database on the
-//! server named by `AIFLOW_TEST_POSTGRES_URL` (default `postgres://127.0.0.1:5432/test`), dropped
+//! server named by `AIFLOW_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), dropped
 //! when the [`TestDb`] goes out of scope.
 
 use std::net::ToSocketAddrs;
@@ -13,7 +13,7 @@ use crate::{Db, DbConfig};
 #[must_use]
 pub fn postgres_admin_url() -> String {
     std::env::var("AIFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://127.0.0.1:5432/test".to_string())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
 /// `true` when something listens at the host and port of `url`. Prints a loud notice otherwise.
