@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::{App, assert_error, both};
 
 both!(
+    every_other_route,
     projects_crud,
     datasets_crud,
     metrics_and_artifacts_crud,
@@ -242,4 +243,97 @@ async fn name_reuse_after_delete(app: App) {
     assert_eq!(second["latest_version"], 0);
     let v = app.ok_post("/datasets/raw/versions", json!({})).await;
     assert_eq!(v["version"], 1);
+}
+
+/// Routes not exercised elsewhere: model update and delete, metric and artifact get, workflow
+/// list, execution get.
+async fn every_other_route(app: App) {
+    app.ok_post("/models", json!({"name": "m", "tags": {"a": "1"}}))
+        .await;
+    app.ok_post("/models/m/versions", json!({})).await;
+    let (s, b) = app
+        .call(
+            Method::PATCH,
+            "/models/m",
+            Some(json!({"description": "d", "properties": {"x": true}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["description"], "d");
+    assert_eq!(b["tags"]["a"], "1");
+    let (s, _) = app.call(Method::DELETE, "/models/m", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.get("/models/m/versions/1").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // the name is free again; numbering starts over
+    app.ok_post("/models", json!({"name": "m"})).await;
+    assert_eq!(
+        app.ok_post("/models/m/versions", json!({})).await["version"],
+        1
+    );
+    let (s, b) = app
+        .call(
+            Method::PATCH,
+            "/models/ghost",
+            Some(json!({"description": "d"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+
+    app.ok_post(
+        "/metrics",
+        json!({"name": "loss", "kind": "job", "subject": "train"}),
+    )
+    .await;
+    assert_eq!(app.ok_get("/metrics/loss").await["subject"], "train");
+    app.ok_post("/artifacts", json!({"name": "w", "uri": "file:///w"}))
+        .await;
+    assert_eq!(app.ok_get("/artifacts/w").await["uri"], "file:///w");
+    let (s, _) = app.get("/artifacts/ghost").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    app.store
+        .submit_workflow_version(&aiflow_meta::NewWorkflowVersion {
+            name: "wf".into(),
+            workflow: json!({"kind": "workflow"}),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.store
+        .submit_workflow_version(&aiflow_meta::NewWorkflowVersion {
+            name: "wf".into(),
+            workflow: json!({"kind": "workflow", "v": 2}),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let list = app.ok_get("/workflows").await;
+    assert_eq!(list["items"][0]["latest_version"], 2);
+    app.store
+        .create_workflow_execution(&aiflow_meta::NewWorkflowExecution {
+            id: "x1".into(),
+            workflow: "wf".into(),
+            state: "RUNNING".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.store
+        .set_workflow_execution_state("x1", "SUCCEEDED", None, Some(chrono::Utc::now()))
+        .await
+        .unwrap();
+    let e = app.ok_get("/executions/x1").await;
+    assert_eq!(e["state"], "SUCCEEDED");
+    assert_eq!(e["workflow_version"], 2);
+    assert!(e["ended_at"].is_string());
+    assert_eq!(
+        app.ok_get("/executions?state=SUCCEEDED").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (s, _) = app.get("/executions/ghost").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
