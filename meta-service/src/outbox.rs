@@ -47,6 +47,8 @@ pub fn spawn_outbox_relay(
     tokio::spawn(async move {
         let notify = store.outbox_notify.clone();
         let mut backoff = Duration::from_millis(100);
+        // Once the sender is gone nobody can ask us to stop: keep relaying until the runtime ends.
+        let mut watching = true;
         loop {
             match relay_once(&store, bus.as_ref()).await {
                 Ok(n) => {
@@ -59,7 +61,7 @@ pub fn spawn_outbox_relay(
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "meta event relay failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
+                        r = shutdown.changed(), if watching => watching = r.is_ok(),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     if *shutdown.borrow() {
@@ -74,7 +76,7 @@ pub fn spawn_outbox_relay(
             tokio::select! {
                 () = notify.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.changed() => {}
+                r = shutdown.changed(), if watching => watching = r.is_ok(),
             }
             if *shutdown.borrow() {
                 break;
