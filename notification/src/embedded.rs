@@ -211,7 +211,7 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn count(&self, filter: &EventFilter, after: Offset) -> Result<u64, Error> {
-        let mut q = SqlFilter::new(self.inner.db.backend, filter, after);
+        let mut q = SqlFilter::new(self.inner.db.backend, filter);
         let sql = format!("SELECT COUNT(*) FROM events WHERE {}", q.clause);
         let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(after.0);
         for b in q.binds.drain(..) {
@@ -304,7 +304,7 @@ struct SqlFilter {
 }
 
 impl SqlFilter {
-    fn new(backend: Backend, filter: &EventFilter, _after: Offset) -> Self {
+    fn new(backend: Backend, filter: &EventFilter) -> Self {
         let mut clause = String::from("seq > $1");
         let mut binds: Vec<String> = Vec::new();
         let param = |binds: &mut Vec<String>, v: String| {
@@ -387,7 +387,7 @@ async fn list(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut q = SqlFilter::new(db.backend, filter, after);
+    let mut q = SqlFilter::new(db.backend, filter);
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE {} ORDER BY seq LIMIT {}",
         q.clause,
