@@ -102,6 +102,7 @@ impl Scheduler {
         config: SchedulerConfig,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(Scheduler, JoinHandle<()>), Error> {
+        recover_orphans(&store).await;
         let (tx, rx) = mpsc::channel(4096);
         let config = Arc::new(config);
         let committed = load_offset(&store).await?;
@@ -379,6 +380,47 @@ async fn load_offset(store: &Store) -> Result<Offset, Error> {
         .await
         .map_err(|e| Error::Store(e.to_string()))?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or_default())
+}
+
+/// Executions left RUNNING by a previous process are not resumed yet: their unfinished attempts
+/// are marked FAILED (lost) and the executions FAILED, so no state claims work nobody does.
+async fn recover_orphans(store: &Store) {
+    let q = aiflow_api::meta::ExecutionQuery {
+        state: Some(WorkflowState::Running.as_str().to_string()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let Ok(page) = store.list_workflow_executions(&q).await else {
+        return;
+    };
+    let now = Utc::now();
+    for e in page.items {
+        if let Ok(jobs) = store.list_job_executions(&e.id).await {
+            for j in jobs.iter().filter(|j| {
+                j.state
+                    .parse::<JobState>()
+                    .is_ok_and(|s| s.is_active() || s == JobState::Waiting)
+            }) {
+                let _ = store
+                    .set_job_execution_state(
+                        &j.id,
+                        JobState::Failed.as_str(),
+                        None,
+                        None,
+                        Some(now),
+                    )
+                    .await;
+            }
+        }
+        let _ = store
+            .set_workflow_execution_state(&e.id, WorkflowState::Failed.as_str(), None, Some(now))
+            .await;
+        tracing::warn!(
+            execution = %e.id,
+            workflow = %e.workflow,
+            "execution lost: the scheduler restarted while it ran (resuming is not supported yet)"
+        );
+    }
 }
 
 fn trigger_key(workflow: &str, index: usize) -> String {

@@ -412,3 +412,39 @@ async fn max_concurrent_jobs_queues_the_rest() {
         assert!(w[0].1 <= w[1].0, "jobs overlapped: {spans:?}");
     }
 }
+
+#[tokio::test]
+async fn executions_left_running_by_a_dead_scheduler_are_marked_lost() {
+    let env = env().await;
+    env.scheduler
+        .submit(json!({"name": "long", "nodes": [{"name": "a", "job": sh("sleep 30")}]}))
+        .await
+        .unwrap();
+    let e = env
+        .scheduler
+        .start_execution("long", json!({}))
+        .await
+        .unwrap();
+    env.wait_job(&e.id, "a", "RUNNING").await;
+    // A second scheduler on the same database: the first one's execution is not its own.
+    let (_tx, rx) = watch::channel(false);
+    let _second = Scheduler::start(
+        env.store.clone(),
+        env.bus.clone(),
+        SchedulerConfig {
+            data_dir: env._dir.path().to_path_buf(),
+            server_url: "http://127.0.0.1:1".into(),
+            stop_grace: Duration::from_millis(200),
+            aiflow_bin: None,
+            max_running: 4,
+        },
+        rx,
+    )
+    .await
+    .unwrap();
+    let info = env.store.get_workflow_execution(&e.id).await.unwrap();
+    assert_eq!(info.state, "FAILED");
+    let jobs = env.store.list_job_executions(&e.id).await.unwrap();
+    assert!(jobs.iter().all(|j| j.state == "FAILED"), "{jobs:?}");
+    env.scheduler.stop_execution(&e.id).await.ok();
+}
