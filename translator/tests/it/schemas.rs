@@ -3,9 +3,23 @@
 
 use aiflow_translator::schemas;
 
+/// The value with every object's keys in sorted order, whatever serde_json's `preserve_order`
+/// feature (which other crates of the workspace turn on) says.
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 fn check(file: &str, schema: serde_json::Value) -> bool {
     let path = format!("{}/../docs/schemas/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    let text = serde_json::to_string_pretty(&sorted(&schema)).unwrap() + "\n";
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     if current == text {
         return true;
