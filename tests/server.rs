@@ -346,12 +346,17 @@ fn demo_deploys_a_model_and_the_state_is_served() {
 #[test]
 fn python_example_talks_to_the_api() {
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("\n!!!!!!!! SKIPPED: python3 is not installed; the Python example is not tested !!!!!!!!\n");
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: python3 is not installed; the Python example is not tested !!!!!!!!\n"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/python_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/python_client.py"
+    );
     let out = Command::new("python3")
         .arg(script)
         .env("AIFLOW_URL", &server.url)
@@ -364,7 +369,10 @@ fn python_example_talks_to_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     let events = server.json(&["event", "list", "--key", "dataset/python_demo"]);
-    assert_eq!(events["items"][0]["context"]["execution"], "exec-from-python");
+    assert_eq!(
+        events["items"][0]["context"]["execution"],
+        "exec-from-python"
+    );
     let versions = server.json(&["model", "version", "list", "python_model"]);
     assert_eq!(versions["items"].as_array().unwrap().len(), 1);
     server.stop();
