@@ -138,6 +138,11 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let app = router(db.clone(), bus.clone(), store, scheduler.clone());
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            // Small JSON answers go out at once instead of waiting for Nagle's timer.
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;

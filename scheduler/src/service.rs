@@ -151,6 +151,9 @@ impl Scheduler {
             waiting: std::collections::BinaryHeap::new(),
             queued_seq: 0,
             running_total: 0,
+            handled: from,
+            saved: from,
+            saved_at: std::time::Instant::now(),
         };
         core.reload_triggers().await;
         let ticks = tx.clone();
@@ -180,6 +183,7 @@ impl Scheduler {
                     () = until_shutdown(&mut shutdown) => break,
                 }
             }
+            core.commit_offset().await;
             tracing::info!(
                 running = core.executions.len(),
                 "scheduler stopped; running jobs keep their processes until the server exits"
@@ -520,6 +524,10 @@ struct Core {
     waiting: std::collections::BinaryHeap<(i32, std::cmp::Reverse<u64>, String, String, u32)>,
     queued_seq: u64,
     running_total: usize,
+    /// Offset of the last event handled, and of the last one stored.
+    handled: Offset,
+    saved: Offset,
+    saved_at: std::time::Instant,
 }
 
 impl Core {
@@ -565,7 +573,10 @@ impl Core {
                 }
             }
             Command::Reload => self.reload_triggers().await,
-            Command::Tick(now) => self.on_tick(now).await,
+            Command::Tick(now) => {
+                self.on_tick(now).await;
+                self.commit_offset().await;
+            }
         }
     }
 
@@ -816,9 +827,23 @@ impl Core {
                 }
             }
         }
-        if let Err(e) = save_offset(&self.store, offset).await {
-            tracing::warn!(error = %e, "cannot commit the scheduler offset");
+        // The offset is stored at most every 200 ms (and on every tick), not per event: a
+        // restart re-reads at most that much, instead of one write per event halving the bus.
+        self.handled = offset;
+        if self.saved_at.elapsed() >= Duration::from_millis(200) {
+            self.commit_offset().await;
         }
+    }
+
+    async fn commit_offset(&mut self) {
+        if self.handled == self.saved {
+            return;
+        }
+        match save_offset(&self.store, self.handled).await {
+            Ok(()) => self.saved = self.handled,
+            Err(e) => tracing::warn!(error = %e, "cannot commit the scheduler offset"),
+        }
+        self.saved_at = std::time::Instant::now();
     }
 
     async fn evaluate_signal(&mut self, id: &str, signal: Signal<'_>) {
