@@ -48,13 +48,24 @@ pub enum Outcome {
 /// A running attempt: stop it, or wait for its end.
 #[derive(Debug)]
 pub struct RunningJob {
-    /// Process id of the command running first (also its process group id).
-    pub pid: Option<u32>,
+    /// Process id of the command running now (also its process group id).
+    pid: watch::Receiver<Option<u32>>,
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<Outcome>,
 }
 
 impl RunningJob {
+    /// Process id of the command running now (or last), once one has started.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        *self.pid.borrow()
+    }
+
+    /// Waits until the first process is spawned; `false` when none could be.
+    pub async fn started(&mut self) -> bool {
+        self.pid.wait_for(Option::is_some).await.is_ok()
+    }
+
     /// Asks the attempt to stop (SIGTERM to its process group, SIGKILL after the grace period).
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -90,31 +101,42 @@ impl Default for LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// Starts the attempt in the background. Fails only when the log file cannot be opened;
-    /// a command that cannot start fails the attempt with a message in its log.
+    /// Starts the attempt in the background and returns at once: the log file is opened and
+    /// the process spawned by the attempt's own task, so a caller launching many jobs never
+    /// waits for fork/exec. A log that cannot be opened, or a command that cannot start, fails
+    /// the attempt with the reason (in the log when there is one).
     pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
-        if let Some(dir) = spec.log_path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = oneshot::channel();
-        let (pid_tx, pid_rx) = oneshot::channel();
+        let (pid_tx, pid_rx) = watch::channel(None);
         let grace = self.grace;
         tokio::spawn(async move {
-            let outcome = run_attempt(spec, log, stop_rx, grace, pid_tx).await;
+            let outcome = match open_log(&spec.log_path).await {
+                Ok(log) => run_attempt(spec, log, stop_rx, grace, pid_tx).await,
+                Err(e) => Outcome::Failed {
+                    message: format!("cannot open the log {}: {e}", spec.log_path.display()),
+                },
+            };
             let _ = done_tx.send(outcome);
         });
-        let pid = pid_rx.await.ok().flatten();
         Ok(RunningJob {
-            pid,
+            pid: pid_rx,
             stop: stop_tx,
             done: done_rx,
         })
     }
+}
+
+async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    Ok(file.into_std().await)
 }
 
 async fn run_attempt(
@@ -122,10 +144,9 @@ async fn run_attempt(
     log: std::fs::File,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
-    pid_tx: oneshot::Sender<Option<u32>>,
+    pid_tx: watch::Sender<Option<u32>>,
 ) -> Outcome {
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut pid_tx = Some(pid_tx);
     for (i, argv) in spec.commands.iter().enumerate() {
         let header = format!(
             "[aiflow] {} attempt {} command {}/{}: {}\n",
@@ -155,16 +176,11 @@ async fn run_attempt(
             Err(e) => {
                 let message = format!("cannot start {program:?}: {e}");
                 note(&log, format!("[aiflow] {message}\n").as_bytes());
-                if let Some(tx) = pid_tx.take() {
-                    let _ = tx.send(None);
-                }
                 return Outcome::Failed { message };
             }
         };
         let pid = child.id();
-        if let Some(tx) = pid_tx.take() {
-            let _ = tx.send(pid);
-        }
+        let _ = pid_tx.send(pid);
         let pgid = pid.map(|p| Pid::from_raw(p as i32));
         let sleep_until_deadline = async {
             match deadline {
@@ -219,9 +235,6 @@ async fn run_attempt(
         }
         // Children left behind by a command that exited are not part of the job any more.
         kill_group(pgid, Signal::SIGKILL);
-    }
-    if let Some(tx) = pid_tx.take() {
-        let _ = tx.send(None);
     }
     Outcome::Succeeded
 }
@@ -392,7 +405,6 @@ mod tests {
             grace: Duration::from_millis(300),
         };
         let job = exec.launch(s).await.unwrap();
-        assert!(job.pid.is_some());
         let mut ready = false;
         for _ in 0..500 {
             ready = std::fs::read_to_string(&log)
@@ -404,6 +416,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(ready, "the job printed ready");
+        assert!(job.pid().is_some());
         job.stop();
         let out = job.wait().await;
         assert_eq!(out, Outcome::Stopped);

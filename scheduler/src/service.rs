@@ -76,6 +76,12 @@ enum Command {
         attempt: u32,
     },
     Reload,
+    /// The process of a job attempt exists.
+    Started {
+        execution: String,
+        job: String,
+        attempt: u32,
+    },
     /// The clock moved: fire due time triggers.
     Tick(chrono::DateTime<Utc>),
 }
@@ -573,6 +579,22 @@ impl Core {
                 }
             }
             Command::Reload => self.reload_triggers().await,
+            Command::Started {
+                execution,
+                job,
+                attempt,
+            } => {
+                let current = self
+                    .executions
+                    .get(&execution)
+                    .and_then(|e| e.jobs.get(&job))
+                    .map(|j| (j.attempt, j.state));
+                if current == Some((attempt, JobState::Queued)) {
+                    tracing::info!(execution = %execution, job = %job, attempt, "job started");
+                    self.set_job_state(&execution, &job, JobState::Running, None)
+                        .await;
+                }
+            }
             Command::Tick(now) => {
                 self.on_tick(now).await;
                 self.commit_offset().await;
@@ -1062,7 +1084,7 @@ impl Core {
             log_path: log_path(&self.config, id, job, attempt),
         };
         match self.executor.launch(launch).await {
-            Ok(running) => {
+            Ok(mut running) => {
                 rt.stopper = Some(running.stopper());
                 rt.launched = true;
                 exec.running += 1;
@@ -1070,6 +1092,16 @@ impl Core {
                 let tx = self.tx.clone();
                 let (execution, job_name) = (id.to_string(), job.to_string());
                 tokio::spawn(async move {
+                    // RUNNING once the process exists; the loop never waits for fork/exec.
+                    if running.started().await {
+                        let _ = tx
+                            .send(Command::Started {
+                                execution: execution.clone(),
+                                job: job_name.clone(),
+                                attempt,
+                            })
+                            .await;
+                    }
                     let outcome = running.wait().await;
                     let _ = tx
                         .send(Command::JobEnded {
@@ -1080,8 +1112,6 @@ impl Core {
                         })
                         .await;
                 });
-                tracing::info!(execution = id, job, attempt, "job started");
-                self.set_job_state(id, job, JobState::Running, None).await;
             }
             Err(e) => {
                 tracing::warn!(execution = id, job, error = %e, "cannot open the job log");
@@ -1114,6 +1144,10 @@ impl Core {
                 }
             }
             JobState::Waiting | JobState::Queued | JobState::Retrying => {
+                // A QUEUED attempt may already be spawning its process: stop that too.
+                if let Some(stop) = &rt.stopper {
+                    let _ = stop.send(true);
+                }
                 self.set_job_state(id, job, JobState::Stopped, None).await;
                 if restart {
                     self.queue_job(id, job, None).await;
