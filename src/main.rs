@@ -51,6 +51,8 @@ enum Command {
     /// Start, list, show and stop executions; job logs and `why`.
     #[command(subcommand)]
     Execution(cli::workflow::ExecutionCmd),
+    /// Server health, the backends in use, and what is running.
+    Status,
     /// Check, translate and draw AI graphs (offline).
     #[command(subcommand)]
     Graph(cli::graph::GraphCmd),
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(&args),
         Command::Demo(args) => run_demo(args),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
+        Command::Status => cli::status::run(&ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
         Command::Execution(cmd) => cli::workflow::run_execution(cmd, &ctx),
         Command::Event(cmd) => cli::event::run(cmd, &ctx),

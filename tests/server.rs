@@ -377,3 +377,29 @@ fn python_example_talks_to_the_api() {
     assert_eq!(versions["items"].as_array().unwrap().len(), 1);
     server.stop();
 }
+
+#[test]
+fn status_reports_backends_and_running_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let status = server.json(&["status"]);
+    assert_eq!(status["status"], "ready", "{status}");
+    assert_eq!(status["database"]["backend"], "sqlite");
+    assert_eq!(status["events"]["backend"], "sqlite");
+    assert_eq!(status["running_executions"], 0);
+    server.stop();
+    let gone = Command::new(BIN)
+        .args(["--server", &server_url_of_nothing(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot reach"));
+}
+
+/// A URL where nothing listens.
+fn server_url_of_nothing() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}

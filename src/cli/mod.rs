@@ -8,6 +8,7 @@ use serde::Serialize;
 pub(crate) mod event;
 pub(crate) mod graph;
 pub(crate) mod meta;
+pub(crate) mod status;
 pub(crate) mod workflow;
 
 /// How results are printed.
