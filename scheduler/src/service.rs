@@ -318,6 +318,36 @@ enum JobWrite {
     },
 }
 
+/// Begins the next attempt of a job: a new number and a new row (written in `state`).
+fn new_attempt(
+    writes: &mpsc::UnboundedSender<JobWrite>,
+    rt: &mut JobRt,
+    execution: &str,
+    job: &str,
+    state: JobState,
+) -> u32 {
+    rt.attempt += 1;
+    let row = uuid::Uuid::new_v4().simple().to_string();
+    rt.row = Some(row.clone());
+    let created = writes.send(JobWrite::Create(NewJobExecution {
+        id: row,
+        workflow_execution: Some(execution.to_string()),
+        job: job.to_string(),
+        attempt: i64::from(rt.attempt),
+        state: state.as_str().to_string(),
+        worker: Some("local".into()),
+        properties: None,
+    }));
+    if created.is_err() {
+        tracing::warn!(
+            execution,
+            job,
+            "the job row writer has stopped; an attempt is not stored"
+        );
+    }
+    rt.attempt
+}
+
 /// Applies job row writes in order, off the scheduler loop, so one slow write never holds up
 /// the starting of other jobs.
 fn spawn_job_writer(store: Store) -> mpsc::UnboundedSender<JobWrite> {
@@ -955,21 +985,9 @@ impl Core {
         if rt.state.is_active() {
             return;
         }
-        rt.attempt += 1;
         rt.cause = cause.or_else(|| exec.trigger_event.clone());
         rt.restart_after_stop = false;
-        let attempt = rt.attempt;
-        let row = uuid::Uuid::new_v4().simple().to_string();
-        rt.row = Some(row.clone());
-        self.write(JobWrite::Create(NewJobExecution {
-            id: row,
-            workflow_execution: Some(id.to_string()),
-            job: job.to_string(),
-            attempt: i64::from(attempt),
-            state: JobState::Queued.as_str().to_string(),
-            worker: Some("local".into()),
-            properties: None,
-        }));
+        new_attempt(&self.writes, rt, id, job, JobState::Queued);
         self.set_job_state(id, job, JobState::Queued, None).await;
         self.enqueue(id, job).await;
     }
@@ -1199,19 +1217,7 @@ impl Core {
                 .get_mut(id)
                 .and_then(|e| e.jobs.get_mut(job))
             {
-                rt.attempt += 1;
-                let row = uuid::Uuid::new_v4().simple().to_string();
-                let _ = self.writes.send(JobWrite::Create(NewJobExecution {
-                    id: row.clone(),
-                    workflow_execution: Some(id.to_string()),
-                    job: job.to_string(),
-                    attempt: i64::from(rt.attempt),
-                    state: JobState::Retrying.as_str().to_string(),
-                    worker: Some("local".into()),
-                    properties: None,
-                }));
-                rt.row = Some(row);
-                let next = rt.attempt;
+                let next = new_attempt(&self.writes, rt, id, job, JobState::Retrying);
                 // The scheduled retry names the attempt it launches.
                 let tx = self.tx.clone();
                 let (execution, job_name) = (id.to_string(), job.to_string());
