@@ -68,9 +68,37 @@ pub(crate) struct Delayed {
     pub event: Event,
 }
 
+/// A change to the execution rows the API serves (`workflow_executions`, `job_executions`),
+/// committed with the scheduler's own state so the two never disagree.
+pub(crate) enum MetaWrite {
+    ExecCreate {
+        id: String,
+        workflow_id: i64,
+        version: i64,
+        state: &'static str,
+        trigger: Option<serde_json::Value>,
+    },
+    ExecState {
+        id: String,
+        state: &'static str,
+    },
+    JobCreate {
+        row: String,
+        execution: String,
+        job: String,
+        attempt: u32,
+        state: &'static str,
+    },
+    JobState {
+        row: String,
+        state: JobState,
+    },
+}
+
 /// One transaction's worth of changes.
 #[derive(Default)]
 pub(crate) struct Batch {
+    pub meta: Vec<MetaWrite>,
     pub execs: Vec<ExecRow>,
     pub jobs: Vec<(String, String, JobRow)>,
     pub rules: Vec<(String, usize, RuleMemory)>,
@@ -84,7 +112,8 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.execs.is_empty()
+        self.meta.is_empty()
+            && self.execs.is_empty()
             && self.jobs.is_empty()
             && self.rules.is_empty()
             && self.finished.is_empty()
@@ -105,6 +134,9 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 pub(crate) async fn commit(db: &Db, batch: &Batch) -> Result<Vec<i64>, sqlx::Error> {
     let now = Utc::now().timestamp_micros();
     let mut tx = db.pool.begin().await?;
+    for w in &batch.meta {
+        write_meta(&mut tx, w, now).await?;
+    }
     for e in &batch.execs {
         sqlx::query(
             "INSERT INTO scheduler_executions (execution_id, workflow, workflow_version, stopping, \
@@ -223,6 +255,70 @@ pub(crate) async fn commit(db: &Db, batch: &Batch) -> Result<Vec<i64>, sqlx::Err
     }
     tx.commit().await?;
     Ok(ids)
+}
+
+async fn write_meta(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    w: &MetaWrite,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let q = match w {
+        MetaWrite::ExecCreate {
+            id,
+            workflow_id,
+            version,
+            state,
+            trigger,
+        } => sqlx::query(
+            "INSERT INTO workflow_executions (id, workflow_id, workflow_version, state, \
+             trigger_info, properties, created_at, started_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, '{}', $6, $6, $6)",
+        )
+        .bind(id)
+        .bind(*workflow_id)
+        .bind(*version)
+        .bind(*state)
+        .bind(trigger.as_ref().map(ToString::to_string))
+        .bind(now),
+        MetaWrite::ExecState { id, state } => sqlx::query(
+            "UPDATE workflow_executions SET state = $1, updated_at = $2, ended_at = $2 WHERE id = $3",
+        )
+        .bind(*state)
+        .bind(now)
+        .bind(id),
+        MetaWrite::JobCreate {
+            row,
+            execution,
+            job,
+            attempt,
+            state,
+        } => sqlx::query(
+            "INSERT INTO job_executions (id, workflow_execution_id, job_name, attempt, state, \
+             worker, properties, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'local', '{}', $6, $6)",
+        )
+        .bind(row)
+        .bind(execution)
+        .bind(job)
+        .bind(i64::from(*attempt))
+        .bind(*state)
+        .bind(now),
+        MetaWrite::JobState { row, state } => {
+            let started = (*state == JobState::Running).then_some(now);
+            let ended = state.is_terminal().then_some(now);
+            sqlx::query(
+                "UPDATE job_executions SET state = $1, updated_at = $2, \
+                 started_at = COALESCE($3, started_at), ended_at = COALESCE($4, ended_at) \
+                 WHERE id = $5",
+            )
+            .bind(state.as_str())
+            .bind(now)
+            .bind(started)
+            .bind(ended)
+            .bind(row)
+        }
+    };
+    q.execute(&mut **tx).await.map(drop)
 }
 
 /// Status events committed but not yet published, oldest first.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aiflow_api::meta::WorkflowExecutionInfo;
 pub use aiflow_api::scheduler::Submitted;
 use aiflow_api::{Event, EventFilter, NewEvent, Offset};
-use aiflow_meta::{NewJobExecution, NewWorkflowExecution, NewWorkflowVersion, Store};
+use aiflow_meta::{NewWorkflowVersion, Store};
 use aiflow_notification::EventBus;
 use aiflow_translator::{Document, Workflow, WorkflowTrigger};
 use chrono::Utc;
@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::durable::{self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, OFFSET_KEY, Record};
+use crate::durable::{
+    self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
+};
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
@@ -93,7 +95,7 @@ enum Command {
     /// The clock moved: fire due time triggers.
     Tick(chrono::DateTime<Utc>),
     /// An event-triggered start whose `delay_s` has passed.
-    Delayed(Delayed),
+    Delayed(Box<Delayed>),
 }
 
 /// A cheap handle to the scheduler loop.
@@ -151,7 +153,6 @@ impl Scheduler {
             timers: Vec::new(),
             trigger_memory: HashMap::new(),
             statuses,
-            writes: spawn_job_writer(store.clone()),
             waiting: std::collections::BinaryHeap::new(),
             queued_seq: 0,
             running_total: 0,
@@ -345,24 +346,9 @@ impl Scheduler {
     }
 }
 
-/// A change to a job execution row.
-enum JobWrite {
-    Create(NewJobExecution),
-    State {
-        row: String,
-        state: JobState,
-        started: Option<chrono::DateTime<Utc>>,
-        ended: Option<chrono::DateTime<Utc>>,
-    },
-    /// After a restart: the row says what the scheduler's own state says (created if lost).
-    Repair(NewJobExecution),
-    /// Answered once every write sent before it is applied.
-    Barrier(oneshot::Sender<()>),
-}
-
 /// Begins the next attempt of a job: a new number and a new row (written in `state`).
 fn new_attempt(
-    writes: &mpsc::UnboundedSender<JobWrite>,
+    meta: &mut Vec<MetaWrite>,
     rt: &mut JobRt,
     execution: &str,
     job: &str,
@@ -371,72 +357,14 @@ fn new_attempt(
     rt.attempt += 1;
     let row = uuid::Uuid::new_v4().simple().to_string();
     rt.row = Some(row.clone());
-    let created = writes.send(JobWrite::Create(NewJobExecution {
-        id: row,
-        workflow_execution: Some(execution.to_string()),
+    meta.push(MetaWrite::JobCreate {
+        row,
+        execution: execution.to_string(),
         job: job.to_string(),
-        attempt: i64::from(rt.attempt),
-        state: state.as_str().to_string(),
-        worker: Some("local".into()),
-        properties: None,
-    }));
-    if created.is_err() {
-        tracing::warn!(
-            execution,
-            job,
-            "the job row writer has stopped; an attempt is not stored"
-        );
-    }
-    rt.attempt
-}
-
-/// Applies job row writes in order, off the scheduler loop, so one slow write never holds up
-/// the starting of other jobs. These rows are what the API shows; the scheduler's own state
-/// (see [`durable`]) is what it resumes from, and repairs them from at start.
-fn spawn_job_writer(store: Store) -> mpsc::UnboundedSender<JobWrite> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<JobWrite>();
-    tokio::spawn(async move {
-        while let Some(w) = rx.recv().await {
-            let r = match &w {
-                JobWrite::Create(j) => store.create_job_execution(j).await.map(drop),
-                JobWrite::State {
-                    row,
-                    state,
-                    started,
-                    ended,
-                } => {
-                    store
-                        .set_job_execution_state(row, state.as_str(), None, *started, *ended)
-                        .await
-                }
-                JobWrite::Repair(j) => {
-                    let ended = j
-                        .state
-                        .parse::<JobState>()
-                        .is_ok_and(JobState::is_terminal)
-                        .then(Utc::now);
-                    match store
-                        .set_job_execution_state(&j.id, &j.state, None, None, ended)
-                        .await
-                    {
-                        Err(aiflow_meta::Error::NotFound { .. }) => {
-                            store.create_job_execution(j).await.map(drop)
-                        }
-                        r => r,
-                    }
-                }
-                JobWrite::Barrier(_) => Ok(()),
-            };
-            if let JobWrite::Barrier(done) = w {
-                let _ = done.send(());
-                continue;
-            }
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot store a job execution change");
-            }
-        }
+        attempt: rt.attempt,
+        state: state.as_str(),
     });
-    tx
+    rt.attempt
 }
 
 /// Publishes committed status events in order, in batches (one transaction on the embedded
@@ -661,10 +589,11 @@ enum Effect {
         attempt: u32,
         delay: Duration,
     },
-    Delayed(Delayed),
+    Delayed(Box<Delayed>),
+    /// Answered with the execution as stored.
     StartReply(
         oneshot::Sender<Result<WorkflowExecutionInfo, Error>>,
-        Result<WorkflowExecutionInfo, Error>,
+        Result<String, Error>,
     ),
     StopReply(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
 }
@@ -672,6 +601,7 @@ enum Effect {
 /// What the next commit writes, and what happens after it.
 #[derive(Default)]
 struct Pending {
+    meta: Vec<MetaWrite>,
     execs: HashSet<String>,
     jobs: HashSet<(String, String)>,
     rules: HashSet<(String, usize)>,
@@ -686,7 +616,8 @@ struct Pending {
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.execs.is_empty()
+        self.meta.is_empty()
+            && self.execs.is_empty()
             && self.jobs.is_empty()
             && self.rules.is_empty()
             && self.finished.is_empty()
@@ -711,8 +642,6 @@ struct Core {
     timers: Vec<Timer>,
     /// `all_of` triggers: the parts (leaves, in pre-order) met since the last start.
     trigger_memory: HashMap<(String, usize), std::collections::BTreeSet<usize>>,
-    /// Job row writes on their way to the store (see [`spawn_job_writer`]).
-    writes: mpsc::UnboundedSender<JobWrite>,
     /// Committed status events on their way to the bus (see [`spawn_status_publisher`]).
     statuses: mpsc::UnboundedSender<Vec<(i64, NewEvent)>>,
     /// QUEUED attempts waiting for a slot: (priority, earlier first, execution, job, attempt).
@@ -786,6 +715,7 @@ impl Core {
             }
             Command::Tick(now) => self.on_tick(now).await,
             Command::Delayed(d) => {
+                let d = *d;
                 self.pending.delayed_done.push(d.id.clone());
                 if let Err(e) = self
                     .start_execution(&d.workflow, d.trigger, Some(d.event))
@@ -961,26 +891,30 @@ impl Core {
         name: &str,
         trigger: serde_json::Value,
         event: Option<Event>,
-    ) -> Result<WorkflowExecutionInfo, Error> {
+    ) -> Result<String, Error> {
         let info = self.store.get_workflow(name).await?;
         if info.paused {
             return Err(Error::Conflict(format!("workflow {name} is paused")));
         }
-        let workflow = self.load_workflow(name).await?;
+        if info.latest_version == 0 {
+            return Err(Error::Conflict(format!("workflow {name} has no version")));
+        }
+        let version = self
+            .store
+            .get_workflow_version(name, info.latest_version)
+            .await?;
+        let workflow: Arc<Workflow> = Arc::new(
+            serde_json::from_value(version.workflow_doc)
+                .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?,
+        );
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let now = Utc::now();
-        self.store
-            .create_workflow_execution(&NewWorkflowExecution {
-                id: id.clone(),
-                workflow: name.to_string(),
-                workflow_version: Some(info.latest_version),
-                state: WorkflowState::Running.as_str().to_string(),
-                trigger: Some(trigger),
-            })
-            .await?;
-        self.store
-            .set_workflow_execution_state(&id, WorkflowState::Running.as_str(), Some(now), None)
-            .await?;
+        self.pending.meta.push(MetaWrite::ExecCreate {
+            id: id.clone(),
+            workflow_id: info.id,
+            version: info.latest_version,
+            state: WorkflowState::Running.as_str(),
+            trigger: Some(trigger),
+        });
         let exec = Exec::new(id.clone(), workflow.clone(), info.latest_version, event);
         self.executions.insert(id.clone(), exec);
         self.pending.execs.insert(id.clone());
@@ -991,7 +925,7 @@ impl Core {
             self.queue_job(&id, job, None).await;
         }
         self.check_finished(&id).await;
-        Ok(self.store.get_workflow_execution(&id).await?)
+        Ok(id)
     }
 
     async fn stop_execution(&mut self, id: &str) -> Result<(), Error> {
@@ -1091,7 +1025,7 @@ impl Core {
                         event: event.clone(),
                     };
                     self.pending.delayed_add.push(d.clone());
-                    self.pending.effects.push(Effect::Delayed(d));
+                    self.pending.effects.push(Effect::Delayed(Box::new(d)));
                 }
             }
             for (name, trigger) in starts {
@@ -1188,7 +1122,7 @@ impl Core {
         }
         rt.cause = cause.or_else(|| exec.trigger_event.clone());
         rt.restart_after_stop = false;
-        new_attempt(&self.writes, rt, id, job, JobState::Queued);
+        new_attempt(&mut self.pending.meta, rt, id, job, JobState::Queued);
         self.set_job_state(id, job, JobState::Queued, None).await;
         self.enqueue(id, job).await;
     }
@@ -1423,20 +1357,13 @@ impl Core {
                 .and_then(|e| e.jobs.get_mut(job))
             {
                 // The failed attempt's row ends FAILED; the job goes on RETRYING in the next.
-                if let Some(row) = rt.row.clone()
-                    && self
-                        .writes
-                        .send(JobWrite::State {
-                            row,
-                            state: JobState::Failed,
-                            started: None,
-                            ended: Some(Utc::now()),
-                        })
-                        .is_err()
-                {
-                    tracing::warn!(execution = id, job, "the job row writer has stopped");
+                if let Some(row) = rt.row.clone() {
+                    self.pending.meta.push(MetaWrite::JobState {
+                        row,
+                        state: JobState::Failed,
+                    });
                 }
-                let next = new_attempt(&self.writes, rt, id, job, JobState::Retrying);
+                let next = new_attempt(&mut self.pending.meta, rt, id, job, JobState::Retrying);
                 rt.retry_at = Some(Utc::now() + delay);
                 self.pending.jobs.insert((id.to_string(), job.to_string()));
                 // The scheduled retry names the attempt it launches.
@@ -1490,15 +1417,7 @@ impl Core {
         let attempt = rt.attempt;
         self.pending.jobs.insert((id.to_string(), job.to_string()));
         if let Some(row) = rt.row.clone() {
-            let now = Utc::now();
-            let started = (state == JobState::Running).then_some(now);
-            let ended = state.is_terminal().then_some(now);
-            self.write(JobWrite::State {
-                row,
-                state,
-                started,
-                ended,
-            });
+            self.pending.meta.push(MetaWrite::JobState { row, state });
         }
         let mut context = serde_json::json!({
             "execution": id, "workflow": workflow.name, "job": job, "attempt": attempt,
@@ -1529,12 +1448,6 @@ impl Core {
     }
 
     /// Hands a job row write to the writer task (applied in order).
-    fn write(&self, w: JobWrite) {
-        if self.writes.send(w).is_err() {
-            tracing::warn!("the job row writer has stopped; a job state is not stored");
-        }
-    }
-
     /// Adds a status event to the next commit; it is published after it, in order.
     fn publish(&mut self, event: NewEvent) {
         let key = format!("sched-{}", uuid::Uuid::new_v4().simple());
@@ -1561,19 +1474,12 @@ impl Core {
         let Some(state) = done else {
             return;
         };
-        // The execution's row ends after its jobs' rows, so a reader never sees a finished
+        // Written after its jobs' rows in the same commit: a reader never sees a finished
         // execution with unfinished jobs.
-        let (tx, rx) = oneshot::channel();
-        if self.writes.send(JobWrite::Barrier(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        if let Err(e) = self
-            .store
-            .set_workflow_execution_state(&exec.id, state.as_str(), None, Some(Utc::now()))
-            .await
-        {
-            tracing::warn!(execution = id, error = %e, "cannot store the execution state");
-        }
+        self.pending.meta.push(MetaWrite::ExecState {
+            id: exec.id.clone(),
+            state: state.as_str(),
+        });
         self.publish_workflow_status(id, state).await;
         tracing::info!(execution = id, state = %state, "execution finished");
         self.executions.remove(id);
@@ -1613,7 +1519,7 @@ impl Core {
                 }
             }
             for effect in std::mem::take(&mut self.pending.effects) {
-                self.apply(effect);
+                self.apply(effect).await;
             }
             self.dispatch().await;
             if self.pending.is_empty() {
@@ -1647,6 +1553,7 @@ impl Core {
                 b.rules.push((id, rule, m.clone()));
             }
         }
+        b.meta = std::mem::take(&mut p.meta);
         b.finished = std::mem::take(&mut p.finished);
         b.records = std::mem::take(&mut p.records);
         b.statuses = std::mem::take(&mut p.statuses);
@@ -1663,7 +1570,7 @@ impl Core {
     }
 
     /// One committed action.
-    fn apply(&mut self, effect: Effect) {
+    async fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Stop { id, job, attempt } => {
                 if let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job))
@@ -1700,6 +1607,14 @@ impl Core {
                 });
             }
             Effect::StartReply(reply, r) => {
+                let r = match r {
+                    Ok(id) => self
+                        .store
+                        .get_workflow_execution(&id)
+                        .await
+                        .map_err(Error::from),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Effect::StopReply(reply, r) => {
@@ -1764,17 +1679,6 @@ impl Core {
                 if rt.state.is_active() {
                     exec.active += 1;
                 }
-                if let Some(r) = &rt.row {
-                    let _ = self.writes.send(JobWrite::Repair(NewJobExecution {
-                        id: r.clone(),
-                        workflow_execution: Some(row.id.clone()),
-                        job: name.clone(),
-                        attempt: i64::from(rt.attempt),
-                        state: rt.state.as_str().to_string(),
-                        worker: Some("local".into()),
-                        properties: None,
-                    }));
-                }
                 lost.push((row.id.clone(), name));
             }
             tracing::info!(execution = %row.id, workflow = %row.workflow, "execution resumed");
@@ -1824,7 +1728,7 @@ impl Core {
             self.check_finished(&id).await;
         }
         for d in saved.delayed {
-            self.pending.effects.push(Effect::Delayed(d));
+            self.pending.effects.push(Effect::Delayed(Box::new(d)));
         }
         Ok(())
     }
