@@ -610,3 +610,78 @@ fn a_killed_server_handles_every_event_exactly_once_after_restart() {
     server.json(&["execution", "stop", &watch_id]);
     server.stop();
 }
+
+fn demo_command(data: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout-s",
+        "90",
+        "--data-dir",
+    ])
+    .arg(data)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// kill -9 of the demo while `train` runs; the next `aiflow demo` resumes the same execution
+/// and ends in the same state: a deployed model version that the predictor serves.
+#[test]
+fn a_demo_killed_midway_resumes_and_still_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = demo_command(&data)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run aiflow demo");
+    let stderr = first.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("train never ran: {seen:?}"));
+        let train_runs = line.contains("train") && line.contains("RUNNING");
+        seen.push(line);
+        if train_runs {
+            break;
+        }
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let out = demo_command(&data).output().expect("run aiflow demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resumed demo failed: {stderr}");
+    assert!(stderr.contains("Resuming online_learning"), "{stderr}");
+    assert!(stderr.contains("deployed (alias production)"), "{stderr}");
+
+    let server = Server::start(dir.path());
+    let runs = server.json(&["execution", "list", "--workflow", "online_learning"]);
+    let runs = runs["items"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the same execution went on: {runs:?}");
+    let id = runs[0]["id"].as_str().unwrap();
+    let shown = server.json(&["execution", "show", id]);
+    let jobs = shown["jobs"].as_array().unwrap();
+    for job in ["train", "evaluate", "deploy"] {
+        assert!(
+            jobs.iter()
+                .any(|j| j["job"] == job && j["state"] == "SUCCEEDED"),
+            "{job} never succeeded: {shown}"
+        );
+    }
+    let alias = server.json(&["model", "alias", "show", "fraud_detector", "production"]);
+    let version = alias["version"].as_i64().unwrap().to_string();
+    let shown = server.json(&["model", "version", "show", "fraud_detector", &version]);
+    assert_eq!(shown["stage"], "DEPLOYED", "{shown}");
+    server.stop();
+}
