@@ -20,43 +20,6 @@ use crate::config::{Config, LogFormat};
 
 /// Submits every `*.json` document of `dir` (in name order). A broken file is reported and
 /// leaves the workflow's last good version in place.
-async fn load_dags(scheduler: &Scheduler, dir: &std::path::Path) {
-    if !dir.exists() {
-        tracing::debug!(dags = %dir.display(), "no dags folder");
-        return;
-    }
-    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(dags = %dir.display(), error = %e, "cannot read the dags folder");
-            return;
-        }
-    };
-    files.sort();
-    for file in files {
-        let doc = std::fs::read_to_string(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()));
-        let result = match doc {
-            Ok(doc) => scheduler
-                .submit(doc)
-                .await
-                .map_err(|e| e.to_string().replace("\n  ", "; ")),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(s) => {
-                tracing::info!(file = %file.display(), workflow = s.workflow, version = s.version, created = s.created, "dag loaded")
-            }
-            Err(e) => tracing::error!(file = %file.display(), error = %e, "dag not loaded"),
-        }
-    }
-}
-
 /// What the health routes look at.
 #[derive(Clone)]
 struct Health {
@@ -132,8 +95,19 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     )
     .await
     .context("scheduler")?;
+    // The dags folder is loaded now and again on every change to it.
     if let Some(dir) = &config.dags {
-        load_dags(&scheduler, dir).await;
+        if dir.is_dir() {
+            if let Err(e) =
+                aiflow_scheduler::dags::watch(scheduler.clone(), dir.clone(), shutdown_rx.clone())
+                    .await
+            {
+                tracing::warn!(dags = %dir.display(), error = %e, "cannot watch the dags folder; it is loaded once");
+                aiflow_scheduler::dags::load_dir(&scheduler, dir).await;
+            }
+        } else {
+            tracing::debug!(dags = %dir.display(), "no dags folder");
+        }
     }
     let app = router(db.clone(), bus.clone(), store, scheduler.clone());
     let mut stop = shutdown_rx.clone();

@@ -685,3 +685,127 @@ fn a_demo_killed_midway_resumes_and_still_deploys() {
     assert_eq!(shown["stage"], "DEPLOYED", "{shown}");
     server.stop();
 }
+
+/// The dags folder is watched: a changed file becomes a new version, a broken one is listed
+/// under `load_errors` by `GET /workflows` and keeps the last good version.
+#[test]
+fn the_dags_folder_is_watched_and_load_errors_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    let file = dags.join("watched.json");
+    let graph = |cmd: &str| {
+        serde_json::json!({"name": "watched", "nodes": [{"name": "a", "job": {"command": ["sh", "-c", cmd]}}]})
+            .to_string()
+    };
+    std::fs::write(&file, graph("echo one")).unwrap();
+    let server = Server::start(dir.path());
+    let host = server.url.trim_start_matches("http://").to_string();
+    let version =
+        || server.json(&["workflow", "show", "watched"])["workflow"]["latest_version"].as_i64();
+    assert_eq!(version(), Some(1));
+
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::write(&file, graph("echo two")).unwrap();
+    wait_for("the changed file loaded", &|| version() == Some(2));
+
+    std::fs::write(&file, "{\"name\": \"watched\", \"nodes\": [").unwrap();
+    let errors = || {
+        let body = http_get(&host, "/api/v1/workflows");
+        let json = body.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default()["load_errors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for("the load error listed", &|| !errors().is_empty());
+    let listed = errors();
+    assert!(
+        listed[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("watched.json"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[0]["error"].as_str().unwrap().contains("not JSON"),
+        "{listed:?}"
+    );
+    assert_eq!(version(), Some(2), "the last good version stays");
+    let out = server.cli(&["workflow", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not load"));
+
+    std::fs::write(&file, graph("echo three")).unwrap();
+    wait_for("the fixed file loaded", &|| version() == Some(3));
+    assert!(errors().is_empty());
+    server.stop();
+}
+
+/// The SDK submits a graph built in Rust, starts it, streams its job states live to the end,
+/// and waits for it with a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_streams_an_executions_job_states() {
+    use aiflow_sdk::graph::GraphBuilder;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = tokio::task::spawn_blocking({
+        let path = dir.path().to_path_buf();
+        move || Server::start(&path)
+    })
+    .await
+    .unwrap();
+    let client = aiflow_sdk::Client::new(server.url.clone());
+    let mut g = GraphBuilder::new("sdk_stream");
+    g.node("a").command(["sh", "-c", "sleep 0.2"]);
+    g.node("b").command(["sh", "-c", "exit 3"]);
+    g.after("a").succeeded().start("b");
+    client.submit_graph(&g.build().unwrap()).await.unwrap();
+    let e = client.start_execution("sdk_stream").await.unwrap();
+    let changes: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(30),
+        client
+            .execution_states(&e.id)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+    )
+    .await
+    .expect("the stream ends with the execution");
+    let seen: Vec<(Option<&str>, &str)> = changes
+        .iter()
+        .map(|c| (c.job.as_deref(), c.state.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (None, "RUNNING"),
+            (Some("a"), "QUEUED"),
+            (Some("a"), "RUNNING"),
+            (Some("a"), "SUCCEEDED"),
+            (Some("b"), "QUEUED"),
+            (Some("b"), "RUNNING"),
+            (Some("b"), "FAILED"),
+            (None, "FAILED"),
+        ]
+    );
+    assert!(
+        changes[6].message.as_deref().unwrap().contains('3'),
+        "{changes:?}"
+    );
+    assert!(changes.windows(2).all(|w| w[0].offset < w[1].offset));
+    let waited = client
+        .wait_execution(&e.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(waited.state, "FAILED");
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}

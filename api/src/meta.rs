@@ -686,6 +686,28 @@ pub struct ListQuery {
 // ---------------------------------------------------------------------------------------------
 // workflows and runs (rows written by the scheduler)
 
+/// A file of the dags folder that could not be loaded: its last good version (if any) stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DagLoadError {
+    /// The file, as found in the dags folder.
+    pub file: String,
+    /// Why it was not loaded (every problem, with its place in the document).
+    pub error: String,
+    /// When the load was tried.
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /workflows`: one page of workflows, and the dags folder's load errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowList {
+    pub items: Vec<WorkflowInfo>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// Files of the dags folder that failed to load (empty when all loaded).
+    #[serde(default)]
+    pub load_errors: Vec<DagLoadError>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowInfo {
     pub id: i64,

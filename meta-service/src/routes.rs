@@ -574,12 +574,20 @@ async fn post_lineage_edges(
 // ---- workflows and runs (read side)
 
 #[utoipa::path(get, path = "/workflows", tag = "workflows", params(ListQuery),
-    responses((status = 200, body = Page<WorkflowInfo>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = WorkflowList), (status = 400, body = ErrorBody)))]
 async fn list_workflows(
     State(s): State<Store>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> R<Page<WorkflowInfo>> {
-    ok(s.list_workflows(&q).await)
+) -> R<WorkflowList> {
+    let page = s.list_workflows(&q).await;
+    let errors = s.dag_load_errors().await;
+    ok(page.and_then(|page| {
+        Ok(WorkflowList {
+            items: page.items,
+            next_cursor: page.next_cursor,
+            load_errors: errors?,
+        })
+    }))
 }
 
 #[utoipa::path(get, path = "/workflows/{name}", tag = "workflows", params(("name" = String, Path)),

@@ -100,6 +100,9 @@ pub(crate) fn run_workflow(cmd: WorkflowCmd, ctx: &Ctx) -> CliResult {
                         ..ListQuery::default()
                     })
                     .await?;
+                for e in &page.load_errors {
+                    eprintln!("warning: {} did not load: {}", e.file, e.error);
+                }
                 ctx.print(&page, |p| {
                     table(
                         &["name", "version", "paused", "project", "updated"],

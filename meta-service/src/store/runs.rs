@@ -199,6 +199,19 @@ impl Store {
         self.get_named(WORKFLOWS, name, workflow_row).await
     }
 
+    /// The dags folder's load errors, by file (written by the server's dags loader under
+    /// `aiflow_kv` keys `dags.error.<file>`).
+    pub async fn dag_load_errors(&self) -> Result<Vec<aiflow_api::meta::DagLoadError>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT k, v FROM aiflow_kv WHERE k LIKE 'dags.error.%' ORDER BY k")
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_str(v).ok())
+            .collect())
+    }
+
     pub async fn list_workflows(&self, q: &ListQuery) -> Result<Page<WorkflowInfo>> {
         let (rows, next) = self.list_named(WORKFLOWS, q, |_| {}).await?;
         to_page(rows, next, workflow_row)

@@ -8,6 +8,7 @@ mod workflows;
 pub mod events;
 
 pub use events::Events;
+pub use workflows::StateChange;
 
 use aiflow_api::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};

@@ -4,14 +4,41 @@ use std::time::Duration;
 
 use aiflow_api::Page;
 use aiflow_api::meta::{
-    ExecutionQuery, JobExecutionInfo, ListQuery, WorkflowExecutionInfo, WorkflowInfo,
+    ExecutionQuery, JobExecutionInfo, ListQuery, WorkflowExecutionInfo, WorkflowInfo, WorkflowList,
     WorkflowVersionInfo,
 };
 use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted};
+use aiflow_api::{EventFilter, Offset};
 use aiflow_translator::AiGraph;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use reqwest::Method;
 
 use super::{Client, Error, segment};
+
+/// One state change of an execution or of one of its jobs (from its `JOB_STATUS` and
+/// `WORKFLOW_STATUS` events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The job; `None` for the execution itself.
+    pub job: Option<String>,
+    /// The job's attempt (0 for the execution).
+    pub attempt: u32,
+    /// The new state, e.g. `RUNNING`, `SUCCEEDED`.
+    pub state: String,
+    /// Why, when the scheduler said (a failure's message).
+    pub message: Option<String>,
+    /// The status event's offset.
+    pub offset: Offset,
+}
+
+impl StateChange {
+    /// SUCCEEDED, FAILED or STOPPED of the execution itself: the last change of the stream.
+    #[must_use]
+    pub fn is_execution_end(&self) -> bool {
+        self.job.is_none() && matches!(self.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED")
+    }
+}
 
 impl Client {
     /// Submits an AI graph or workflow document (JSON); unchanged documents store nothing.
@@ -25,7 +52,8 @@ impl Client {
         self.post("/workflows", graph).await
     }
 
-    pub async fn list_workflows(&self, q: &ListQuery) -> Result<Page<WorkflowInfo>, Error> {
+    /// One page of workflows, with the server's dags folder load errors.
+    pub async fn list_workflows(&self, q: &ListQuery) -> Result<WorkflowList, Error> {
         self.get("/workflows", q).await
     }
 
@@ -141,6 +169,70 @@ impl Client {
             &(),
         )
         .await
+    }
+
+    /// Streams the state changes of an execution and its jobs, from its start, live, until the
+    /// execution ends (the last item is its final state). Follows the server's event stream,
+    /// and resumes after a disconnect without losing or repeating a change.
+    pub async fn execution_states(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<StateChange, Error>>, Error> {
+        let execution = self.get_execution(id).await?;
+        let filter = EventFilter {
+            key: Some(format!("{}*", execution.workflow)),
+            event_types: vec!["JOB_STATUS".into(), "WORKFLOW_STATUS".into()],
+            ..EventFilter::default()
+        };
+        let id = id.to_string();
+        let events = crate::Listener::new(self.clone(), filter)
+            .from(Offset(0))
+            .into_stream();
+        let changes = events.filter_map(move |r| {
+            let id = id.clone();
+            async move {
+                match r {
+                    Err(e) => Some(Err(e)),
+                    Ok(e) => {
+                        let context = e.context.as_ref()?;
+                        if context.get("execution")?.as_str()? != id {
+                            return None;
+                        }
+                        let job = (e.event_type == "JOB_STATUS")
+                            .then(|| context.get("job").and_then(|j| j.as_str()))
+                            .flatten()
+                            .map(str::to_string);
+                        Some(Ok(StateChange {
+                            attempt: context
+                                .get("attempt")
+                                .and_then(serde_json::Value::as_u64)
+                                .and_then(|a| u32::try_from(a).ok())
+                                .unwrap_or(0),
+                            message: context
+                                .get("message")
+                                .and_then(|m| m.as_str())
+                                .map(str::to_string),
+                            job,
+                            state: e.value,
+                            offset: e.offset,
+                        }))
+                    }
+                }
+            }
+        });
+        // Ends right after the execution's final state (without waiting for another event).
+        let changes = changes.boxed();
+        Ok(
+            futures::stream::unfold((changes, false), |(mut changes, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = changes.next().await?;
+                let end = matches!(&item, Ok(c) if c.is_execution_end());
+                Some((item, (changes, end)))
+            })
+            .boxed(),
+        )
     }
 
     /// Polls an execution until it leaves RUNNING or `timeout` passes.
