@@ -759,6 +759,7 @@ pub struct ExecutionQuery {
     /// `asc` (oldest first, the default) or `desc` (newest first). A cursor continues in the
     /// order it was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(inline)]
     pub order: Option<SortOrder>,
 }
 

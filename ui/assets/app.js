@@ -80,12 +80,14 @@
     toastTimer = setTimeout(() => (t.className = ''), 3500);
   }
 
+  // A table; on narrow screens its rows stack, each cell labelled with its column's name.
   function table(heads, tbody, attrs) {
-    return h(
-      'div',
-      { class: 'table-wrap' },
-      h('table', attrs || null, h('thead', null, h('tr', null, heads.map((x) => (typeof x === 'string' ? h('th', null, x) : x)))), tbody),
-    );
+    const ths = heads.map((x) => (typeof x === 'string' ? h('th', null, x) : x));
+    const names = ths.map((th) => th.textContent);
+    const label = (tr) => [...tr.children].forEach((td, i) => names[i] && td.setAttribute('data-label', names[i]));
+    [...tbody.children].forEach(label);
+    new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => n.nodeType === 1 && label(n)))).observe(tbody, { childList: true });
+    return h('div', { class: 'table-wrap' }, h('table', { ...(attrs || {}), class: 'stack' }, h('thead', null, h('tr', null, ths)), tbody));
   }
 
   // Keyboard navigation of a list: one row in the tab order; arrows, j/k, Home/End move; Enter
@@ -394,6 +396,7 @@
     const width = MARGIN * 2 + byLayer.length * (BOX_W + GAP_X) - GAP_X;
     const height = MARGIN * 2 + rows * (BOX_H + GAP_Y) - GAP_Y + BOX_H;
     const parts = [];
+    const labels = []; // drawn last, over the boxes
     parts.push(
       `<svg xmlns="${SVGNS}" class="graph" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img">` +
         '<defs><marker id="arr" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" fill="#334155"/></marker>' +
@@ -417,9 +420,8 @@
         `<path class="edge ${cls}" data-from="${esc(vertices[a.from].id)}" data-to="${esc(vertices[a.to].id)}" d="${d}" marker-end="url(#${a.control ? 'arr-c' : 'arr'})"/>`,
       );
       if (a.label) {
-        const lx = x2 > x1 ? (x1 + x2) / 2 : (x1 + x2) / 2;
         const ly = x2 > x1 ? (y1 + y2) / 2 - 5 : Math.max(y1, y2) + BOX_H * 0.75;
-        parts.push(`<text class="edge-label" x="${lx}" y="${ly}" text-anchor="middle">${esc(a.label)}</text>`);
+        labels.push(`<text class="edge-label" x="${(x1 + x2) / 2}" y="${ly}" text-anchor="middle">${esc(a.label)}</text>`);
       }
     }
     vertices.forEach((v, i) => {
@@ -439,14 +441,15 @@
         parts.push(`<rect class="body" x="${vx}" y="${vy}" width="${BOX_W}" height="${BOX_H}" rx="8" fill="${v.fill || '#ffffff'}"/>`);
         if (v.stripe) parts.push(`<rect x="${vx + 1}" y="${vy + 6}" width="5" height="${BOX_H - 12}" rx="2" fill="${v.stripe}" stroke="none"/>`);
       }
-      const label = v.label.length > 24 ? v.label.slice(0, 23) + '…' : v.label;
+      const max = v.shape === 'ellipse' ? 20 : 24;
+      const label = v.label.length > max ? v.label.slice(0, max - 1) + '…' : v.label;
       const sub = (v.sub || '').length > 30 ? v.sub.slice(0, 29) + '…' : v.sub || '';
       parts.push(
         `<text x="${cx}" y="${cy - 3}" text-anchor="middle" font-weight="600" font-size="13" fill="#0f172a">${esc(label)}</text>` +
           `<text class="sub" x="${cx}" y="${cy + 13}" text-anchor="middle" font-size="11" fill="#475569">${esc(sub)}</text></g>`,
       );
     });
-    parts.push('</svg>');
+    parts.push(...labels, '</svg>');
     return { svg: parts.join(''), width, height };
   }
 
@@ -890,10 +893,11 @@
     const sx = (t) => left + ((t - t0) / (t1 - t0)) * plot;
     const height = top + jobs.length * rowH + 8;
     const out = [`<svg xmlns="${SVGNS}" class="gantt" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="job timeline">`];
-    for (let k = 0; k <= 4; k++) {
-      const x = left + (plot * k) / 4;
+    const ticks = narrow ? 2 : 4;
+    for (let k = 0; k <= ticks; k++) {
+      const x = left + (plot * k) / ticks;
       out.push(`<line x1="${x}" y1="${top - 6}" x2="${x}" y2="${height - 4}" stroke="#e2e8f0"/>`);
-      out.push(`<text x="${x}" y="${top - 9}" text-anchor="${k === 0 ? 'start' : k === 4 ? 'end' : 'middle'}">+${esc(dur(((t1 - t0) * k) / 4))}</text>`);
+      out.push(`<text x="${x}" y="${top - 9}" text-anchor="${k === 0 ? 'start' : k === ticks ? 'end' : 'middle'}">+${esc(dur(((t1 - t0) * k) / ticks))}</text>`);
     }
     jobs.forEach((j, i) => {
       const y = top + i * rowH;
@@ -916,18 +920,38 @@
   async function pageExecution(ctx, id) {
     let exec = null;
     let jobs = [];
-    const seen = new Map(); // "job#attempt" → state from events
+    const seen = new Map(); // "job#attempt" → {state, at} from events
     let execEvent = null;
     let refetch = null;
+    let tries = 0;
+    // Rows are written a moment after the events announcing them: read again until they agree.
+    const behind = () =>
+      (execEvent && TERMINAL.has(execEvent.state) && exec.state !== execEvent.state) ||
+      jobs.some((j) => {
+        const e = seen.get(`${j.job}#${j.attempt}`);
+        return e && further(j.state, e.state) !== j.state;
+      });
+    const reload = (ms) => {
+      clearTimeout(refetch);
+      refetch = setTimeout(async () => {
+        try {
+          await load();
+          show();
+          if (behind() && tries++ < 20) reload(300);
+        } catch (_) {
+          /* the next event tries again */
+        }
+      }, ms);
+    };
     const onEvent = (ev) => {
       const c = ev.context || {};
       if (c.execution !== id) return;
-      if (ev.event_type === 'JOB_STATUS') seen.set(`${c.job}#${c.attempt}`, ev.value);
-      else execEvent = ev.value;
+      if (ev.event_type === 'JOB_STATUS') seen.set(`${c.job}#${c.attempt}`, { state: ev.value, at: ev.created_at });
+      else execEvent = { state: ev.value, at: ev.created_at };
       if (exec) {
         show();
-        clearTimeout(refetch);
-        refetch = setTimeout(() => load().then(show).catch(() => {}), 250);
+        tries = 0;
+        reload(200);
       }
     };
     const load = async () => {
@@ -954,7 +978,8 @@
     const tbody = h('tbody');
     const timeline = h('div', { class: 'panel', id: 'timeline' });
     const show = () => {
-      const state = execEvent && TERMINAL.has(execEvent) ? execEvent : exec.state;
+      const state = execEvent && TERMINAL.has(execEvent.state) ? execEvent.state : exec.state;
+      const ended = exec.ended_at || (TERMINAL.has(state) && execEvent ? execEvent.at : null);
       stateCell.replaceChildren(badge(state));
       stop.disabled = TERMINAL.has(state);
       facts.replaceChildren(
@@ -963,11 +988,21 @@
           ['Trigger', exec.trigger ? h('code', null, JSON.stringify(exec.trigger)) : '—'],
           ['Created', fmtTime(exec.created_at)],
           ['Started', fmtTime(exec.started_at)],
-          ['Ended', fmtTime(exec.ended_at)],
-          ['Duration', dur((exec.ended_at ? new Date(exec.ended_at) : new Date()) - new Date(exec.started_at || exec.created_at))],
+          ['Ended', fmtTime(ended)],
+          ['Duration', dur((ended ? new Date(ended) : new Date()) - new Date(exec.started_at || exec.created_at))],
         ]),
       );
-      const merged = jobs.map((j) => ({ ...j, state: further(j.state, seen.get(`${j.job}#${j.attempt}`)) }));
+      const merged = jobs.map((j) => {
+        const e = seen.get(`${j.job}#${j.attempt}`);
+        const st = further(j.state, e && e.state);
+        if (st === j.state || !e) return j;
+        return {
+          ...j,
+          state: st,
+          started_at: j.started_at || (st === 'RUNNING' ? e.at : null),
+          ended_at: j.ended_at || (TERMINAL.has(st) ? e.at : null),
+        };
+      });
       tbody.replaceChildren(
         ...merged.map((j) =>
           navRow(
@@ -982,7 +1017,7 @@
           ),
         ),
       );
-      timeline.innerHTML = merged.length ? gantt(exec, merged, timeline.clientWidth - 26 || 900) : '<p class="muted">No job has started.</p>';
+      timeline.innerHTML = merged.length ? gantt({ ...exec, ended_at: ended }, merged, timeline.clientWidth - 26 || 900) : '<p class="muted">No job has started.</p>';
     };
     listNav(tbody);
     ctx.render(
@@ -996,7 +1031,7 @@
     );
     show();
     ctx.every(1000, () => {
-      if (!TERMINAL.has(exec.state)) show();
+      if (!TERMINAL.has(exec.state) || behind()) show();
     });
   }
 

@@ -100,15 +100,19 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
             HeaderValue::from_static(CSP),
         ),
     ];
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii() == etag.as_bytes()))
-    {
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == etag.as_bytes())
+    }) {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     (
         common,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(a.content_type),
+        )],
         a.body,
     )
         .into_response()
@@ -145,10 +149,12 @@ mod tests {
         let (status, headers, html) = get("/", None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        assert!(headers[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap()
-            .contains("script-src 'self'"));
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
         for file in ["/ui/app.js", "/ui/app.css", "/ui/icon.svg"] {
             assert!(html.contains(file), "index.html links {file}");
             let (status, headers, body) = get(file, None).await;
@@ -158,8 +164,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn nothing_is_loaded_from_outside() {
+    #[test]
+    fn nothing_is_loaded_from_outside() {
         for a in ASSETS {
             let text = String::from_utf8_lossy(a.body);
             for (i, _) in text.match_indices("http") {

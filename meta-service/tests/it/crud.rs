@@ -364,12 +364,19 @@ async fn every_other_route(app: App) {
             .map(|e| e["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids(&app.ok_get("/executions?workflow=wf").await), ["x1", "x2", "x3"]);
-    let p1 = app.ok_get("/executions?workflow=wf&order=desc&limit=2").await;
+    assert_eq!(
+        ids(&app.ok_get("/executions?workflow=wf").await),
+        ["x1", "x2", "x3"]
+    );
+    let p1 = app
+        .ok_get("/executions?workflow=wf&order=desc&limit=2")
+        .await;
     assert_eq!(ids(&p1), ["x3", "x2"]);
     let cursor = p1["next_cursor"].as_str().unwrap();
     let p2 = app
-        .ok_get(&format!("/executions?workflow=wf&order=desc&limit=2&cursor={cursor}"))
+        .ok_get(&format!(
+            "/executions?workflow=wf&order=desc&limit=2&cursor={cursor}"
+        ))
         .await;
     assert_eq!(ids(&p2), ["x1"]);
     assert!(p2["next_cursor"].is_null());
