@@ -7,7 +7,7 @@
   const SVGNS = 'http://www.w3.org/2000/svg';
   const main = document.getElementById('main');
   // Read by the browser tests: which page is shown, when it became ready, how long a graph took.
-  const probe = (window.__aiflow = { page: null, readyAt: null, graphMs: null, loads: 0 });
+  const probe = (window.__aiflow = { page: null, scriptAt: performance.now(), readyAt: null, graphMs: null, loads: 0 });
 
   // ------------------------------------------------------------------------------------------
   // small helpers
@@ -957,9 +957,11 @@
     const load = async () => {
       [exec, jobs] = await Promise.all([get(`/executions/${enc(id)}`), get(`/executions/${enc(id)}/jobs`)]);
     };
-    // The stream first, then the state: no change falls between the two.
-    await subscribeFirst(ctx, { event_type: 'JOB_STATUS,WORKFLOW_STATUS' }, onEvent);
+    // The stream and the state are read together; once the stream is open the state is read
+    // again, so no change falls between the two.
+    const opened = subscribeFirst(ctx, { event_type: 'JOB_STATUS,WORKFLOW_STATUS' }, onEvent);
     await load();
+    opened.then(() => reload(0));
 
     const stateCell = h('span', { id: 'exec-state' });
     const stop = h('button', { class: 'danger', id: 'stop' }, 'Stop');
@@ -1128,7 +1130,7 @@
     };
     follow.addEventListener('change', () => current && loadLog(current));
 
-    await subscribeFirst(ctx, { event_type: 'JOB_STATUS' }, async (ev) => {
+    const opened = subscribeFirst(ctx, { event_type: 'JOB_STATUS' }, async (ev) => {
       const c = ev.context || {};
       if (c.execution !== id || c.job !== job) return;
       live.set(c.attempt, ev.value);
@@ -1146,6 +1148,14 @@
       loadWhy().catch(() => {});
     });
     await Promise.all([loadAttempts(), loadWhy()]);
+    // Read again once the stream is open: a change between the two shows too.
+    opened.then(async () => {
+      const before = attempts.length;
+      await Promise.all([loadAttempts(), loadWhy()]).catch(() => {});
+      if (!current && attempts.length) current = attempts[attempts.length - 1];
+      showHead();
+      if (current && (attempts.length !== before || logFor === null) && !wantAttempt) loadLog(current);
+    });
     current = attempts.find((a) => a.attempt === wantAttempt) || attempts[attempts.length - 1] || null;
     ctx.render(
       crumbs(['Executions', '/executions'], ['' + shortId(id), `/executions/${enc(id)}`], job),
@@ -1359,15 +1369,13 @@
     versions.sort((a, b) => b.version - a.version);
     const byId = new Map(versions.map((v) => [v.id, v.version]));
     const aliases = Object.entries(model.aliases || {});
-    const [histories, stages] = await Promise.all([
-      Promise.all(aliases.map(([a]) => get(`/models/${enc(name)}/aliases/${enc(a)}/history`).catch(() => []))),
-      Promise.all(versions.slice(0, 20).map((v) => get(`/models/${enc(name)}/versions/${v.version}/stages`).catch(() => []))),
-    ]);
     // Metrics about this model: one chart per metric key, a line over versions (or over steps
     // within each version when a version has several points).
     const mine = metrics.filter((m) => m.subject === name);
-    const charts = (
-      await Promise.all(
+    const [histories, stages, charted] = await Promise.all([
+      Promise.all(aliases.map(([a]) => get(`/models/${enc(name)}/aliases/${enc(a)}/history`).catch(() => []))),
+      Promise.all(versions.slice(0, 20).map((v) => get(`/models/${enc(name)}/versions/${v.version}/stages`).catch(() => []))),
+      Promise.all(
         mine.map(async (m) => {
           const keys = Object.keys(await get(`/metrics/${enc(m.name)}/keys`).catch(() => ({})));
           return Promise.all(
@@ -1389,10 +1397,9 @@
             }),
           );
         }),
-      )
-    )
-      .flat()
-      .filter(Boolean);
+      ),
+    ]);
+    const charts = charted.flat().filter(Boolean);
 
     const aliasBody = h('tbody');
     aliases.forEach(([a, v], i) => {

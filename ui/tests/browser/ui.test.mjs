@@ -149,7 +149,9 @@ async function go(page, hash) {
   await page.waitForSelector('body[data-ready]', { timeout: 15000 });
   const err = await page.$('.page-error');
   if (err) throw new Error(`${hash}: the page shows an error: ${await err.textContent()}`);
-  return page.evaluate(() => window.__aiflow.readyAt);
+  const [ready, script] = await page.evaluate(() => [window.__aiflow.readyAt, window.__aiflow.scriptAt]);
+  page.scriptAt = script;
+  return ready;
 }
 async function shoot(page, name) {
   await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: false });
@@ -389,9 +391,11 @@ for (const p of pages) {
   await test(`page ${p.name}`, async () => {
     // First load: best of three cold loads (fresh context, empty cache).
     const times = [];
+    const scripts = [];
     for (let i = 0; i < 3; i++) {
       const { context, page } = await open(null);
       times.push(await go(page, p.hash));
+      scripts.push(page.scriptAt);
       if (i < 2) await context.close();
       else {
         await p.check(page);
@@ -400,7 +404,7 @@ for (const p of pages) {
       }
     }
     const best = Math.min(...times);
-    loads.push([p.name, best, times]);
+    loads.push([p.name, best, times, scripts[times.indexOf(best)]]);
     assert(best < LOAD_TARGET_MS * SLACK, `first load ${best.toFixed(0)} ms (target < ${LOAD_TARGET_MS} ms, limit ${LOAD_TARGET_MS * SLACK} ms)`);
     // Narrow screen: the page fits its width (tables and graphs scroll inside their boxes).
     const narrow = await open(p.hash, 390);
@@ -502,8 +506,11 @@ await browser.close();
 // figures and summary
 
 const over = (ms, target) => (ms < target ? '' : '  OVER TARGET');
-console.log(`\nFirst load of each page (ms from navigation to ready, best of 3 cold loads; target < ${LOAD_TARGET_MS}):`);
-for (const [name, best, times] of loads) console.log(`  ${name.padEnd(16)} ${best.toFixed(0).padStart(5)}   (${times.map((t) => t.toFixed(0)).join(', ')})${over(best, LOAD_TARGET_MS)}`);
+console.log(`\nFirst load of each page: ms from navigation to ready, best of 3 cold loads (target < ${LOAD_TARGET_MS});`);
+console.log('"script" is when app.js started (HTML, CSS and script fetched and parsed), the rest is API calls and drawing:');
+for (const [name, best, times, script] of loads) {
+  console.log(`  ${name.padEnd(16)} ${best.toFixed(0).padStart(5)}   script ${script.toFixed(0).padStart(4)}   (all: ${times.map((t) => t.toFixed(0)).join(', ')})${over(best, LOAD_TARGET_MS)}`);
+}
 for (const [name, ms] of figures) console.log(`${name}: ${ms.toFixed(0)} ms${name.includes('ready') ? over(ms, GRAPH_TARGET_MS) : ''}`);
 console.log(`Load average while measuring: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (${os.cpus().length} cores)`);
 console.log(`Screenshots: ${outDir}`);
