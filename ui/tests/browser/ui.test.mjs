@@ -496,6 +496,41 @@ await test('stop the demo execution from its page', async () => {
   await context.close();
 });
 
+await test('a server that wants a token: the UI asks for one and keeps it for the tab', async () => {
+  // The server's answers are replaced by 401 unless the token is sent (the browser's own view
+  // of a server with tokens on). Its 401s are expected here, so console errors are not collected.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => jsErrors.push(`token test: ${e.message}`));
+  let refused = 0;
+  await page.route('**/api/v1/**', (route) => {
+    if (route.request().headers()['authorization'] === 'Bearer s3cret') return route.continue();
+    refused++;
+    return route.fulfill({
+      status: 401,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'unauthenticated', message: 'a token is needed', field: 'Authorization' } }),
+    });
+  });
+  await page.goto(`${base}/#/workflows`);
+  await page.locator('#token-dialog').waitFor({ state: 'visible' });
+  await page.fill('#token-input', 'wrong');
+  await page.press('#token-input', 'Enter');
+  await page.locator('#token-error', { hasText: 'refused' }).waitFor();
+  await page.fill('#token-input', 's3cret');
+  await page.press('#token-input', 'Enter');
+  await page.waitForSelector('body[data-ready="workflows"]');
+  await page.locator('#workflows tbody tr', { hasText: 'online_learning' }).waitFor();
+  eq(await page.evaluate(() => sessionStorage.getItem('aiflow.token')), 's3cret', 'kept for the tab');
+  const before = refused;
+  await page.reload();
+  await page.waitForSelector('body[data-ready="workflows"]');
+  assert(!(await page.locator('#token-dialog').isVisible()), 'not asked again after a reload');
+  eq(refused, before, 'every request after the reload carried the token');
+  assert(before >= 2, `the wrong token and the missing one were refused (${before})`);
+  await context.close();
+});
+
 await test('no page logged a JavaScript error', async () => {
   assert(jsErrors.length === 0, jsErrors.join('\n'));
 });
