@@ -762,6 +762,7 @@
       return tr;
     };
     for (const e of recent.items) execBody.append(execRow(e));
+    const none = recent.items.length ? null : h('p', { class: 'muted' }, 'No executions yet.');
 
     const legend = h(
       'div',
@@ -785,7 +786,8 @@
       legend,
       box,
       h('h2', null, 'Recent executions'),
-      recent.items.length ? table(['Execution', 'State', h('th', { class: 'hide-narrow' }, 'Version'), 'Created', 'Duration'], execBody) : h('p', { class: 'muted' }, 'No executions yet.'),
+      table(['Execution', 'State', h('th', { class: 'hide-narrow' }, 'Version'), 'Created', 'Duration'], execBody, { id: 'recent' }),
+      none,
     );
     draw();
     // Events of one execution are applied in order, after its row is known.
@@ -801,6 +803,7 @@
         latest = await get(`/executions/${enc(c.execution)}`);
         states.clear();
         execBody.prepend(execRow(latest));
+        if (none) none.remove();
         draw();
       }
       if (ev.event_type === 'JOB_STATUS') {
