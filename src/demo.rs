@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aiflow_api::{Event, EventFilter};
+use aiflow_api::meta::ExecutionQuery;
+use aiflow_api::{Event, EventFilter, Offset};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
@@ -63,18 +64,47 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn watch(running: &server::Running, args: &DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let after = running.bus.latest_offset().await.context("event bus")?;
+    // A demo stopped before it ended (Ctrl-C, a crash, a kill) left its execution RUNNING: the
+    // scheduler has resumed it, and the demo follows it again from its first event.
+    let unfinished = running
+        .scheduler
+        .store()
+        .list_workflow_executions(&ExecutionQuery {
+            workflow: Some(WORKFLOW.to_string()),
+            state: Some("RUNNING".to_string()),
+            ..ExecutionQuery::default()
+        })
+        .await
+        .context("cannot list executions")?
+        .items
+        .into_iter()
+        .next_back();
+    let (execution, from) = match unfinished {
+        Some(e) => {
+            eprintln!(
+                "\nResuming {WORKFLOW} (execution {}), which an earlier run left unfinished\n",
+                e.id
+            );
+            (e, Offset(0))
+        }
+        None => {
+            let after = running.bus.latest_offset().await.context("event bus")?;
+            let e = running
+                .scheduler
+                .start_execution(WORKFLOW, serde_json::json!({"type": "demo"}))
+                .await
+                .with_context(|| format!("cannot start {WORKFLOW}"))?;
+            eprintln!("\nRunning {WORKFLOW} (execution {})\n", e.id);
+            (e, after)
+        }
+    };
+    let since = execution.created_at;
     let mut events = running
         .bus
-        .subscribe(EventFilter::default(), after)
+        .subscribe(EventFilter::default(), from)
         .await
-        .context("event bus")?;
-    let execution = running
-        .scheduler
-        .start_execution(WORKFLOW, serde_json::json!({"type": "demo"}))
-        .await
-        .with_context(|| format!("cannot start {WORKFLOW}"))?;
-    eprintln!("\nRunning {WORKFLOW} (execution {})\n", execution.id);
+        .context("event bus")?
+        .filter(move |e| std::future::ready(!matches!(e, Ok(e) if e.created_at < since)));
     let mut summary = Summary::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
     while !summary.done() {

@@ -492,3 +492,285 @@ fn server_url_of_nothing() -> String {
     drop(l);
     url
 }
+
+/// A minimal HTTP/1.1 POST of a JSON body; returns the status code.
+fn http_post(host: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes `tick/{from..to}` in one request; returns their offsets.
+fn publish_ticks(server: &Server, from: usize, to: usize) -> Vec<i64> {
+    let host = server.url.trim_start_matches("http://");
+    let events: Vec<serde_json::Value> = (from..to)
+        .map(|i| serde_json::json!({"key": format!("tick/{i}"), "value": i.to_string()}))
+        .collect();
+    assert_eq!(
+        http_post(
+            host,
+            "/api/v1/events",
+            &serde_json::Value::Array(events).to_string()
+        ),
+        201
+    );
+    let listed = server.json(&["event", "list", "--key", "tick/*", "--limit", "1000"]);
+    let all = offsets(&listed);
+    all[all.len() - (to - from)..].to_vec()
+}
+
+/// kill -9 of the server while events flow and jobs run: after a restart, every event is
+/// handled exactly once (one execution per event, one rule evaluation per event), lost
+/// attempts are retried, and the status events tell one consistent story.
+#[test]
+fn a_killed_server_handles_every_event_exactly_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let per_event = dir.path().join("per_event.json");
+    std::fs::write(
+        &per_event,
+        serde_json::json!({
+            "name": "per_event",
+            "nodes": [{"name": "mark", "job": {
+                "command": ["sh", "-c", "sleep 0.3; touch \"$MARKS/$AIFLOW_EXECUTION-$AIFLOW_ATTEMPT\""],
+                "env": {"MARKS": marks.display().to_string()},
+                "retries": 3, "retry_backoff_s": 0}}],
+            "triggers": [{"event": {"key": "tick/*"}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let watcher = dir.path().join("watcher.json");
+    std::fs::write(
+        &watcher,
+        serde_json::json!({
+            "name": "watcher",
+            "nodes": [{"name": "w", "job": {"command": ["sh", "-c", "sleep 0.05"]}}],
+            "control_edges": [{"to": "w", "action": "START", "life": "REPEATED",
+                "condition": {"event": {"key": "tick/*"}}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut server = Server::start(dir.path());
+    server.json(&["workflow", "submit", per_event.to_str().unwrap()]);
+    server.json(&["workflow", "submit", watcher.to_str().unwrap()]);
+    let watch = server.json(&["execution", "start", "watcher"]);
+    let watch_id = watch["id"].as_str().unwrap().to_string();
+
+    let mut published = publish_ticks(&server, 0, 40);
+    // Once some of them are handled and their jobs run, kill -9 mid-flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = server.json(&["execution", "list", "--workflow", "per_event"]);
+        if !list["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event was handled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    server = Server::start(dir.path());
+    published.extend(publish_ticks(&server, 40, 80));
+
+    // Every event started exactly one execution, and each of them finished.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let runs = loop {
+        let list = server.json(&[
+            "execution",
+            "list",
+            "--workflow",
+            "per_event",
+            "--limit",
+            "1000",
+        ]);
+        let items = list["items"].as_array().unwrap().clone();
+        let done = items.iter().all(|e| e["state"] != "RUNNING");
+        if items.len() >= published.len() && done {
+            break items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} executions, done: {done}",
+            items.len(),
+            published.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut triggered: Vec<i64> = runs
+        .iter()
+        .map(|e| e["trigger"]["offset"].as_i64().unwrap())
+        .collect();
+    triggered.sort_unstable();
+    assert_eq!(
+        triggered, published,
+        "one execution per event, none missing"
+    );
+    let mut lost = 0;
+    for e in &runs {
+        assert_eq!(e["state"], "SUCCEEDED", "{e}");
+        let id = e["id"].as_str().unwrap();
+        let shown = server.json(&["execution", "show", id]);
+        let mut attempts: Vec<(i64, String)> = shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["attempt"].as_i64().unwrap(),
+                    j["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        attempts.sort();
+        // Attempts are numbered 1..n; only the last succeeded; a lost one is FAILED.
+        let n = attempts.len() as i64;
+        for (i, (attempt, state)) in attempts.iter().enumerate() {
+            assert_eq!(*attempt, i as i64 + 1, "{attempts:?}");
+            let last = *attempt == n;
+            assert_eq!(state == "SUCCEEDED", last, "{attempts:?}");
+        }
+        assert!(
+            marks.join(format!("{id}-{n}")).exists(),
+            "the last attempt ran"
+        );
+        lost += usize::try_from(n - 1).unwrap();
+    }
+    eprintln!(
+        "{} executions, {lost} attempts lost in the crash and retried",
+        runs.len()
+    );
+
+    // The watcher evaluated every event once: none lost, none repeated.
+    let why = server.json(&["execution", "why", &watch_id, "w"]);
+    let mut evaluated: Vec<i64> = why
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["event_offset"].as_i64())
+        .collect();
+    evaluated.sort_unstable();
+    assert_eq!(evaluated, published, "one evaluation per event");
+
+    // Status events: per execution, each (attempt, state) once.
+    let statuses = server.json(&[
+        "event",
+        "list",
+        "--type",
+        "JOB_STATUS",
+        "--key",
+        "per_event/*",
+        "--limit",
+        "1000",
+    ]);
+    let mut seen = std::collections::HashSet::new();
+    for e in statuses["items"].as_array().unwrap() {
+        let c = &e["context"];
+        let key = (
+            c["execution"].as_str().unwrap().to_string(),
+            c["attempt"].as_i64().unwrap(),
+            e["value"].as_str().unwrap().to_string(),
+        );
+        assert!(seen.insert(key.clone()), "status published twice: {key:?}");
+    }
+    for e in &runs {
+        let id = e["id"].as_str().unwrap();
+        assert!(
+            seen.iter().any(|(x, _, s)| x == id && s == "SUCCEEDED"),
+            "no SUCCEEDED status for {id}"
+        );
+    }
+    server.json(&["execution", "stop", &watch_id]);
+    server.stop();
+}
+
+fn demo_command(data: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout-s",
+        "90",
+        "--data-dir",
+    ])
+    .arg(data)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// kill -9 of the demo while `train` runs; the next `aiflow demo` resumes the same execution
+/// and ends in the same state: a deployed model version that the predictor serves.
+#[test]
+fn a_demo_killed_midway_resumes_and_still_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = demo_command(&data)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run aiflow demo");
+    let stderr = first.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("train never ran: {seen:?}"));
+        let train_runs = line.contains("train") && line.contains("RUNNING");
+        seen.push(line);
+        if train_runs {
+            break;
+        }
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let out = demo_command(&data).output().expect("run aiflow demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resumed demo failed: {stderr}");
+    assert!(stderr.contains("Resuming online_learning"), "{stderr}");
+    assert!(stderr.contains("deployed (alias production)"), "{stderr}");
+
+    let server = Server::start(dir.path());
+    let runs = server.json(&["execution", "list", "--workflow", "online_learning"]);
+    let runs = runs["items"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the same execution went on: {runs:?}");
+    let id = runs[0]["id"].as_str().unwrap();
+    let shown = server.json(&["execution", "show", id]);
+    let jobs = shown["jobs"].as_array().unwrap();
+    for job in ["train", "evaluate", "deploy"] {
+        assert!(
+            jobs.iter()
+                .any(|j| j["job"] == job && j["state"] == "SUCCEEDED"),
+            "{job} never succeeded: {shown}"
+        );
+    }
+    let alias = server.json(&["model", "alias", "show", "fraud_detector", "production"]);
+    let version = alias["version"].as_i64().unwrap().to_string();
+    let shown = server.json(&["model", "version", "show", "fraud_detector", &version]);
+    assert_eq!(shown["stage"], "DEPLOYED", "{shown}");
+    server.stop();
+}

@@ -38,16 +38,19 @@ pub fn online_learning() -> Result<AiGraph, ValidationErrors> {
         .op(Op::Evaluate)
         .description("compare the new version with the production alias")
         .command(["sh", "dags/jobs/evaluate.sh"])
-        .timeout_s(600);
+        .timeout_s(600)
+        .retries(1);
     g.node("deploy")
         .op(Op::Push)
         .description("move the production alias to the new version")
         .command(["sh", "dags/jobs/deploy.sh"])
-        .timeout_s(300);
+        .timeout_s(300)
+        .retries(1);
     g.node("predictor")
         .op(Op::Predict)
         .description("serve predictions with the production model")
         .command(["sh", "dags/jobs/predictor.sh"])
+        .retries(3)
         .streaming();
     g.on(Event::key(format!("dataset/{DATASET}")).of_type("DATASET_VERSION_CREATED"))
         .start("train");

@@ -304,22 +304,33 @@ async fn workflow_triggers(
     let now = chrono::Utc::now();
     let mut out = Vec::with_capacity(wf.triggers.len());
     for (index, trigger) in wf.triggers.iter().enumerate() {
-        // The scheduler records a time trigger's last firing under this key (service.rs).
-        let last: Option<String> = sqlx::query_scalar("SELECT v FROM aiflow_kv WHERE k = $1")
-            .bind(format!("scheduler.trigger.{name}.{index}"))
-            .fetch_optional(&store.db().pool)
-            .await
-            .map_err(|e| HttpError::internal(format!("cannot read trigger state: {e}")))?;
-        let last = last.and_then(|v| v.parse::<chrono::DateTime<chrono::Utc>>().ok());
+        // The earliest next tick of the trigger's time parts (of an `all_of`, the time part:
+        // its data parts must happen too). The scheduler records each time part's last firing
+        // under these keys (service.rs, `timer_key`).
+        let all_of = matches!(trigger, aiflow_translator::WorkflowTrigger::AllOf { .. });
+        let mut next_at = None;
+        for (j, part) in crate::triggers::parts(trigger).into_iter().enumerate() {
+            if info.paused || !crate::triggers::is_time(part) {
+                continue;
+            }
+            let key = if all_of {
+                format!("scheduler.trigger.{name}.{index}.{j}")
+            } else {
+                format!("scheduler.trigger.{name}.{index}")
+            };
+            let last = crate::durable::kv_get(store.db(), &key)
+                .await
+                .map_err(|e| HttpError::internal(format!("cannot read trigger state: {e}")))?
+                .and_then(|v| v.parse::<chrono::DateTime<chrono::Utc>>().ok());
+            if let Some(t) = crate::triggers::next_tick(part, last, now) {
+                next_at = Some(next_at.map_or(t, |n: chrono::DateTime<chrono::Utc>| n.min(t)));
+            }
+        }
         out.push(TriggerInfo {
             index,
             kind: crate::triggers::kind(trigger).to_string(),
             description: crate::triggers::describe(trigger),
-            next_at: if info.paused {
-                None
-            } else {
-                crate::triggers::next_tick(trigger, last, now)
-            },
+            next_at,
         });
     }
     Ok(axum::Json(out))

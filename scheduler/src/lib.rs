@@ -5,6 +5,7 @@
 //! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
 //! its routes.
 
+mod durable;
 pub mod executor;
 pub mod http;
 pub mod rules;

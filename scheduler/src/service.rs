@@ -3,7 +3,7 @@
 //! events and evaluated against the execution's rules; rule decisions start, stop or restart
 //! jobs through the local executor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use aiflow_api::meta::WorkflowExecutionInfo;
 pub use aiflow_api::scheduler::Submitted;
 use aiflow_api::{Event, EventFilter, NewEvent, Offset};
-use aiflow_meta::{NewJobExecution, NewWorkflowExecution, NewWorkflowVersion, Store};
+use aiflow_meta::{NewWorkflowVersion, Store};
 use aiflow_notification::EventBus;
 use aiflow_translator::{Document, Workflow, WorkflowTrigger};
 use chrono::Utc;
@@ -20,12 +20,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use crate::durable::{
+    self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
+};
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
     outcome, trigger_events,
 };
 use crate::state::{JobState, WorkflowState};
+use crate::triggers::{is_time, parts};
 
 /// The sender name on events the scheduler publishes.
 pub const SENDER: &str = "aiflow-scheduler";
@@ -51,6 +55,12 @@ pub struct SchedulerConfig {
 
 /// Default of [`SchedulerConfig::max_running`].
 pub const DEFAULT_MAX_RUNNING: usize = 32;
+
+/// At most this many more commands are handled before one commit.
+const BATCH: usize = 255;
+/// An offset with no state change to go with it is committed at most this often: a restart
+/// reads that much again, instead of one write per event halving the bus.
+const OFFSET_EVERY: Duration = Duration::from_millis(200);
 
 enum Command {
     Start {
@@ -84,6 +94,8 @@ enum Command {
     },
     /// The clock moved: fire due time triggers.
     Tick(chrono::DateTime<Utc>),
+    /// An event-triggered start whose `delay_s` has passed.
+    Delayed(Box<Delayed>),
 }
 
 /// A cheap handle to the scheduler loop.
@@ -101,14 +113,14 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the loop and the bus subscription (from the last committed offset).
+    /// Resumes the executions a previous process left running, then starts the loop and the
+    /// bus subscription (from the last committed offset).
     pub async fn start(
         store: Store,
         bus: Arc<dyn EventBus>,
         config: SchedulerConfig,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(Scheduler, JoinHandle<()>), Error> {
-        recover_orphans(&store).await;
         let (tx, rx) = mpsc::channel(4096);
         let config = Arc::new(config);
         let committed = load_offset(&store).await?;
@@ -117,6 +129,41 @@ impl Scheduler {
         } else {
             committed
         };
+        let statuses = spawn_status_publisher(bus.clone(), store.clone());
+        // Status events committed by a previous process but not published yet go first.
+        let leftover = durable::pending_statuses(store.db())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
+        if !leftover.is_empty() {
+            tracing::info!(
+                events = leftover.len(),
+                "publishing status events left by the previous process"
+            );
+            let _ = statuses.send(leftover);
+        }
+        let mut core = Core {
+            store: store.clone(),
+            executor: LocalExecutor {
+                grace: config.stop_grace,
+            },
+            config: config.clone(),
+            tx: tx.clone(),
+            executions: HashMap::new(),
+            triggers: Vec::new(),
+            timers: Vec::new(),
+            trigger_memory: HashMap::new(),
+            statuses,
+            waiting: std::collections::BinaryHeap::new(),
+            queued_seq: 0,
+            running_total: 0,
+            handled: from,
+            saved: from,
+            saved_at: std::time::Instant::now(),
+            pending: Pending::default(),
+        };
+        core.resume().await?;
+        core.reload_triggers().await;
+        core.flush().await;
         let mut events = bus
             .subscribe(EventFilter::default(), from)
             .await
@@ -142,26 +189,6 @@ impl Scheduler {
                 }
             }
         });
-        let mut core = Core {
-            store: store.clone(),
-            executor: LocalExecutor {
-                grace: config.stop_grace,
-            },
-            config: config.clone(),
-            tx: tx.clone(),
-            executions: HashMap::new(),
-            triggers: Vec::new(),
-            timers: Vec::new(),
-            statuses: spawn_status_publisher(bus.clone()),
-            writes: spawn_job_writer(store.clone()),
-            waiting: std::collections::BinaryHeap::new(),
-            queued_seq: 0,
-            running_total: 0,
-            handled: from,
-            saved: from,
-            saved_at: std::time::Instant::now(),
-        };
-        core.reload_triggers().await;
         let ticks = tx.clone();
         let mut tick_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -183,16 +210,28 @@ impl Scheduler {
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
-                        Some(cmd) => core.handle(cmd).await,
+                        Some(cmd) => {
+                            // Every command waiting now is handled, then all their changes are
+                            // committed in one transaction, then their actions take effect.
+                            core.handle(cmd).await;
+                            for _ in 0..BATCH {
+                                match rx.try_recv() {
+                                    Ok(cmd) => core.handle(cmd).await,
+                                    Err(_) => break,
+                                }
+                            }
+                            core.flush().await;
+                        }
                         None => break,
                     },
                     () = until_shutdown(&mut shutdown) => break,
                 }
             }
-            core.commit_offset().await;
+            core.saved_at = std::time::Instant::now() - OFFSET_EVERY;
+            core.flush().await;
             tracing::info!(
                 running = core.executions.len(),
-                "scheduler stopped; running jobs keep their processes until the server exits"
+                "scheduler stopped; its executions resume when it starts again"
             );
         });
         Ok((Scheduler { tx, store, config }, handle))
@@ -307,20 +346,9 @@ impl Scheduler {
     }
 }
 
-/// A change to a job execution row.
-enum JobWrite {
-    Create(NewJobExecution),
-    State {
-        row: String,
-        state: JobState,
-        started: Option<chrono::DateTime<Utc>>,
-        ended: Option<chrono::DateTime<Utc>>,
-    },
-}
-
 /// Begins the next attempt of a job: a new number and a new row (written in `state`).
 fn new_attempt(
-    writes: &mpsc::UnboundedSender<JobWrite>,
+    meta: &mut Vec<MetaWrite>,
     rt: &mut JobRt,
     execution: &str,
     job: &str,
@@ -329,71 +357,46 @@ fn new_attempt(
     rt.attempt += 1;
     let row = uuid::Uuid::new_v4().simple().to_string();
     rt.row = Some(row.clone());
-    let created = writes.send(JobWrite::Create(NewJobExecution {
-        id: row,
-        workflow_execution: Some(execution.to_string()),
+    meta.push(MetaWrite::JobCreate {
+        row,
+        execution: execution.to_string(),
         job: job.to_string(),
-        attempt: i64::from(rt.attempt),
-        state: state.as_str().to_string(),
-        worker: Some("local".into()),
-        properties: None,
-    }));
-    if created.is_err() {
-        tracing::warn!(
-            execution,
-            job,
-            "the job row writer has stopped; an attempt is not stored"
-        );
-    }
+        attempt: rt.attempt,
+        state: state.as_str(),
+    });
     rt.attempt
 }
 
-/// Applies job row writes in order, off the scheduler loop, so one slow write never holds up
-/// the starting of other jobs.
-fn spawn_job_writer(store: Store) -> mpsc::UnboundedSender<JobWrite> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<JobWrite>();
+/// Publishes committed status events in order, in batches (one transaction on the embedded
+/// bus), then deletes them from the outbox; retries a failed batch with backoff so no status
+/// is dropped while the bus is away.
+fn spawn_status_publisher(
+    bus: Arc<dyn EventBus>,
+    store: Store,
+) -> mpsc::UnboundedSender<Vec<(i64, NewEvent)>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(i64, NewEvent)>>();
     tokio::spawn(async move {
-        while let Some(w) = rx.recv().await {
-            let r = match &w {
-                JobWrite::Create(j) => store.create_job_execution(j).await.map(drop),
-                JobWrite::State {
-                    row,
-                    state,
-                    started,
-                    ended,
-                } => {
-                    store
-                        .set_job_execution_state(row, state.as_str(), None, *started, *ended)
-                        .await
-                }
-            };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot store a job execution change");
-            }
-        }
-    });
-    tx
-}
-
-/// Publishes status events in order, up to 256 in one batch (one transaction on the embedded
-/// bus); retries a failed batch with backoff so no status is dropped while the bus is away.
-fn spawn_status_publisher(bus: Arc<dyn EventBus>) -> mpsc::UnboundedSender<NewEvent> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<NewEvent>();
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(256);
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match bus.publish_batch(batch.clone()).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "cannot publish status events");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let mut queue: Vec<Vec<(i64, NewEvent)>> = Vec::new();
+        while rx.recv_many(&mut queue, 64).await > 0 {
+            let items: Vec<(i64, NewEvent)> = queue.drain(..).flatten().collect();
+            for chunk in items.chunks(256) {
+                let batch: Vec<NewEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
+                let last = chunk.last().map_or(0, |(id, _)| *id);
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    match bus.publish_batch(batch.clone()).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "cannot publish status events");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
                     }
                 }
+                if let Err(e) = durable::published(store.db(), last).await {
+                    tracing::warn!(error = %e, "cannot clear published status events");
+                }
             }
-            batch.clear();
         }
     });
     tx
@@ -411,20 +414,17 @@ fn log_path(config: &SchedulerConfig, execution: &str, job: &str, attempt: u32) 
         .join(format!("{job}-{attempt}.log"))
 }
 
-const OFFSET_KEY: &str = "scheduler.committed_offset";
-
 async fn load_offset(store: &Store) -> Result<Offset, Error> {
-    let v: Option<String> = sqlx::query_scalar("SELECT v FROM aiflow_kv WHERE k = $1")
-        .bind(OFFSET_KEY)
-        .fetch_optional(&store.db().pool)
+    let v = durable::kv_get(store.db(), OFFSET_KEY)
         .await
         .map_err(|e| Error::Store(e.to_string()))?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or_default())
 }
 
-/// Executions left RUNNING by a previous process are not resumed yet: their unfinished attempts
-/// are marked FAILED (lost) and the executions FAILED, so no state claims work nobody does.
-async fn recover_orphans(store: &Store) {
+/// Executions the meta tables say are RUNNING but the scheduler has no state for (it crashed
+/// between creating the row and its first commit): nothing of theirs ever ran, so they are
+/// marked FAILED.
+async fn fail_untracked(store: &Store, tracked: &HashSet<String>) {
     let q = aiflow_api::meta::ExecutionQuery {
         state: Some(WorkflowState::Running.as_str().to_string()),
         limit: Some(1000),
@@ -434,31 +434,14 @@ async fn recover_orphans(store: &Store) {
         return;
     };
     let now = Utc::now();
-    for e in page.items {
-        if let Ok(jobs) = store.list_job_executions(&e.id).await {
-            for j in jobs.iter().filter(|j| {
-                j.state
-                    .parse::<JobState>()
-                    .is_ok_and(|s| s.is_active() || s == JobState::Waiting)
-            }) {
-                let _ = store
-                    .set_job_execution_state(
-                        &j.id,
-                        JobState::Failed.as_str(),
-                        None,
-                        None,
-                        Some(now),
-                    )
-                    .await;
-            }
-        }
+    for e in page.items.iter().filter(|e| !tracked.contains(&e.id)) {
         let _ = store
             .set_workflow_execution_state(&e.id, WorkflowState::Failed.as_str(), None, Some(now))
             .await;
         tracing::warn!(
             execution = %e.id,
             workflow = %e.workflow,
-            "execution lost: the scheduler restarted while it ran (resuming is not supported yet)"
+            "execution lost: the scheduler stopped before it recorded the start"
         );
     }
 }
@@ -467,47 +450,30 @@ fn trigger_key(workflow: &str, index: usize) -> String {
     format!("scheduler.trigger.{workflow}.{index}")
 }
 
-async fn load_trigger_time(
-    store: &Store,
-    workflow: &str,
-    index: usize,
-) -> Option<chrono::DateTime<Utc>> {
-    let v: Option<String> = sqlx::query_scalar("SELECT v FROM aiflow_kv WHERE k = $1")
-        .bind(trigger_key(workflow, index))
-        .fetch_optional(&store.db().pool)
-        .await
-        .ok()
-        .flatten();
-    v.and_then(|s| s.parse().ok())
-}
-
-async fn save_trigger_time(store: &Store, workflow: &str, index: usize, t: chrono::DateTime<Utc>) {
-    let r = sqlx::query(
-        "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
-    )
-    .bind(trigger_key(workflow, index))
-    .bind(t.to_rfc3339())
-    .bind(Utc::now().timestamp_micros())
-    .execute(&store.db().pool)
-    .await;
-    if let Err(e) = r {
-        tracing::warn!(workflow, error = %e, "cannot store a trigger's last check");
+/// The key of a time trigger's last firing: `part` is the leaf of an `all_of` trigger.
+fn timer_key(workflow: &str, index: usize, part: Option<usize>) -> String {
+    match part {
+        None => trigger_key(workflow, index),
+        Some(j) => format!("{}.{j}", trigger_key(workflow, index)),
     }
 }
 
-async fn save_offset(store: &Store, offset: Offset) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
-    )
-    .bind(OFFSET_KEY)
-    .bind(offset.0.to_string())
-    .bind(Utc::now().timestamp_micros())
-    .execute(&store.db().pool)
-    .await
-    .map_err(|e| Error::Store(e.to_string()))?;
-    Ok(())
+/// A time trigger's clock.
+struct Timer {
+    workflow: Arc<Workflow>,
+    trigger: usize,
+    /// The leaf, when the trigger is an `all_of`.
+    part: Option<usize>,
+    last: chrono::DateTime<Utc>,
+}
+
+async fn load_trigger_time(store: &Store, key: &str) -> Option<chrono::DateTime<Utc>> {
+    let v = durable::kv_get(store.db(), key).await.ok().flatten();
+    v.and_then(|s| s.parse().ok())
+}
+
+fn trigger_memory_key(workflow: &str, index: usize) -> String {
+    format!("scheduler.trigger_memory.{workflow}.{index}")
 }
 
 struct JobRt {
@@ -516,14 +482,53 @@ struct JobRt {
     row: Option<String>,
     stopper: Option<watch::Sender<bool>>,
     restart_after_stop: bool,
+    /// A stop was asked for the current attempt (kept so a restart knows it was not lost).
+    stop_asked: bool,
     cause: Option<Event>,
     /// A process of the current attempt holds a slot.
     launched: bool,
+    /// When a RETRYING job's next attempt is due.
+    retry_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl JobRt {
+    fn new() -> JobRt {
+        JobRt {
+            state: JobState::Waiting,
+            attempt: 0,
+            row: None,
+            stopper: None,
+            restart_after_stop: false,
+            stop_asked: false,
+            cause: None,
+            launched: false,
+            retry_at: None,
+        }
+    }
+
+    fn saved(&self) -> durable::JobRow {
+        let mut flags = 0;
+        if self.restart_after_stop {
+            flags |= FLAG_RESTART;
+        }
+        if self.stop_asked {
+            flags |= FLAG_STOP;
+        }
+        durable::JobRow {
+            state: self.state,
+            attempt: self.attempt,
+            row: self.row.clone(),
+            flags,
+            cause: self.cause.clone(),
+            retry_at: self.retry_at.map(|t| t.timestamp_micros()),
+        }
+    }
 }
 
 struct Exec {
     id: String,
     workflow: Arc<Workflow>,
+    version: i64,
     memory: Vec<RuleMemory>,
     jobs: HashMap<String, JobRt>,
     trigger_event: Option<Event>,
@@ -537,8 +542,91 @@ struct Exec {
 }
 
 impl Exec {
+    fn new(
+        id: String,
+        workflow: Arc<Workflow>,
+        version: i64,
+        trigger_event: Option<Event>,
+    ) -> Exec {
+        Exec {
+            id,
+            memory: vec![RuleMemory::default(); workflow.rules.len()],
+            jobs: workflow
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), JobRt::new()))
+                .collect(),
+            index: workflow
+                .jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| (j.name.clone(), i))
+                .collect(),
+            workflow,
+            version,
+            trigger_event,
+            stopping: false,
+            running: 0,
+            active: 0,
+        }
+    }
+
     fn spec(&self, job: &str) -> Option<&aiflow_translator::Job> {
         self.index.get(job).map(|&i| &self.workflow.jobs[i])
+    }
+}
+
+/// An action that takes effect only once the changes that decided it are committed.
+enum Effect {
+    Stop {
+        id: String,
+        job: String,
+        attempt: u32,
+    },
+    Retry {
+        id: String,
+        job: String,
+        attempt: u32,
+        delay: Duration,
+    },
+    Delayed(Box<Delayed>),
+    /// Answered with the execution as stored.
+    StartReply(
+        oneshot::Sender<Result<WorkflowExecutionInfo, Error>>,
+        Result<String, Error>,
+    ),
+    StopReply(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
+}
+
+/// What the next commit writes, and what happens after it.
+#[derive(Default)]
+struct Pending {
+    meta: Vec<MetaWrite>,
+    execs: HashSet<String>,
+    jobs: HashSet<(String, String)>,
+    rules: HashSet<(String, usize)>,
+    finished: Vec<String>,
+    records: Vec<Record>,
+    statuses: Vec<NewEvent>,
+    kv: Vec<(String, String)>,
+    delayed_add: Vec<Delayed>,
+    delayed_done: Vec<String>,
+    effects: Vec<Effect>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+            && self.execs.is_empty()
+            && self.jobs.is_empty()
+            && self.rules.is_empty()
+            && self.finished.is_empty()
+            && self.records.is_empty()
+            && self.statuses.is_empty()
+            && self.kv.is_empty()
+            && self.delayed_add.is_empty()
+            && self.delayed_done.is_empty()
+            && self.effects.is_empty()
     }
 }
 
@@ -550,20 +638,21 @@ struct Core {
     executions: HashMap<String, Exec>,
     /// Active (not paused) workflows with event triggers.
     triggers: Vec<Arc<Workflow>>,
-    /// Time triggers of active workflows: workflow, trigger index, last check.
-    timers: Vec<(Arc<Workflow>, usize, chrono::DateTime<Utc>)>,
-    /// Job row writes on their way to the store (see [`spawn_job_writer`]).
-    writes: mpsc::UnboundedSender<JobWrite>,
-    /// Status events on their way to the bus (see [`spawn_status_publisher`]).
-    statuses: mpsc::UnboundedSender<NewEvent>,
+    /// Time triggers (and time parts of `all_of` triggers) of active workflows.
+    timers: Vec<Timer>,
+    /// `all_of` triggers: the parts (leaves, in pre-order) met since the last start.
+    trigger_memory: HashMap<(String, usize), std::collections::BTreeSet<usize>>,
+    /// Committed status events on their way to the bus (see [`spawn_status_publisher`]).
+    statuses: mpsc::UnboundedSender<Vec<(i64, NewEvent)>>,
     /// QUEUED attempts waiting for a slot: (priority, earlier first, execution, job, attempt).
     waiting: std::collections::BinaryHeap<(i32, std::cmp::Reverse<u64>, String, String, u32)>,
     queued_seq: u64,
     running_total: usize,
-    /// Offset of the last event handled, and of the last one stored.
+    /// Offset of the last event handled, and of the last one committed.
     handled: Offset,
     saved: Offset,
     saved_at: std::time::Instant,
+    pending: Pending,
 }
 
 impl Core {
@@ -576,11 +665,11 @@ impl Core {
                 reply,
             } => {
                 let r = self.start_execution(&workflow, trigger, event).await;
-                let _ = reply.send(r);
+                self.pending.effects.push(Effect::StartReply(reply, r));
             }
             Command::Stop { execution, reply } => {
                 let r = self.stop_execution(&execution).await;
-                let _ = reply.send(r);
+                self.pending.effects.push(Effect::StopReply(reply, r));
             }
             Command::Event(e) => self.on_event(e).await,
             Command::JobEnded {
@@ -590,7 +679,6 @@ impl Core {
                 outcome,
             } => {
                 self.on_job_ended(&execution, &job, attempt, outcome).await;
-                self.dispatch().await;
             }
             Command::Retry {
                 execution,
@@ -625,9 +713,16 @@ impl Core {
                         .await;
                 }
             }
-            Command::Tick(now) => {
-                self.on_tick(now).await;
-                self.commit_offset().await;
+            Command::Tick(now) => self.on_tick(now).await,
+            Command::Delayed(d) => {
+                let d = *d;
+                self.pending.delayed_done.push(d.id.clone());
+                if let Err(e) = self
+                    .start_execution(&d.workflow, d.trigger, Some(d.event))
+                    .await
+                {
+                    tracing::warn!(workflow = d.workflow, error = %e, "a delayed event trigger could not start an execution");
+                }
             }
         }
     }
@@ -636,6 +731,13 @@ impl Core {
         let mut triggers = Vec::new();
         let mut timers = Vec::new();
         let mut cursor = None;
+        // Clocks and `all_of` parts already known here may be newer than the stored ones
+        // (not committed yet): they are kept.
+        let known: HashMap<(String, usize, Option<usize>), chrono::DateTime<Utc>> = self
+            .timers
+            .iter()
+            .map(|t| ((t.workflow.name.clone(), t.trigger, t.part), t.last))
+            .collect();
         loop {
             let q = aiflow_api::meta::ListQuery {
                 limit: Some(1000),
@@ -654,15 +756,36 @@ impl Core {
                     continue;
                 };
                 for (i, t) in wf.triggers.iter().enumerate() {
-                    if matches!(
-                        t,
-                        WorkflowTrigger::Cron { .. } | WorkflowTrigger::Interval { .. }
-                    ) {
-                        // A trigger seen for the first time starts from now.
-                        let last = load_trigger_time(&self.store, &wf.name, i)
-                            .await
-                            .unwrap_or_else(Utc::now);
-                        timers.push((wf.clone(), i, last));
+                    let all_of = matches!(t, WorkflowTrigger::AllOf { .. });
+                    if all_of && !self.trigger_memory.contains_key(&(wf.name.clone(), i)) {
+                        let met =
+                            durable::kv_get(self.store.db(), &trigger_memory_key(&wf.name, i))
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|v| serde_json::from_str(&v).ok())
+                                .unwrap_or_default();
+                        self.trigger_memory.insert((wf.name.clone(), i), met);
+                    }
+                    for (j, part) in parts(t).into_iter().enumerate() {
+                        if !is_time(part) {
+                            continue;
+                        }
+                        let part = all_of.then_some(j);
+                        let key = (wf.name.clone(), i, part);
+                        let last = match known.get(&key) {
+                            Some(t) => *t,
+                            // A trigger seen for the first time starts from now.
+                            None => load_trigger_time(&self.store, &timer_key(&wf.name, i, part))
+                                .await
+                                .unwrap_or_else(Utc::now),
+                        };
+                        timers.push(Timer {
+                            workflow: wf.clone(),
+                            trigger: i,
+                            part,
+                            last,
+                        });
                     }
                 }
                 if wf.triggers.iter().any(|t| !trigger_events(t).is_empty()) {
@@ -678,24 +801,69 @@ impl Core {
         self.timers = timers;
     }
 
+    /// Notes that part `part` of the `all_of` trigger `trigger` happened; true when that
+    /// completes it (its memory then starts over).
+    fn trigger_part_met(&mut self, workflow: &Workflow, trigger: usize, part: usize) -> bool {
+        let total = parts(&workflow.triggers[trigger]).len();
+        let met = self
+            .trigger_memory
+            .entry((workflow.name.clone(), trigger))
+            .or_default();
+        met.insert(part);
+        let complete = met.len() >= total;
+        if complete {
+            met.clear();
+        }
+        let text = serde_json::to_string(&*met).unwrap_or_default();
+        self.pending
+            .kv
+            .push((trigger_memory_key(&workflow.name, trigger), text));
+        complete
+    }
+
     async fn on_tick(&mut self, now: chrono::DateTime<Utc>) {
+        let mut fired_parts = Vec::new();
         let mut starts = Vec::new();
-        for (wf, i, last) in &mut self.timers {
-            let trigger = &wf.triggers[*i];
-            let fired = crate::triggers::due(trigger, *last, now);
-            *last = match trigger {
-                WorkflowTrigger::Interval { .. } => fired.last().copied().unwrap_or(*last),
+        for t in &mut self.timers {
+            let whole = &t.workflow.triggers[t.trigger];
+            let trigger = match t.part {
+                Some(j) => parts(whole)[j],
+                None => whole,
+            };
+            let fired = crate::triggers::due(trigger, t.last, now);
+            t.last = match trigger {
+                WorkflowTrigger::Interval { .. } => fired.last().copied().unwrap_or(t.last),
                 _ => now,
             };
             // Stored only when a tick fires: after downtime, ticks since the last firing are
             // the missed ones that `catchup` decides about.
             if let Some(latest) = fired.last() {
-                save_trigger_time(&self.store, &wf.name, *i, *latest).await;
+                self.pending.kv.push((
+                    timer_key(&t.workflow.name, t.trigger, t.part),
+                    latest.to_rfc3339(),
+                ));
             }
-            for tick in fired {
+            match t.part {
+                Some(j) => {
+                    if let Some(tick) = fired.last() {
+                        fired_parts.push((t.workflow.clone(), t.trigger, j, *tick));
+                    }
+                }
+                None => {
+                    for tick in fired {
+                        starts.push((
+                            t.workflow.name.clone(),
+                            serde_json::json!({"type": "time", "trigger": t.trigger, "tick": tick}),
+                        ));
+                    }
+                }
+            }
+        }
+        for (wf, i, j, tick) in fired_parts {
+            if self.trigger_part_met(&wf, i, j) {
                 starts.push((
                     wf.name.clone(),
-                    serde_json::json!({"type": "time", "trigger": *i, "tick": tick}),
+                    serde_json::json!({"type": "all_of", "trigger": i, "tick": tick}),
                 ));
             }
         }
@@ -723,61 +891,33 @@ impl Core {
         name: &str,
         trigger: serde_json::Value,
         event: Option<Event>,
-    ) -> Result<WorkflowExecutionInfo, Error> {
+    ) -> Result<String, Error> {
         let info = self.store.get_workflow(name).await?;
         if info.paused {
             return Err(Error::Conflict(format!("workflow {name} is paused")));
         }
-        let workflow = self.load_workflow(name).await?;
+        if info.latest_version == 0 {
+            return Err(Error::Conflict(format!("workflow {name} has no version")));
+        }
+        let version = self
+            .store
+            .get_workflow_version(name, info.latest_version)
+            .await?;
+        let workflow: Arc<Workflow> = Arc::new(
+            serde_json::from_value(version.workflow_doc)
+                .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?,
+        );
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let now = Utc::now();
-        self.store
-            .create_workflow_execution(&NewWorkflowExecution {
-                id: id.clone(),
-                workflow: name.to_string(),
-                workflow_version: Some(info.latest_version),
-                state: WorkflowState::Running.as_str().to_string(),
-                trigger: Some(trigger),
-            })
-            .await?;
-        self.store
-            .set_workflow_execution_state(&id, WorkflowState::Running.as_str(), Some(now), None)
-            .await?;
-        let jobs = workflow
-            .jobs
-            .iter()
-            .map(|j| {
-                (
-                    j.name.clone(),
-                    JobRt {
-                        state: JobState::Waiting,
-                        attempt: 0,
-                        row: None,
-                        stopper: None,
-                        restart_after_stop: false,
-                        cause: None,
-                        launched: false,
-                    },
-                )
-            })
-            .collect();
-        let exec = Exec {
+        self.pending.meta.push(MetaWrite::ExecCreate {
             id: id.clone(),
-            memory: vec![RuleMemory::default(); workflow.rules.len()],
-            workflow: workflow.clone(),
-            jobs,
-            trigger_event: event,
-            stopping: false,
-            running: 0,
-            active: 0,
-            index: workflow
-                .jobs
-                .iter()
-                .enumerate()
-                .map(|(i, j)| (j.name.clone(), i))
-                .collect(),
-        };
+            workflow_id: info.id,
+            version: info.latest_version,
+            state: WorkflowState::Running.as_str(),
+            trigger: Some(trigger),
+        });
+        let exec = Exec::new(id.clone(), workflow.clone(), info.latest_version, event);
         self.executions.insert(id.clone(), exec);
+        self.pending.execs.insert(id.clone());
         tracing::info!(workflow = name, execution = %id, "execution started");
         self.publish_workflow_status(&id, WorkflowState::Running)
             .await;
@@ -785,7 +925,7 @@ impl Core {
             self.queue_job(&id, job, None).await;
         }
         self.check_finished(&id).await;
-        Ok(self.store.get_workflow_execution(&id).await?)
+        Ok(id)
     }
 
     async fn stop_execution(&mut self, id: &str) -> Result<(), Error> {
@@ -797,14 +937,19 @@ impl Core {
             )));
         };
         exec.stopping = true;
+        self.pending.execs.insert(id.to_string());
         let mut never_started = Vec::new();
         for (name, job) in &mut exec.jobs {
             job.restart_after_stop = false;
             match job.state {
                 s if s.is_active() => {
-                    if let Some(stop) = &job.stopper {
-                        let _ = stop.send(true);
-                    }
+                    job.stop_asked = true;
+                    self.pending.jobs.insert((id.to_string(), name.clone()));
+                    self.pending.effects.push(Effect::Stop {
+                        id: id.to_string(),
+                        job: name.clone(),
+                        attempt: job.attempt,
+                    });
                     if s != JobState::Running {
                         never_started.push(name.clone());
                     }
@@ -837,37 +982,50 @@ impl Core {
                 self.evaluate_signal(&id, Signal::Event(&event)).await;
             }
             let mut starts: Vec<(String, serde_json::Value)> = Vec::new();
+            // (workflow, trigger, all_of part or None, delay_s) of every matching event part.
+            let mut matched: Vec<(Arc<Workflow>, usize, Option<usize>, u64)> = Vec::new();
             for wf in &self.triggers {
-                for t in &wf.triggers {
-                    let WorkflowTrigger::Event {
-                        event: cond,
-                        delay_s,
-                    } = t
-                    else {
-                        continue;
+                for (i, t) in wf.triggers.iter().enumerate() {
+                    let all_of = matches!(t, WorkflowTrigger::AllOf { .. });
+                    for (j, part) in parts(t).into_iter().enumerate() {
+                        if let WorkflowTrigger::Event {
+                            event: cond,
+                            delay_s,
+                        } = part
+                            && event_matches(cond, &event, &wf.namespace)
+                        {
+                            matched.push((wf.clone(), i, all_of.then_some(j), *delay_s));
+                        }
+                    }
+                }
+            }
+            for (wf, i, part, delay_s) in matched {
+                let trigger = match part {
+                    None => {
+                        serde_json::json!({"type": "event", "offset": event.offset, "delay_s": delay_s})
+                    }
+                    Some(j) => {
+                        if !self.trigger_part_met(&wf, i, j) {
+                            continue;
+                        }
+                        serde_json::json!({"type": "all_of", "trigger": i, "offset": event.offset, "delay_s": delay_s})
+                    }
+                };
+                if delay_s == 0 {
+                    starts.push((wf.name.clone(), trigger));
+                } else {
+                    let d = Delayed {
+                        id: uuid::Uuid::new_v4().simple().to_string(),
+                        workflow: wf.name.clone(),
+                        fire_at: Utc::now()
+                            + chrono::Duration::seconds(
+                                i64::try_from(delay_s).unwrap_or(i64::MAX / 1_000_000),
+                            ),
+                        trigger,
+                        event: event.clone(),
                     };
-                    if !event_matches(cond, &event, &wf.namespace) {
-                        continue;
-                    }
-                    let trigger = serde_json::json!({"type": "event", "offset": event.offset, "delay_s": delay_s});
-                    if *delay_s == 0 {
-                        starts.push((wf.name.clone(), trigger));
-                    } else {
-                        let (tx, name, e) = (self.tx.clone(), wf.name.clone(), event.clone());
-                        let delay = Duration::from_secs(*delay_s);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let (reply, _) = oneshot::channel();
-                            let _ = tx
-                                .send(Command::Start {
-                                    workflow: name,
-                                    trigger,
-                                    event: Some(e),
-                                    reply,
-                                })
-                                .await;
-                        });
-                    }
+                    self.pending.delayed_add.push(d.clone());
+                    self.pending.effects.push(Effect::Delayed(Box::new(d)));
                 }
             }
             for (name, trigger) in starts {
@@ -879,23 +1037,8 @@ impl Core {
                 }
             }
         }
-        // The offset is stored at most every 200 ms (and on every tick), not per event: a
-        // restart re-reads at most that much, instead of one write per event halving the bus.
+        // Committed with the next state change, or on its own at most every OFFSET_EVERY.
         self.handled = offset;
-        if self.saved_at.elapsed() >= Duration::from_millis(200) {
-            self.commit_offset().await;
-        }
-    }
-
-    async fn commit_offset(&mut self) {
-        if self.handled == self.saved {
-            return;
-        }
-        match save_offset(&self.store, self.handled).await {
-            Ok(()) => self.saved = self.handled,
-            Err(e) => tracing::warn!(error = %e, "cannot commit the scheduler offset"),
-        }
-        self.saved_at = std::time::Instant::now();
     }
 
     async fn evaluate_signal(&mut self, id: &str, signal: Signal<'_>) {
@@ -928,7 +1071,8 @@ impl Core {
             })
             .collect();
         for (ev, decision) in decided {
-            self.record(id, &ev, &signal, &decision).await;
+            self.pending.rules.insert((id.to_string(), ev.rule));
+            self.record(id, &ev, &signal, &decision);
             match decision {
                 Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
                 Decision::Stop => self.stop_job(id, &ev.job, false).await,
@@ -938,7 +1082,7 @@ impl Core {
         }
     }
 
-    async fn record(&self, id: &str, ev: &Evaluation, signal: &Signal<'_>, decision: &Decision) {
+    fn record(&mut self, id: &str, ev: &Evaluation, signal: &Signal<'_>, decision: &Decision) {
         let (offset, signal_text) = match signal {
             Signal::Event(e) => (
                 Some(e.offset.0),
@@ -946,32 +1090,23 @@ impl Core {
             ),
             Signal::Job { job, state } => (None, format!("job {job} {state}")),
         };
-        let decision_text = match decision {
+        let decision = match decision {
             Decision::Start => "START".to_string(),
             Decision::Stop => "STOP".to_string(),
             Decision::Restart => "RESTART".to_string(),
             Decision::Ignore(why) => format!("ignored: {why}"),
         };
-        let r = sqlx::query(
-            "INSERT INTO rule_evaluations (execution_id, job_name, rule_index, event_offset, \
-             signal, met, fired, decision, explanation, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id)
-        .bind(&ev.job)
-        .bind(ev.rule as i64)
-        .bind(offset)
-        .bind(signal_text)
-        .bind(serde_json::to_string(&ev.met).unwrap_or_default())
-        .bind(ev.fired.as_ref().map(ToString::to_string))
-        .bind(decision_text)
-        .bind(&ev.explanation)
-        .bind(Utc::now().timestamp_micros())
-        .execute(&self.store.db().pool)
-        .await;
-        if let Err(e) = r {
-            tracing::warn!(execution = id, error = %e, "cannot record a rule evaluation");
-        }
+        self.pending.records.push(Record {
+            execution: id.to_string(),
+            job: ev.job.clone(),
+            rule: ev.rule,
+            offset,
+            signal: signal_text,
+            met: serde_json::to_string(&ev.met).unwrap_or_default(),
+            fired: ev.fired.as_ref().map(ToString::to_string),
+            decision,
+            explanation: ev.explanation.clone(),
+        });
     }
 
     /// Begins a new attempt of `job` (QUEUED, then launched).
@@ -987,12 +1122,13 @@ impl Core {
         }
         rt.cause = cause.or_else(|| exec.trigger_event.clone());
         rt.restart_after_stop = false;
-        new_attempt(&self.writes, rt, id, job, JobState::Queued);
+        new_attempt(&mut self.pending.meta, rt, id, job, JobState::Queued);
         self.set_job_state(id, job, JobState::Queued, None).await;
         self.enqueue(id, job).await;
     }
 
-    /// Puts the job's current attempt in line for a slot, then hands out free slots.
+    /// Puts the job's current attempt in line for a slot; slots are handed out after the commit
+    /// (see [`Core::flush`]).
     async fn enqueue(&mut self, id: &str, job: &str) {
         let Some(exec) = self.executions.get(id) else {
             return;
@@ -1009,7 +1145,6 @@ impl Core {
             job.to_string(),
             rt.attempt,
         ));
-        self.dispatch().await;
     }
 
     /// Launches waiting attempts while slots are free: in total, and per execution
@@ -1154,18 +1289,21 @@ impl Core {
         else {
             return;
         };
+        let effect = Effect::Stop {
+            id: id.to_string(),
+            job: job.to_string(),
+            attempt: rt.attempt,
+        };
         match rt.state {
             JobState::Running => {
                 rt.restart_after_stop = restart;
-                if let Some(stop) = &rt.stopper {
-                    let _ = stop.send(true);
-                }
+                rt.stop_asked = true;
+                self.pending.jobs.insert((id.to_string(), job.to_string()));
+                self.pending.effects.push(effect);
             }
             JobState::Waiting | JobState::Queued | JobState::Retrying => {
                 // A QUEUED attempt may already be spawning its process: stop that too.
-                if let Some(stop) = &rt.stopper {
-                    let _ = stop.send(true);
-                }
+                self.pending.effects.push(effect);
                 self.set_job_state(id, job, JobState::Stopped, None).await;
                 if restart {
                     self.queue_job(id, job, None).await;
@@ -1197,6 +1335,7 @@ impl Core {
             return;
         };
         rt.stopper = None;
+        rt.stop_asked = false;
         let restart = std::mem::take(&mut rt.restart_after_stop);
         let (state, message) = match &outcome {
             Outcome::Succeeded => (JobState::Succeeded, None),
@@ -1217,19 +1356,22 @@ impl Core {
                 .get_mut(id)
                 .and_then(|e| e.jobs.get_mut(job))
             {
-                let next = new_attempt(&self.writes, rt, id, job, JobState::Retrying);
+                // The failed attempt's row ends FAILED; the job goes on RETRYING in the next.
+                if let Some(row) = rt.row.clone() {
+                    self.pending.meta.push(MetaWrite::JobState {
+                        row,
+                        state: JobState::Failed,
+                    });
+                }
+                let next = new_attempt(&mut self.pending.meta, rt, id, job, JobState::Retrying);
+                rt.retry_at = Some(Utc::now() + delay);
+                self.pending.jobs.insert((id.to_string(), job.to_string()));
                 // The scheduled retry names the attempt it launches.
-                let tx = self.tx.clone();
-                let (execution, job_name) = (id.to_string(), job.to_string());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx
-                        .send(Command::Retry {
-                            execution,
-                            job: job_name,
-                            attempt: next,
-                        })
-                        .await;
+                self.pending.effects.push(Effect::Retry {
+                    id: id.to_string(),
+                    job: job.to_string(),
+                    attempt: next,
+                    delay,
                 });
             }
             return;
@@ -1266,17 +1408,16 @@ impl Core {
             _ => {}
         }
         rt.state = state;
+        if state != JobState::Retrying {
+            rt.retry_at = None;
+        }
+        if state.is_terminal() || state == JobState::Queued {
+            rt.stop_asked = false;
+        }
         let attempt = rt.attempt;
+        self.pending.jobs.insert((id.to_string(), job.to_string()));
         if let Some(row) = rt.row.clone() {
-            let now = Utc::now();
-            let started = (state == JobState::Running).then_some(now);
-            let ended = state.is_terminal().then_some(now);
-            self.write(JobWrite::State {
-                row,
-                state,
-                started,
-                ended,
-            });
+            self.pending.meta.push(MetaWrite::JobState { row, state });
         }
         let mut context = serde_json::json!({
             "execution": id, "workflow": workflow.name, "job": job, "attempt": attempt,
@@ -1294,7 +1435,7 @@ impl Core {
         Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
     }
 
-    async fn publish_workflow_status(&self, id: &str, state: WorkflowState) {
+    async fn publish_workflow_status(&mut self, id: &str, state: WorkflowState) {
         let Some(exec) = self.executions.get(id) else {
             return;
         };
@@ -1307,18 +1448,10 @@ impl Core {
     }
 
     /// Hands a job row write to the writer task (applied in order).
-    fn write(&self, w: JobWrite) {
-        if self.writes.send(w).is_err() {
-            tracing::warn!("the job row writer has stopped; a job state is not stored");
-        }
-    }
-
-    /// Hands a status event to the publisher task: published in order, in batches, without
-    /// holding up the loop.
-    fn publish(&self, event: NewEvent) {
-        if self.statuses.send(event).is_err() {
-            tracing::warn!("the status publisher has stopped; a status event is lost");
-        }
+    /// Adds a status event to the next commit; it is published after it, in order.
+    fn publish(&mut self, event: NewEvent) {
+        let key = format!("sched-{}", uuid::Uuid::new_v4().simple());
+        self.pending.statuses.push(event.idempotency_key(key));
     }
 
     async fn check_finished(&mut self, id: &str) {
@@ -1341,15 +1474,262 @@ impl Core {
         let Some(state) = done else {
             return;
         };
-        if let Err(e) = self
-            .store
-            .set_workflow_execution_state(&exec.id, state.as_str(), None, Some(Utc::now()))
-            .await
-        {
-            tracing::warn!(execution = id, error = %e, "cannot store the execution state");
-        }
+        // Written after its jobs' rows in the same commit: a reader never sees a finished
+        // execution with unfinished jobs.
+        self.pending.meta.push(MetaWrite::ExecState {
+            id: exec.id.clone(),
+            state: state.as_str(),
+        });
         self.publish_workflow_status(id, state).await;
         tracing::info!(execution = id, state = %state, "execution finished");
         self.executions.remove(id);
+        self.pending.finished.push(id.to_string());
+    }
+
+    /// Commits everything the handled commands changed, in one transaction together with the
+    /// event offset, then lets their actions take effect: replies, stops, retries, delayed
+    /// starts, and job launches into free slots. Actions may change state again (a launch that
+    /// fails), so this repeats until nothing is left.
+    async fn flush(&mut self) {
+        for _ in 0..16 {
+            let (batch, offset) = self.take_batch();
+            if !batch.is_empty() {
+                let mut backoff = Duration::from_millis(50);
+                let ids = loop {
+                    match durable::commit(self.store.db(), &batch).await {
+                        Ok(ids) => break ids,
+                        Err(e) => {
+                            tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot commit the scheduler state; nothing acts until it is stored");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                };
+                if let Some(o) = offset {
+                    self.saved = o;
+                    self.saved_at = std::time::Instant::now();
+                }
+                if !ids.is_empty() {
+                    let committed = ids.into_iter().zip(batch.statuses).collect();
+                    if self.statuses.send(committed).is_err() {
+                        tracing::warn!(
+                            "the status publisher has stopped; status events wait in the outbox"
+                        );
+                    }
+                }
+            }
+            for effect in std::mem::take(&mut self.pending.effects) {
+                self.apply(effect).await;
+            }
+            self.dispatch().await;
+            if self.pending.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The changes to commit; the offset goes with any change, or alone every OFFSET_EVERY.
+    fn take_batch(&mut self) -> (Batch, Option<Offset>) {
+        let p = &mut self.pending;
+        let mut b = Batch::default();
+        for id in p.execs.drain() {
+            if let Some(e) = self.executions.get(&id) {
+                b.execs.push(durable::ExecRow {
+                    id,
+                    workflow: e.workflow.name.clone(),
+                    version: e.version,
+                    stopping: e.stopping,
+                    trigger_event: e.trigger_event.clone(),
+                });
+            }
+        }
+        for (id, job) in p.jobs.drain() {
+            if let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job)) {
+                b.jobs.push((id, job, rt.saved()));
+            }
+        }
+        for (id, rule) in p.rules.drain() {
+            if let Some(m) = self.executions.get(&id).and_then(|e| e.memory.get(rule)) {
+                b.rules.push((id, rule, m.clone()));
+            }
+        }
+        b.meta = std::mem::take(&mut p.meta);
+        b.finished = std::mem::take(&mut p.finished);
+        b.records = std::mem::take(&mut p.records);
+        b.statuses = std::mem::take(&mut p.statuses);
+        b.kv = std::mem::take(&mut p.kv);
+        b.delayed_add = std::mem::take(&mut p.delayed_add);
+        b.delayed_done = std::mem::take(&mut p.delayed_done);
+        let offset = (self.handled != self.saved
+            && (!b.is_empty() || self.saved_at.elapsed() >= OFFSET_EVERY))
+            .then_some(self.handled);
+        if let Some(o) = offset {
+            b.kv.push((OFFSET_KEY.to_string(), o.0.to_string()));
+        }
+        (b, offset)
+    }
+
+    /// One committed action.
+    async fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Stop { id, job, attempt } => {
+                if let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job))
+                    && rt.attempt == attempt
+                    && let Some(stop) = &rt.stopper
+                {
+                    let _ = stop.send(true);
+                }
+            }
+            Effect::Retry {
+                id,
+                job,
+                attempt,
+                delay,
+            } => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx
+                        .send(Command::Retry {
+                            execution: id,
+                            job,
+                            attempt,
+                        })
+                        .await;
+                });
+            }
+            Effect::Delayed(d) => {
+                let tx = self.tx.clone();
+                let wait = (d.fire_at - Utc::now()).to_std().unwrap_or_default();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Command::Delayed(d)).await;
+                });
+            }
+            Effect::StartReply(reply, r) => {
+                let r = match r {
+                    Ok(id) => self
+                        .store
+                        .get_workflow_execution(&id)
+                        .await
+                        .map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            Effect::StopReply(reply, r) => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Rebuilds the executions a previous process left running from the committed state.
+    /// Attempts that were QUEUED go back in line; attempts that were RUNNING lost their
+    /// process (what is left of it is killed): a stop that was asked for ends STOPPED,
+    /// anything else is FAILED (lost) and retried under the job's retry policy.
+    async fn resume(&mut self) -> Result<(), Error> {
+        let saved = durable::load(self.store.db())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
+        let mut tracked: HashSet<String> = saved.execs.iter().map(|e| e.id.clone()).collect();
+        let mut jobs = saved.jobs;
+        let mut rules = saved.rules;
+        let mut lost = Vec::new();
+        for row in saved.execs {
+            let workflow = match self
+                .store
+                .get_workflow_version(&row.workflow, row.version)
+                .await
+                .map_err(Error::from)
+                .and_then(|v| {
+                    serde_json::from_value::<Workflow>(v.workflow_doc)
+                        .map_err(|e| Error::Store(e.to_string()))
+                }) {
+                Ok(wf) => Arc::new(wf),
+                Err(e) => {
+                    tracing::warn!(execution = %row.id, error = %e, "cannot resume an execution: its workflow version is unreadable");
+                    tracked.remove(&row.id);
+                    self.pending.finished.push(row.id);
+                    continue;
+                }
+            };
+            let mut exec = Exec::new(
+                row.id.clone(),
+                workflow,
+                row.version,
+                row.trigger_event.clone(),
+            );
+            exec.stopping = row.stopping;
+            for (i, m) in rules.remove(&row.id).unwrap_or_default() {
+                if let Some(slot) = exec.memory.get_mut(i) {
+                    *slot = m;
+                }
+            }
+            for (name, j) in jobs.remove(&row.id).unwrap_or_default() {
+                let Some(rt) = exec.jobs.get_mut(&name) else {
+                    continue;
+                };
+                rt.state = j.state;
+                rt.attempt = j.attempt;
+                rt.row = j.row;
+                rt.restart_after_stop = j.flags & FLAG_RESTART != 0;
+                rt.stop_asked = j.flags & FLAG_STOP != 0;
+                rt.cause = j.cause;
+                rt.retry_at = j.retry_at.and_then(chrono::DateTime::from_timestamp_micros);
+                if rt.state.is_active() {
+                    exec.active += 1;
+                }
+                lost.push((row.id.clone(), name));
+            }
+            tracing::info!(execution = %row.id, workflow = %row.workflow, "execution resumed");
+            self.executions.insert(row.id, exec);
+        }
+        fail_untracked(&self.store, &tracked).await;
+        for (id, job) in lost {
+            let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job)) else {
+                continue;
+            };
+            let (state, attempt, stop_asked) = (rt.state, rt.attempt, rt.stop_asked);
+            if matches!(state, JobState::Queued | JobState::Running)
+                && let Some(row) = &rt.row
+            {
+                let killed = durable::kill_leftovers(row);
+                if killed > 0 {
+                    tracing::warn!(execution = %id, job, attempt, processes = killed, "killed what was left of a job attempt");
+                }
+            }
+            match state {
+                JobState::Queued => self.enqueue(&id, &job).await,
+                JobState::Running => {
+                    let outcome = if stop_asked {
+                        Outcome::Stopped
+                    } else {
+                        Outcome::Failed {
+                            message: "lost: the scheduler restarted while the job ran".into(),
+                        }
+                    };
+                    tracing::warn!(execution = %id, job, attempt, "job attempt lost in a restart");
+                    self.on_job_ended(&id, &job, attempt, outcome).await;
+                }
+                JobState::Retrying => {
+                    let at = rt.retry_at.unwrap_or_else(Utc::now);
+                    self.pending.effects.push(Effect::Retry {
+                        delay: (at - Utc::now()).to_std().unwrap_or_default(),
+                        id: id.clone(),
+                        job: job.clone(),
+                        attempt,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let ids: Vec<String> = self.executions.keys().cloned().collect();
+        for id in ids {
+            self.check_finished(&id).await;
+        }
+        for d in saved.delayed {
+            self.pending.effects.push(Effect::Delayed(Box::new(d)));
+        }
+        Ok(())
     }
 }

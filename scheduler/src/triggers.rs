@@ -68,6 +68,25 @@ pub fn due(
     }
 }
 
+/// The parts of a trigger, in pre-order: itself, or the leaves of an `all_of` (which starts an
+/// execution once each part has happened since the last start).
+#[must_use]
+pub fn parts(trigger: &WorkflowTrigger) -> Vec<&WorkflowTrigger> {
+    match trigger {
+        WorkflowTrigger::AllOf { all_of } => all_of.iter().flat_map(parts).collect(),
+        t => vec![t],
+    }
+}
+
+/// Whether the trigger is a cron or interval one.
+#[must_use]
+pub fn is_time(trigger: &WorkflowTrigger) -> bool {
+    matches!(
+        trigger,
+        WorkflowTrigger::Cron { .. } | WorkflowTrigger::Interval { .. }
+    )
+}
+
 /// When a time trigger fires next, strictly after `now`: a cron trigger's next tick in its time
 /// zone; an interval trigger's next period after `last` (its last firing), when it has fired.
 /// Other triggers have no time of their own.

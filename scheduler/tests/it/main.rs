@@ -13,11 +13,35 @@ use tokio::sync::watch;
 
 struct Env {
     _db: TestDb,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     bus: Arc<dyn EventBus>,
     store: Store,
     scheduler: Scheduler,
-    _shutdown: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+async fn start(
+    store: &Store,
+    bus: &Arc<dyn EventBus>,
+    dir: &std::path::Path,
+) -> (Scheduler, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let (scheduler, handle) = Scheduler::start(
+        store.clone(),
+        bus.clone(),
+        SchedulerConfig {
+            data_dir: dir.to_path_buf(),
+            server_url: "http://127.0.0.1:1".into(),
+            stop_grace: Duration::from_millis(500),
+            aiflow_bin: None,
+            max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
+        },
+        rx,
+    )
+    .await
+    .unwrap();
+    (scheduler, tx, handle)
 }
 
 async fn env() -> Env {
@@ -29,28 +53,15 @@ async fn env() -> Env {
             .unwrap(),
     );
     let store = Store::new(db.db.clone());
-    let (tx, rx) = watch::channel(false);
-    let (scheduler, _) = Scheduler::start(
-        store.clone(),
-        bus.clone(),
-        SchedulerConfig {
-            data_dir: dir.path().to_path_buf(),
-            server_url: "http://127.0.0.1:1".into(),
-            stop_grace: Duration::from_millis(500),
-            aiflow_bin: None,
-            max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
-        },
-        rx,
-    )
-    .await
-    .unwrap();
+    let (scheduler, shutdown, handle) = start(&store, &bus, dir.path()).await;
     Env {
         _db: db,
-        _dir: dir,
+        dir,
         bus,
         store,
         scheduler,
-        _shutdown: tx,
+        shutdown,
+        handle,
     }
 }
 
@@ -59,6 +70,17 @@ fn sh(script: &str) -> serde_json::Value {
 }
 
 impl Env {
+    /// Kills the scheduler loop where it is (as a crash would: nothing more is committed),
+    /// then starts a new one on the same database and bus.
+    async fn crash_and_restart(&mut self) {
+        self.handle.abort();
+        let _ = (&mut self.handle).await;
+        let (scheduler, shutdown, handle) = start(&self.store, &self.bus, self.dir.path()).await;
+        self.scheduler = scheduler;
+        self.shutdown = shutdown;
+        self.handle = handle;
+    }
+
     async fn wait_execution(&self, id: &str, state: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -239,7 +261,7 @@ async fn restart_of_a_streaming_job_on_an_event() {
 #[tokio::test]
 async fn retry_then_success_and_a_missing_program_fails_cleanly() {
     let env = env().await;
-    let marker = env._dir.path().join("tried");
+    let marker = env.dir.path().join("tried");
     env.scheduler
         .submit(json!({
             "name": "flaky",
@@ -414,37 +436,189 @@ async fn max_concurrent_jobs_queues_the_rest() {
 }
 
 #[tokio::test]
-async fn executions_left_running_by_a_dead_scheduler_are_marked_lost() {
-    let env = env().await;
+async fn a_restarted_scheduler_resumes_its_executions() {
+    let mut env = env().await;
+    let pid_file = env.dir.path().join("a.pid");
+    // `a` hangs in its first attempt and succeeds in its second; `b` follows `a`.
+    let script = format!(
+        "if [ \"$AIFLOW_ATTEMPT\" = 1 ]; then echo $$ > {}; exec sleep 60; fi",
+        pid_file.display()
+    );
     env.scheduler
-        .submit(json!({"name": "long", "nodes": [{"name": "a", "job": sh("sleep 30")}]}))
+        .submit(json!({
+            "name": "resumable",
+            "nodes": [
+                {"name": "a", "job": {"command": ["sh", "-c", script], "retries": 1, "retry_backoff_s": 0}},
+                {"name": "b", "job": sh("true")},
+            ],
+            "control_edges": [{"to": "b", "action": "START", "condition": {"job_status": {"node": "a", "status": "SUCCEEDED"}}}],
+        }))
         .await
         .unwrap();
     let e = env
         .scheduler
-        .start_execution("long", json!({}))
+        .start_execution("resumable", json!({}))
         .await
         .unwrap();
     env.wait_job(&e.id, "a", "RUNNING").await;
-    // A second scheduler on the same database: the first one's execution is not its own.
-    let (_tx, rx) = watch::channel(false);
-    let _second = Scheduler::start(
-        env.store.clone(),
-        env.bus.clone(),
-        SchedulerConfig {
-            data_dir: env._dir.path().to_path_buf(),
-            server_url: "http://127.0.0.1:1".into(),
-            stop_grace: Duration::from_millis(200),
-            aiflow_bin: None,
-            max_running: 4,
-        },
-        rx,
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the job never wrote its pid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    env.crash_and_restart().await;
+
+    env.wait_execution(&e.id, "SUCCEEDED").await;
+    // What the first attempt left running was killed, not left behind.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} of the lost attempt still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs = env.store.list_job_executions(&e.id).await.unwrap();
+    let a: Vec<(i64, &str)> = jobs
+        .iter()
+        .filter(|j| j.job == "a")
+        .map(|j| (j.attempt, j.state.as_str()))
+        .collect();
+    assert_eq!(a, vec![(1, "FAILED"), (2, "SUCCEEDED")], "{jobs:?}");
+    assert!(jobs.iter().any(|j| j.job == "b" && j.state == "SUCCEEDED"));
+    // Every transition was published once, in order, across the restart.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let statuses = env.statuses(&e.id).await;
+        let of = |job: &str| -> Vec<String> {
+            statuses
+                .iter()
+                .filter(|(j, _)| j == job)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        if of("b").len() == 3 {
+            assert_eq!(
+                of("a"),
+                [
+                    "QUEUED",
+                    "RUNNING",
+                    "RETRYING",
+                    "QUEUED",
+                    "RUNNING",
+                    "SUCCEEDED"
+                ]
+            );
+            assert_eq!(of("b"), ["QUEUED", "RUNNING", "SUCCEEDED"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rule_memory_survives_a_restart() {
+    let mut env = env().await;
+    env.scheduler
+        .submit(json!({
+            "name": "both",
+            "nodes": [{"name": "x", "job": sh("true")}],
+            "control_edges": [{"to": "x", "action": "START", "condition": {"all_of": [
+                {"event": {"key": "left"}}, {"event": {"key": "right"}},
+            ]}}],
+        }))
+        .await
+        .unwrap();
+    let e = env
+        .scheduler
+        .start_execution("both", json!({}))
+        .await
+        .unwrap();
+    env.bus.publish(NewEvent::new("left", "1")).await.unwrap();
+    // The first part is remembered (committed) before the crash.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM rule_evaluations WHERE execution_id = $1")
+                .bind(&e.id)
+                .fetch_one(&env.store.db().pool)
+                .await
+                .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first part was never evaluated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.crash_and_restart().await;
+    env.bus.publish(NewEvent::new("right", "1")).await.unwrap();
+    env.wait_job(&e.id, "x", "SUCCEEDED").await;
+    let decisions: Vec<String> = sqlx::query_scalar(
+        "SELECT decision FROM rule_evaluations WHERE execution_id = $1 ORDER BY id",
     )
+    .bind(&e.id)
+    .fetch_all(&env.store.db().pool)
     .await
     .unwrap();
-    let info = env.store.get_workflow_execution(&e.id).await.unwrap();
-    assert_eq!(info.state, "FAILED");
-    let jobs = env.store.list_job_executions(&e.id).await.unwrap();
-    assert!(jobs.iter().all(|j| j.state == "FAILED"), "{jobs:?}");
-    env.scheduler.stop_execution(&e.id).await.ok();
+    // One evaluation per event: none repeated after the restart, none lost.
+    assert_eq!(decisions, ["ignored: condition not met yet", "START"]);
+    env.scheduler.stop_execution(&e.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn all_of_a_time_and_a_data_trigger_waits_for_both() {
+    let env = env().await;
+    env.scheduler
+        .submit(json!({
+            "name": "fresh_and_due",
+            "nodes": [{"name": "a", "job": sh("true")}],
+            "triggers": [{"all_of": [{"interval_s": 1}, {"event": {"key": "data/landed"}}]}]
+        }))
+        .await
+        .unwrap();
+    let runs = || async {
+        env.store
+            .list_workflow_executions(&aiflow_api::meta::ExecutionQuery {
+                workflow: Some("fresh_and_due".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+    };
+    // Ticks alone start nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(runs().await.is_empty());
+    // The event completes the trigger (a tick has happened since the last start).
+    let published = env
+        .bus
+        .publish(NewEvent::new("data/landed", "1"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(e) = runs().await.into_iter().next() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the all_of trigger never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let trigger = first.trigger.clone().unwrap();
+    assert_eq!(trigger["type"], "all_of", "{trigger}");
+    assert_eq!(trigger["offset"], published.offset.0, "{trigger}");
+    // More ticks without a new event start nothing more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(runs().await.len(), 1);
 }
