@@ -186,7 +186,8 @@ fn triggers_tell_their_next_time_and_executions_list_newest_first() {
             "triggers": [
                 {"interval_s": 1},
                 {"cron": "30 9 * * *", "timezone": "Asia/Kolkata"},
-                {"event": {"key": "ticking/go"}}
+                {"event": {"key": "ticking/go"}},
+                {"all_of": [{"cron": "0 0 * * *", "timezone": "UTC"}, {"event": {"key": "ticking/data"}}]}
             ]
         })
         .to_string(),
@@ -245,6 +246,10 @@ fn triggers_tell_their_next_time_and_executions_list_newest_first() {
     assert!(cron > now && cron <= now + chrono::Duration::days(1));
     assert_eq!(t[2]["kind"], "event");
     assert!(t[2]["next_at"].is_null());
+    // Time and data: the time part's next tick (the data must arrive too).
+    assert_eq!(t[3]["kind"], "all_of");
+    let midnight = at(3).expect("the time part of an all_of trigger has a next tick");
+    assert_eq!((midnight.hour(), midnight.minute()), (0, 0), "{midnight}");
 
     server.json(&["workflow", "pause", "ticking"]);
     let paused = get("/api/v1/workflows/ticking/triggers");
