@@ -550,6 +550,16 @@ for (const [name, ms] of figures) console.log(`${name}: ${ms.toFixed(0)} ms${nam
 console.log(`Load average while measuring: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (${os.cpus().length} cores)`);
 console.log(`Screenshots: ${outDir}`);
 const failed = results.filter((r) => !r.ok).length;
+// Leave no job process behind: stop what still runs, then the server (SIGTERM, graceful).
+try {
+  const running = await api('GET', '/executions?state=RUNNING&limit=1000');
+  await Promise.all(running.items.map((e) => api('POST', `/executions/${e.id}/stop`).catch(() => {})));
+  for (let i = 0; i < 50 && (await api('GET', '/executions?state=RUNNING&limit=1')).items.length; i++) await sleep(200);
+} catch (e) {
+  console.log(`ui tests: could not stop the remaining executions: ${e.message}`);
+}
+server.kill('SIGTERM');
+for (let i = 0; i < 75 && !exited; i++) await sleep(200);
 console.log(`\nui: ${results.length - failed} passed, ${failed} failed`);
 cleanup();
 process.exit(failed ? 1 : 0);
