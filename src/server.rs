@@ -132,7 +132,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         "aiflow server ready"
     );
     eprintln!(
-        "AI Flow is ready in {} ms\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}",
+        "AI Flow is ready in {} ms\n  UI       {base}/\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}",
         startup.as_millis(),
         aiflow_db::redact(&db_url),
         db.backend.name(),
@@ -157,7 +157,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The whole HTTP surface: `/api/v1/…`, the OpenAPI document, Swagger UI and health routes.
+/// The whole HTTP surface: `/api/v1/…`, the OpenAPI document, Swagger UI, health routes and
+/// the web UI at `/`.
 pub(crate) fn router(
     db: Db,
     bus: Arc<dyn EventBus>,
@@ -173,15 +174,17 @@ pub(crate) fn router(
         .nest("/api/v1", api)
         .split_for_parts();
     let health = Health { db, bus };
-    api.merge(aiflow_meta::docs_router(openapi)).merge(
-        axum::Router::new()
-            .route(
-                "/healthz",
-                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-            )
-            .route("/readyz", get(readyz))
-            .with_state(health),
-    )
+    api.merge(aiflow_meta::docs_router(openapi))
+        .merge(
+            axum::Router::new()
+                .route(
+                    "/healthz",
+                    get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+                )
+                .route("/readyz", get(readyz))
+                .with_state(health),
+        )
+        .merge(aiflow_ui::router())
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {

@@ -154,7 +154,7 @@ fn events_and_models_through_the_cli_survive_a_restart() {
 }
 
 #[test]
-fn health_and_docs_are_served() {
+fn health_docs_and_ui_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let host = server.url.trim_start_matches("http://").to_string();
@@ -163,10 +163,104 @@ fn health_and_docs_are_served() {
         ("/readyz", "\"ready\""),
         ("/api/v1/openapi.json", "\"openapi\":\"3.1"),
         ("/docs/", "swagger"),
+        ("/", "<title>AI Flow</title>"),
+        ("/ui/app.js", "/api/v1"),
     ] {
         let body = http_get(&host, path);
         assert!(body.contains(expect), "{path}: {body:.300}");
     }
+    server.stop();
+}
+
+/// What the web UI's workflow list reads: each trigger's next time, and the newest execution.
+#[test]
+fn triggers_tell_their_next_time_and_executions_list_newest_first() {
+    use chrono::{DateTime, Timelike, Utc};
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("ticking.json");
+    std::fs::write(
+        &graph,
+        serde_json::json!({
+            "name": "ticking",
+            "nodes": [{"name": "a", "job": {"command": ["true"]}}],
+            "triggers": [
+                {"interval_s": 1},
+                {"cron": "30 9 * * *", "timezone": "Asia/Kolkata"},
+                {"event": {"key": "ticking/go"}},
+                {"all_of": [{"cron": "0 0 * * *", "timezone": "UTC"}, {"event": {"key": "ticking/data"}}]}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start(dir.path());
+    server.json(&["workflow", "submit", graph.to_str().unwrap()]);
+    let host = server.url.trim_start_matches("http://").to_string();
+    let get = |path: &str| -> serde_json::Value {
+        let raw = http_get(&host, path);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {raw:.300}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body:.300}"))
+    };
+    // The interval trigger fires every second: wait for two executions.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = get("/api/v1/executions?workflow=ticking");
+        if all["items"].as_array().unwrap().len() >= 2 {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the interval trigger did not fire twice"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let newest = get("/api/v1/executions?workflow=ticking&order=desc&limit=1");
+    let oldest = &all["items"][0]["id"];
+    assert_ne!(
+        &newest["items"][0]["id"], oldest,
+        "desc starts with the newest"
+    );
+    assert!(newest["next_cursor"].is_string(), "more pages follow");
+
+    let now = Utc::now();
+    let t = get("/api/v1/workflows/ticking/triggers");
+    let at = |i: usize| -> Option<DateTime<Utc>> {
+        t[i]["next_at"].as_str().map(|s| s.parse().unwrap())
+    };
+    assert_eq!(t[0]["kind"], "interval", "{t}");
+    assert_eq!(t[0]["description"], "every 1 s");
+    let next = at(0).expect("an interval trigger that fired has a next time");
+    assert!(
+        next > now - chrono::Duration::seconds(2) && next <= now + chrono::Duration::seconds(2),
+        "{next} vs {now}"
+    );
+    // 09:30 in Kolkata (UTC+5:30, no daylight saving) is 04:00 UTC.
+    assert_eq!(t[1]["description"], "cron 30 9 * * * (Asia/Kolkata)");
+    let cron = at(1).unwrap();
+    assert_eq!(
+        (cron.hour(), cron.minute(), cron.second()),
+        (4, 0, 0),
+        "{cron}"
+    );
+    assert!(cron > now && cron <= now + chrono::Duration::days(1));
+    assert_eq!(t[2]["kind"], "event");
+    assert!(t[2]["next_at"].is_null());
+    // Time and data: the time part's next tick (the data must arrive too).
+    assert_eq!(t[3]["kind"], "all_of");
+    let midnight = at(3).expect("the time part of an all_of trigger has a next tick");
+    assert_eq!((midnight.hour(), midnight.minute()), (0, 0), "{midnight}");
+
+    server.json(&["workflow", "pause", "ticking"]);
+    let paused = get("/api/v1/workflows/ticking/triggers");
+    assert!(
+        paused
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["next_at"].is_null()),
+        "a paused workflow fires nothing: {paused}"
+    );
     server.stop();
 }
 

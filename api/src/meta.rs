@@ -778,6 +778,22 @@ pub struct ExecutionQuery {
     pub state: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first). A cursor continues in the
+    /// order it was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+}
+
+/// Order of a list by creation time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
 }
 
 // ---------------------------------------------------------------------------------------------

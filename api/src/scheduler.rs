@@ -39,3 +39,17 @@ pub struct RuleEvaluationInfo {
     pub explanation: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// One trigger of a workflow and when it fires next: what the UI's workflow list shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TriggerInfo {
+    /// Position in the workflow's `triggers`.
+    pub index: usize,
+    /// `cron`, `interval`, `event` or `all_of`.
+    pub kind: String,
+    /// One line for people, e.g. `cron 0 */6 * * * (UTC)`.
+    pub description: String,
+    /// When the trigger fires next; `null` for a paused workflow, for event triggers, and for
+    /// an interval trigger that has not fired yet.
+    pub next_at: Option<DateTime<Utc>>,
+}

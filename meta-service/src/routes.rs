@@ -111,6 +111,7 @@ fn no_content(r: Result<(), Error>) -> Result<StatusCode, HttpError> {
 pub fn routes(store: Store) -> OpenApiRouter {
     let points = OpenApiRouter::new()
         .routes(routes!(log_points, read_points))
+        .routes(routes!(metric_keys))
         .layer(DefaultBodyLimit::max(POINTS_BODY_LIMIT));
     OpenApiRouter::new()
         .routes(routes!(list_projects, create_project))
@@ -138,16 +139,19 @@ pub fn routes(store: Store) -> OpenApiRouter {
 }
 
 /// Read routes of workflows and their runs (`/workflows`, `/workflows/{name}`,
-/// `/workflows/{name}/versions`, `/executions`, `/executions/{id}`, `/executions/{id}/jobs`).
+/// `/workflows/{name}/versions`, `/workflows/{name}/versions/{version}`, `/executions`,
+/// `/executions/{id}`, `/executions/{id}/jobs`, `/job_executions/{id}`).
 /// Optional: the scheduler may serve these paths itself instead.
 pub fn run_routes(store: Store) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_workflows))
         .routes(routes!(get_workflow))
         .routes(routes!(list_workflow_versions))
+        .routes(routes!(get_workflow_version))
         .routes(routes!(list_executions))
         .routes(routes!(get_execution))
         .routes(routes!(list_execution_jobs))
+        .routes(routes!(get_job_execution))
         .with_state(store)
 }
 
@@ -493,6 +497,17 @@ async fn read_points(
     ok(s.read_points(&name, &q).await)
 }
 
+/// The keys a metric has points under, each with its number of points.
+#[utoipa::path(get, path = "/metrics/{name}/keys", tag = "metrics",
+    params(("name" = String, Path)),
+    responses((status = 200, body = std::collections::BTreeMap<String, i64>), (status = 404, body = ErrorBody)))]
+async fn metric_keys(
+    State(s): State<Store>,
+    Path(name): Path<String>,
+) -> R<std::collections::BTreeMap<String, i64>> {
+    ok(s.metric_keys(&name).await)
+}
+
 // ---- artifacts
 
 #[utoipa::path(get, path = "/artifacts", tag = "artifacts", params(ListQuery),
@@ -605,6 +620,22 @@ async fn list_workflow_versions(
     ok(s.list_workflow_versions(&name).await)
 }
 
+/// One version of a workflow: its AI graph (when submitted as one) and workflow document.
+#[utoipa::path(get, path = "/workflows/{name}/versions/{version}", tag = "workflows",
+    params(("name" = String, Path), ("version" = i64, Path, description = "1, 2, …")),
+    responses((status = 200, body = WorkflowVersionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_workflow_version(
+    State(s): State<Store>,
+    Path((name, version)): Path<(String, String)>,
+) -> R<WorkflowVersionInfo> {
+    let version = version
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| HttpError::invalid("version", "version must be a number from 1"))?;
+    ok(s.get_workflow_version(&name, version).await)
+}
+
 #[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionQuery),
     responses((status = 200, body = Page<WorkflowExecutionInfo>), (status = 400, body = ErrorBody)))]
 async fn list_executions(
@@ -618,6 +649,13 @@ async fn list_executions(
     responses((status = 200, body = WorkflowExecutionInfo), (status = 404, body = ErrorBody)))]
 async fn get_execution(State(s): State<Store>, Path(id): Path<String>) -> R<WorkflowExecutionInfo> {
     ok(s.get_workflow_execution(&id).await)
+}
+
+/// One job execution (an attempt of a job) by id, e.g. one a lineage graph names.
+#[utoipa::path(get, path = "/job_executions/{id}", tag = "executions", params(("id" = String, Path)),
+    responses((status = 200, body = JobExecutionInfo), (status = 404, body = ErrorBody)))]
+async fn get_job_execution(State(s): State<Store>, Path(id): Path<String>) -> R<JobExecutionInfo> {
+    ok(s.get_job_execution(&id).await)
 }
 
 #[utoipa::path(get, path = "/executions/{id}/jobs", tag = "executions", params(("id" = String, Path)),

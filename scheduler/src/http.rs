@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted};
+use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted, TriggerInfo};
 
 use crate::service::Scheduler;
 use crate::state::JobState;
@@ -31,6 +31,7 @@ pub fn routes(scheduler: Scheduler) -> OpenApiRouter {
         .routes(routes!(stop_execution))
         .routes(routes!(job_logs))
         .routes(routes!(job_why))
+        .routes(routes!(workflow_triggers))
         .with_state(scheduler)
 }
 
@@ -262,4 +263,75 @@ async fn job_why(
         })
         .collect();
     Ok(axum::Json(items))
+}
+
+/// A workflow's triggers (latest version) and when each fires next.
+#[utoipa::path(get, path = "/workflows/{name}/triggers", tag = "workflows",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Vec<TriggerInfo>), (status = 404, body = aiflow_api::ErrorBody)))]
+async fn workflow_triggers(
+    State(s): State<Scheduler>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Vec<TriggerInfo>>, HttpError> {
+    let store = s.store();
+    let info = store
+        .get_workflow(&name)
+        .await
+        .map_err(crate::Error::from)?;
+    // Only the triggers are read out of the stored document (a workflow may have thousands of
+    // jobs).
+    #[derive(Deserialize)]
+    struct Triggers {
+        #[serde(default)]
+        triggers: Vec<aiflow_translator::WorkflowTrigger>,
+    }
+    let doc: Option<String> = sqlx::query_scalar(
+        "SELECT workflow FROM workflow_versions WHERE workflow_id = $1 AND version = $2",
+    )
+    .bind(info.id)
+    .bind(info.latest_version)
+    .fetch_optional(&store.db().pool)
+    .await
+    .map_err(|e| HttpError::internal(format!("cannot read workflow {name}: {e}")))?;
+    let wf: Triggers = match doc {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            HttpError::internal(format!("stored workflow {name} is unreadable: {e}"))
+        })?,
+        None => Triggers {
+            triggers: Vec::new(),
+        },
+    };
+    let now = chrono::Utc::now();
+    let mut out = Vec::with_capacity(wf.triggers.len());
+    for (index, trigger) in wf.triggers.iter().enumerate() {
+        // The earliest next tick of the trigger's time parts (of an `all_of`, the time part:
+        // its data parts must happen too). The scheduler records each time part's last firing
+        // under these keys (service.rs, `timer_key`).
+        let all_of = matches!(trigger, aiflow_translator::WorkflowTrigger::AllOf { .. });
+        let mut next_at = None;
+        for (j, part) in crate::triggers::parts(trigger).into_iter().enumerate() {
+            if info.paused || !crate::triggers::is_time(part) {
+                continue;
+            }
+            let key = if all_of {
+                format!("scheduler.trigger.{name}.{index}.{j}")
+            } else {
+                format!("scheduler.trigger.{name}.{index}")
+            };
+            let last = crate::durable::kv_get(store.db(), &key)
+                .await
+                .map_err(|e| HttpError::internal(format!("cannot read trigger state: {e}")))?
+                .and_then(|v| v.parse::<chrono::DateTime<chrono::Utc>>().ok());
+            if let Some(t) = crate::triggers::next_tick(part, last, now) {
+                next_at = Some(next_at.map_or(t, |n: chrono::DateTime<chrono::Utc>| n.min(t)));
+            }
+        }
+        out.push(TriggerInfo {
+            index,
+            kind: crate::triggers::kind(trigger).to_string(),
+            description: crate::triggers::describe(trigger),
+            next_at,
+        });
+    }
+    Ok(axum::Json(out))
 }

@@ -87,6 +87,71 @@ pub fn is_time(trigger: &WorkflowTrigger) -> bool {
     )
 }
 
+/// When a time trigger fires next, strictly after `now`: a cron trigger's next tick in its time
+/// zone; an interval trigger's next period after `last` (its last firing), when it has fired.
+/// Other triggers have no time of their own.
+#[must_use]
+pub fn next_tick(
+    trigger: &WorkflowTrigger,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match trigger {
+        WorkflowTrigger::Cron {
+            schedule, timezone, ..
+        } => {
+            let schedule = Schedule::from_str(schedule).ok()?;
+            let tz = Tz::from_str(timezone).ok()?;
+            schedule
+                .after(&now.with_timezone(&tz))
+                .next()
+                .map(|t| t.with_timezone(&Utc))
+        }
+        WorkflowTrigger::Interval { interval_s } => {
+            let step = i64::try_from(*interval_s).unwrap_or(i64::MAX).max(1);
+            let last = last?;
+            let behind = (now - last).num_seconds().max(0);
+            Some(last + Duration::seconds((behind / step + 1).saturating_mul(step)))
+        }
+        _ => None,
+    }
+}
+
+/// A trigger in one line: `cron 0 */6 * * * (UTC)`, `every 60 s`, `event dataset/raw/*`, or
+/// `all of: …`.
+#[must_use]
+pub fn describe(trigger: &WorkflowTrigger) -> String {
+    match trigger {
+        WorkflowTrigger::Cron { cron, timezone, .. } => format!("cron {cron} ({timezone})"),
+        WorkflowTrigger::Interval { interval_s } => format!("every {interval_s} s"),
+        WorkflowTrigger::Event { event, delay_s } => {
+            let mut s = format!("event {}", event.key);
+            if let Some(t) = &event.event_type {
+                s.push_str(&format!(" [{t}]"));
+            }
+            if *delay_s > 0 {
+                s.push_str(&format!(" + {delay_s} s"));
+            }
+            s
+        }
+        WorkflowTrigger::AllOf { all_of } => format!(
+            "all of: {}",
+            all_of.iter().map(describe).collect::<Vec<_>>().join("; ")
+        ),
+    }
+}
+
+/// The `kind` word of a trigger.
+#[must_use]
+pub fn kind(trigger: &WorkflowTrigger) -> &'static str {
+    match trigger {
+        WorkflowTrigger::Cron { .. } => "cron",
+        WorkflowTrigger::Interval { .. } => "interval",
+        WorkflowTrigger::Event { .. } => "event",
+        WorkflowTrigger::AllOf { .. } => "all_of",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +207,30 @@ mod tests {
         assert!(due(&t, at(10, 0, 0), at(10, 0, 59)).is_empty());
         assert_eq!(due(&t, at(10, 0, 0), at(10, 1, 0)), vec![at(10, 1, 0)]);
         assert_eq!(due(&t, at(10, 0, 0), at(10, 5, 30)), vec![at(10, 5, 0)]);
+    }
+
+    #[test]
+    fn next_tick_of_cron_and_interval() {
+        let t = cron("0 9 * * *", "Europe/Paris", Catchup::None);
+        // 09:00 in Paris is 08:00 UTC in November; from 08:00 exactly the next is tomorrow's.
+        assert_eq!(next_tick(&t, None, at(7, 0, 0)), Some(at(8, 0, 0)));
+        assert_eq!(
+            next_tick(&t, None, at(8, 0, 0)),
+            Some(at(8, 0, 0) + Duration::days(1))
+        );
+        let every = WorkflowTrigger::Interval { interval_s: 60 };
+        assert_eq!(next_tick(&every, None, at(10, 0, 0)), None, "never fired");
+        assert_eq!(
+            next_tick(&every, Some(at(10, 0, 0)), at(10, 0, 30)),
+            Some(at(10, 1, 0))
+        );
+        // Behind by several periods: the next period boundary after now.
+        assert_eq!(
+            next_tick(&every, Some(at(10, 0, 0)), at(10, 5, 0)),
+            Some(at(10, 6, 0))
+        );
+        assert_eq!(describe(&t), "cron 0 9 * * * (Europe/Paris)");
+        assert_eq!(describe(&every), "every 60 s");
+        assert_eq!(kind(&every), "interval");
     }
 }

@@ -3,7 +3,7 @@
 
 use aiflow_api::Page;
 use aiflow_api::meta::{
-    ExecutionQuery, JobExecutionInfo, ListQuery, WorkflowExecutionInfo, WorkflowInfo,
+    ExecutionQuery, JobExecutionInfo, ListQuery, SortOrder, WorkflowExecutionInfo, WorkflowInfo,
     WorkflowVersionInfo,
 };
 use chrono::{DateTime, Utc};
@@ -332,7 +332,8 @@ impl Store {
         }
     }
 
-    /// Workflow executions, oldest first, filtered by workflow name and state.
+    /// Workflow executions, oldest first (newest first with `order=desc`), filtered by workflow
+    /// name and state.
     pub async fn list_workflow_executions(
         &self,
         q: &ExecutionQuery,
@@ -352,18 +353,23 @@ impl Store {
         if let Some(st) = &q.state {
             s.push(" AND e.state = ").bind(st);
         }
+        let desc = q.order == Some(SortOrder::Desc);
+        let (after, order) = if desc {
+            ("<", " ORDER BY e.created_at DESC, e.id DESC LIMIT ")
+        } else {
+            (">", " ORDER BY e.created_at, e.id LIMIT ")
+        };
         if let Some(c) = &q.cursor {
             let (t, id) = decode_exec_cursor(c)?;
-            s.push(" AND (e.created_at > ")
+            s.push(&format!(" AND (e.created_at {after} "))
                 .bind(t)
                 .push(" OR (e.created_at = ")
                 .bind(t)
-                .push(" AND e.id > ")
+                .push(&format!(" AND e.id {after} "))
                 .bind(id)
                 .push("))");
         }
-        s.push(" ORDER BY e.created_at, e.id LIMIT ")
-            .bind(limit + 1);
+        s.push(order).bind(limit + 1);
         let mut rows = s.query().fetch_all(&self.db.pool).await?;
         let next = cut(&mut rows, limit)?;
         to_page(rows, next, execution_row)

@@ -310,6 +310,13 @@ async fn every_other_route(app: App) {
         .unwrap();
     let list = app.ok_get("/workflows").await;
     assert_eq!(list["items"][0]["latest_version"], 2);
+    let v1 = app.ok_get("/workflows/wf/versions/1").await;
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["workflow_doc"], json!({"kind": "workflow"}));
+    let (s, b) = app.get("/workflows/wf/versions/0").await;
+    assert_error(s, &b, 400, "version");
+    let (s, _) = app.get("/workflows/wf/versions/3").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     app.store
         .create_workflow_execution(&aiflow_meta::NewWorkflowExecution {
             id: "x1".into(),
@@ -335,5 +342,62 @@ async fn every_other_route(app: App) {
         1
     );
     let (s, _) = app.get("/executions/ghost").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Newest first, page by page.
+    for id in ["x2", "x3"] {
+        app.store
+            .create_workflow_execution(&aiflow_meta::NewWorkflowExecution {
+                id: id.into(),
+                workflow: "wf".into(),
+                state: "RUNNING".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&app.ok_get("/executions?workflow=wf").await),
+        ["x1", "x2", "x3"]
+    );
+    let p1 = app
+        .ok_get("/executions?workflow=wf&order=desc&limit=2")
+        .await;
+    assert_eq!(ids(&p1), ["x3", "x2"]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let p2 = app
+        .ok_get(&format!(
+            "/executions?workflow=wf&order=desc&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(ids(&p2), ["x1"]);
+    assert!(p2["next_cursor"].is_null());
+    let (s, b) = app.get("/executions?order=sideways").await;
+    assert_error(s, &b, 400, "order");
+
+    // A job execution by id (what a lineage graph names).
+    app.store
+        .create_job_execution(&aiflow_meta::NewJobExecution {
+            id: "x3-a".into(),
+            workflow_execution: Some("x3".into()),
+            job: "a".into(),
+            attempt: 1,
+            state: "RUNNING".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let j = app.ok_get("/job_executions/x3-a").await;
+    assert_eq!(j["workflow_execution"], "x3");
+    assert_eq!(j["job"], "a");
+    let (s, _) = app.get("/job_executions/ghost").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

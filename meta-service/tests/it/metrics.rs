@@ -20,6 +20,13 @@ async fn points_history_and_downsampling(app: App) {
         .collect();
     let w = app.ok_post("/metrics/train/points", json!(points)).await;
     assert_eq!(w["written"], 2510);
+    // The keys, for a client that draws every series of a metric.
+    assert_eq!(
+        app.ok_get("/metrics/train/keys").await,
+        json!({"auc": 10, "loss": 2500})
+    );
+    let (s, b) = app.get("/metrics/ghost/keys").await;
+    assert_eq!(s.as_u16(), 404, "{b}");
     let h = app
         .ok_get("/metrics/train/points?key=loss&step_from=10&step_to=19")
         .await;
