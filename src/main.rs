@@ -116,3 +116,54 @@ fn run_server(args: &config::ServerArgs) -> cli::CliResult {
     rt.block_on(server::run(config))?;
     Ok(())
 }
+
+/// `docs/cli.md`, the CLI reference, is generated from these definitions: this test writes it
+/// and fails when the checked-in file was stale.
+#[cfg(test)]
+mod cli_reference {
+    use clap::CommandFactory;
+
+    /// Every command's long help, environment values hidden so the text does not depend on
+    /// the machine that writes it.
+    fn prepare(cmd: clap::Command) -> clap::Command {
+        cmd.term_width(100)
+            .mut_args(|a| a.hide_env_values(true))
+            .mut_subcommands(prepare)
+    }
+
+    fn render(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        use std::fmt::Write;
+        let level = "#".repeat(path.split(' ').count().min(4) + 1);
+        let _ = write!(
+            out,
+            "{level} `{path}`\n\n```text\n{}\n```\n\n",
+            cmd.render_long_help().to_string().trim_end()
+        );
+        for sub in cmd.get_subcommands_mut() {
+            let name = sub.get_name().to_string();
+            if name == "help" {
+                continue;
+            }
+            render(sub, &format!("{path} {name}"), out);
+        }
+    }
+
+    #[test]
+    fn docs_cli_md_is_current() {
+        let mut root = prepare(super::Cli::command());
+        root.build();
+        let mut text = String::from(
+            "# CLI reference\n\n<!-- Generated from the clap definitions by `cargo test -p aiflow \
+             cli_reference`; edit the code, not this file. -->\n\nEvery command takes `--server URL` \
+             (env `AIFLOW_URL`), `--token TOKEN` (env `AIFLOW_TOKEN`) and `--output table|json`. \
+             Errors exit 1 with one line on stderr.\n\n",
+        );
+        render(&mut root, "aiflow", &mut text);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md");
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current != text {
+            std::fs::write(path, &text).expect("write docs/cli.md");
+            panic!("docs/cli.md was stale and has been regenerated; review and commit it");
+        }
+    }
+}
