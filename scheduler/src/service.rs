@@ -227,7 +227,10 @@ impl Scheduler {
                     () = until_shutdown(&mut shutdown) => break,
                 }
             }
-            core.saved_at = std::time::Instant::now() - OFFSET_EVERY;
+            // The offset goes with this last commit even if nothing else does.
+            core.saved_at = std::time::Instant::now()
+                .checked_sub(OFFSET_EVERY)
+                .unwrap_or(core.saved_at);
             core.flush().await;
             tracing::info!(
                 running = core.executions.len(),
