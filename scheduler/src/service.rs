@@ -18,9 +18,11 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::Error;
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use crate::metrics::{Obs, Progress, QueryTimer};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
     outcome, trigger_events,
@@ -92,6 +94,7 @@ pub struct Scheduler {
     tx: mpsc::Sender<Command>,
     store: Store,
     config: Arc<SchedulerConfig>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -142,7 +145,9 @@ impl Scheduler {
                 }
             }
         });
+        let progress = Arc::new(Progress::default());
         let mut core = Core {
+            obs: Obs::new(progress.clone(), from.0),
             store: store.clone(),
             executor: LocalExecutor {
                 grace: config.stop_grace,
@@ -195,7 +200,15 @@ impl Scheduler {
                 "scheduler stopped; running jobs keep their processes until the server exits"
             );
         });
-        Ok((Scheduler { tx, store, config }, handle))
+        Ok((
+            Scheduler {
+                tx,
+                store,
+                config,
+                progress,
+            },
+            handle,
+        ))
     }
 
     /// Stores a new version of a workflow from an AI graph or workflow document; an unchanged
@@ -300,6 +313,12 @@ impl Scheduler {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Offsets of the last handled and the last committed event.
+    #[must_use]
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     async fn send(&self, cmd: Command) -> Result<(), Error> {
@@ -497,6 +516,7 @@ async fn save_trigger_time(store: &Store, workflow: &str, index: usize, t: chron
 }
 
 async fn save_offset(store: &Store, offset: Offset) -> Result<(), Error> {
+    let _timer = QueryTimer::new("commit_offset");
     sqlx::query(
         "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
@@ -543,6 +563,8 @@ impl Exec {
 }
 
 struct Core {
+    /// Metrics bookkeeping (see [`crate::metrics`]).
+    obs: Obs,
     store: Store,
     executor: LocalExecutor,
     config: Arc<SchedulerConfig>,
@@ -582,7 +604,12 @@ impl Core {
                 let r = self.stop_execution(&execution).await;
                 let _ = reply.send(r);
             }
-            Command::Event(e) => self.on_event(e).await,
+            Command::Event(e) => {
+                let (offset, created, started) = (e.offset.0, e.created_at, std::time::Instant::now());
+                let span = crate::telemetry::event_span(&e);
+                self.on_event(e).instrument(span).await;
+                self.obs.event_handled(offset, created, started);
+            }
             Command::JobEnded {
                 execution,
                 job,
@@ -620,7 +647,8 @@ impl Core {
                     .and_then(|e| e.jobs.get(&job))
                     .map(|j| (j.attempt, j.state));
                 if current == Some((attempt, JobState::Queued)) {
-                    tracing::info!(execution = %execution, job = %job, attempt, "job started");
+                    let workflow = self.executions.get(&execution).map(|e| e.workflow.name.clone()).unwrap_or_default();
+                    tracing::info!(workflow, execution = %execution, job = %job, attempt, "job started");
                     self.set_job_state(&execution, &job, JobState::Running, None)
                         .await;
                 }
@@ -779,10 +807,13 @@ impl Core {
         };
         self.executions.insert(id.clone(), exec);
         tracing::info!(workflow = name, execution = %id, "execution started");
+        Obs::execution_state(WorkflowState::Running.as_str());
         self.publish_workflow_status(&id, WorkflowState::Running)
             .await;
         for job in initial_jobs(&workflow) {
-            self.queue_job(&id, job, None).await;
+            // The trigger event (if any) is the cause of the first jobs.
+            let cause = self.executions.get(&id).and_then(|e| e.trigger_event.clone());
+            self.queue_job(&id, job, cause).await;
         }
         self.check_finished(&id).await;
         Ok(self.store.get_workflow_execution(&id).await?)
@@ -892,7 +923,10 @@ impl Core {
             return;
         }
         match save_offset(&self.store, self.handled).await {
-            Ok(()) => self.saved = self.handled,
+            Ok(()) => {
+                self.saved = self.handled;
+                self.obs.committed(self.handled.0);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot commit the scheduler offset"),
         }
         self.saved_at = std::time::Instant::now();
@@ -906,7 +940,10 @@ impl Core {
             return;
         }
         let workflow = exec.workflow.clone();
-        let evaluations = evaluate(&workflow, &mut exec.memory, signal);
+        let evaluations = {
+            let _span = tracing::debug_span!("rule.evaluate", workflow = %workflow.name, execution = id, rules = workflow.rules.len()).entered();
+            evaluate(&workflow, &mut exec.memory, signal)
+        };
         let cause = match signal {
             Signal::Event(e) => Some(e.clone()),
             Signal::Job { .. } => None,
@@ -929,12 +966,18 @@ impl Core {
             .collect();
         for (ev, decision) in decided {
             self.record(id, &ev, &signal, &decision).await;
-            match decision {
-                Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
-                Decision::Stop => self.stop_job(id, &ev.job, false).await,
-                Decision::Restart => self.stop_job(id, &ev.job, true).await,
-                Decision::Ignore(_) => {}
+            Obs::evaluation(matches!(signal, Signal::Event(_)), &decision);
+            let span = tracing::debug_span!("rule.action", workflow = %workflow.name, execution = id, job = %ev.job, rule = ev.rule, decision = ?decision);
+            async {
+                match decision {
+                    Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
+                    Decision::Stop => self.stop_job(id, &ev.job, false).await,
+                    Decision::Restart => self.stop_job(id, &ev.job, true).await,
+                    Decision::Ignore(_) => {}
+                }
             }
+            .instrument(span)
+            .await;
         }
     }
 
@@ -952,6 +995,7 @@ impl Core {
             Decision::Restart => "RESTART".to_string(),
             Decision::Ignore(why) => format!("ignored: {why}"),
         };
+        let _timer = QueryTimer::new("record_evaluation");
         let r = sqlx::query(
             "INSERT INTO rule_evaluations (execution_id, job_name, rule_index, event_offset, \
              signal, met, fired, decision, explanation, created_at) \
@@ -985,6 +1029,7 @@ impl Core {
         if rt.state.is_active() {
             return;
         }
+        self.obs.queuing(cause.as_ref().map(|e| e.created_at));
         rt.cause = cause.or_else(|| exec.trigger_event.clone());
         rt.restart_after_stop = false;
         new_attempt(&self.writes, rt, id, job, JobState::Queued);
@@ -1040,6 +1085,7 @@ impl Core {
             self.launch(&id, &job).await;
         }
         self.waiting.extend(blocked);
+        Obs::slots(self.waiting.len(), self.running_total);
     }
 
     /// Frees the slot held by a job's process.
@@ -1090,6 +1136,11 @@ impl Core {
                 serde_json::to_string(e).unwrap_or_default(),
             );
         }
+        let span = crate::telemetry::job_start_span(&exec.workflow.name, id, job, attempt, rt.cause.as_ref());
+        if let Some(tp) = crate::telemetry::job_traceparent(&span, rt.cause.as_ref()) {
+            env.insert("TRACEPARENT".into(), tp);
+        }
+        self.obs.launched(id, job, span);
         let launch = LaunchSpec {
             workflow: exec.workflow.name.clone(),
             execution: id.to_string(),
@@ -1132,7 +1183,7 @@ impl Core {
                 });
             }
             Err(e) => {
-                tracing::warn!(execution = id, job, error = %e, "cannot open the job log");
+                tracing::warn!(execution = id, job, attempt, error = %e, "cannot open the job log");
                 Box::pin(self.on_job_ended(
                     id,
                     job,
@@ -1267,6 +1318,7 @@ impl Core {
         }
         rt.state = state;
         let attempt = rt.attempt;
+        self.obs.job_state(id, job, attempt, state);
         if let Some(row) = rt.row.clone() {
             let now = Utc::now();
             let started = (state == JobState::Running).then_some(now);
@@ -1290,7 +1342,7 @@ impl Core {
             .sender(SENDER)
             .context(context);
         self.publish(event);
-        tracing::info!(execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
+        tracing::info!(workflow = %workflow.name, execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
         Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
     }
 
@@ -1349,6 +1401,7 @@ impl Core {
             tracing::warn!(execution = id, error = %e, "cannot store the execution state");
         }
         self.publish_workflow_status(id, state).await;
+        Obs::execution_state(state.as_str());
         tracing::info!(execution = id, state = %state, "execution finished");
         self.executions.remove(id);
     }
