@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod config;
 mod demo;
+mod metrics;
 mod server;
+mod telemetry;
 
 use cli::{Ctx, Output};
 
@@ -97,7 +99,8 @@ fn main() -> ExitCode {
 }
 
 fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
-    server::init_logging(config::LogFormat::Text, "warn");
+    let _telemetry =
+        telemetry::init(config::LogFormat::Text, "warn", None).map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     rt.block_on(demo::run(args))?;
@@ -110,9 +113,13 @@ fn run_server(args: &config::ServerArgs) -> cli::CliResult {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    server::init_logging(config.log_format, "info");
+    let telemetry = telemetry::init(config.log_format, "info", config.otlp().as_ref())
+        .map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
-    rt.block_on(server::run(config))?;
+    let result = rt.block_on(server::run(config));
+    drop(rt);
+    telemetry.shutdown();
+    result?;
     Ok(())
 }

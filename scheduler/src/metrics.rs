@@ -79,7 +79,6 @@ impl Obs {
         }
     }
 
-
     /// The next attempt of a job is being queued because of an event created at `origin`.
     pub(crate) fn queuing(&mut self, origin: Option<DateTime<Utc>>) {
         self.pending_origin = origin;

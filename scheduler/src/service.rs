@@ -605,7 +605,8 @@ impl Core {
                 let _ = reply.send(r);
             }
             Command::Event(e) => {
-                let (offset, created, started) = (e.offset.0, e.created_at, std::time::Instant::now());
+                let (offset, created, started) =
+                    (e.offset.0, e.created_at, std::time::Instant::now());
                 let span = crate::telemetry::event_span(&e);
                 self.on_event(e).instrument(span).await;
                 self.obs.event_handled(offset, created, started);
@@ -647,7 +648,11 @@ impl Core {
                     .and_then(|e| e.jobs.get(&job))
                     .map(|j| (j.attempt, j.state));
                 if current == Some((attempt, JobState::Queued)) {
-                    let workflow = self.executions.get(&execution).map(|e| e.workflow.name.clone()).unwrap_or_default();
+                    let workflow = self
+                        .executions
+                        .get(&execution)
+                        .map(|e| e.workflow.name.clone())
+                        .unwrap_or_default();
                     tracing::info!(workflow, execution = %execution, job = %job, attempt, "job started");
                     self.set_job_state(&execution, &job, JobState::Running, None)
                         .await;
@@ -812,7 +817,10 @@ impl Core {
             .await;
         for job in initial_jobs(&workflow) {
             // The trigger event (if any) is the cause of the first jobs.
-            let cause = self.executions.get(&id).and_then(|e| e.trigger_event.clone());
+            let cause = self
+                .executions
+                .get(&id)
+                .and_then(|e| e.trigger_event.clone());
             self.queue_job(&id, job, cause).await;
         }
         self.check_finished(&id).await;
@@ -1136,7 +1144,13 @@ impl Core {
                 serde_json::to_string(e).unwrap_or_default(),
             );
         }
-        let span = crate::telemetry::job_start_span(&exec.workflow.name, id, job, attempt, rt.cause.as_ref());
+        let span = crate::telemetry::job_start_span(
+            &exec.workflow.name,
+            id,
+            job,
+            attempt,
+            rt.cause.as_ref(),
+        );
         if let Some(tp) = crate::telemetry::job_traceparent(&span, rt.cause.as_ref()) {
             env.insert("TRACEPARENT".into(), tp);
         }

@@ -7,9 +7,7 @@
 //! publisher still reaches the job.
 
 use aiflow_api::Event;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The key of an event's `context` that holds the W3C trace parent.

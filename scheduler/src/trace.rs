@@ -73,8 +73,8 @@ pub(crate) async fn event_trace(
         let execution: String = r.get("execution_id");
         let job: String = r.get("job_name");
         let decision: String = r.get("decision");
-        let created_at =
-            chrono::DateTime::from_timestamp_micros(r.get::<i64, _>("created_at")).unwrap_or_default();
+        let created_at = chrono::DateTime::from_timestamp_micros(r.get::<i64, _>("created_at"))
+            .unwrap_or_default();
         if !attempts.contains_key(&execution) {
             let jobs = store
                 .list_job_executions(&execution)
