@@ -53,8 +53,9 @@ enum Command {
     /// Start, list, show and stop executions; job logs and `why`.
     #[command(subcommand)]
     Execution(cli::workflow::ExecutionCmd),
-    /// Server health, the backends in use, and what is running.
-    Status,
+    /// Server health, the backends in use, what is running, the scheduler's lag, rates and
+    /// the slowest queues.
+    Status(cli::status::StatusArgs),
     /// Check, translate and draw AI graphs (offline).
     #[command(subcommand)]
     Graph(cli::graph::GraphCmd),
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(&args),
         Command::Demo(args) => run_demo(args),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
-        Command::Status => cli::status::run(&ctx),
+        Command::Status(args) => cli::status::run(&args, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
         Command::Execution(cmd) => cli::workflow::run_execution(cmd, &ctx),
         Command::Event(cmd) => cli::event::run(cmd, &ctx),

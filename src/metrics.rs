@@ -219,7 +219,7 @@ fn describe() {
 // ---- HTTP layer -------------------------------------------------------------------------------
 
 /// Counts and times every request by method, route template ([`MatchedPath`], never the raw
-/// path) and status; with span export on, also opens the `http.request` span (child of the
+/// path; written `/executions/:id`) and status; with span export on, also opens the `http.request` span (child of the
 /// caller's `traceparent`) and hands its trace parent to the route.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct HttpMetricsLayer;
@@ -254,7 +254,7 @@ where
         let started = Instant::now();
         let method = method_label(req.method());
         let route: metrics::SharedString = match req.extensions().get::<MatchedPath>() {
-            Some(p) => p.as_str().to_string().into(),
+            Some(p) => route_label(p.as_str()).into(),
             None => "unmatched".into(),
         };
         let span = crate::telemetry::request_span(&mut req, method, &route);
@@ -288,6 +288,16 @@ where
             counter!("aiflow_http_requests_total", labels.iter()).increment(1);
             result
         })
+    }
+}
+
+/// A route template as a label: `/executions/{id}` becomes `/executions/:id`, since braces
+/// inside label values trip up some parsers of the text format.
+fn route_label(template: &str) -> std::sync::Arc<str> {
+    if template.contains('{') {
+        template.replace('{', ":").replace('}', "").into()
+    } else {
+        template.into()
     }
 }
 
@@ -330,6 +340,15 @@ fn status_label(s: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_templates_lose_their_braces() {
+        assert_eq!(
+            &*route_label("/api/v1/executions/{id}/jobs/{job}"),
+            "/api/v1/executions/:id/jobs/:job"
+        );
+        assert_eq!(&*route_label("/api/v1/events"), "/api/v1/events");
+    }
 
     #[test]
     fn status_labels_are_bounded() {

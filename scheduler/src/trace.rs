@@ -106,14 +106,16 @@ pub(crate) async fn event_trace(
             attempt: attempt.map(attempt_of),
         });
     }
-    // Executions started by an event trigger record `{"type":"event","offset":N,…}`.
+    // Executions started by an event trigger record `{"type":"event","offset":N,…}` (in any
+    // key order).
     let started: Vec<String> = {
         let _timer = QueryTimer::new("event_trace");
         sqlx::query_scalar(
-            "SELECT id FROM workflow_executions WHERE trigger_info LIKE $1 \
-             ORDER BY created_at LIMIT $2",
+            "SELECT id FROM workflow_executions WHERE trigger_info LIKE '%\"type\":\"event\"%' \
+             AND (trigger_info LIKE $1 OR trigger_info LIKE $2) ORDER BY created_at LIMIT $3",
         )
-        .bind(format!("%\"type\":\"event\",\"offset\":{offset},%"))
+        .bind(format!("%\"offset\":{offset},%"))
+        .bind(format!("%\"offset\":{offset}}}%"))
         .bind(MAX_STARTED)
         .fetch_all(pool)
         .await
