@@ -209,6 +209,26 @@ fn write(dir: &Path, name: &str, doc: &serde_json::Value) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// The `aiflow_…` metric names a text uses, without histogram suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("aiflow_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        out.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
 /// Label values that may appear: closed sets, and shapes for the open-but-bounded ones.
 fn check_labels_are_bounded(m: &Metrics, forbidden: &[&str]) {
     let states = [
@@ -473,6 +493,36 @@ fn metrics_move_by_exactly_one_workflow_run() {
     assert_eq!(status["scheduler"]["committed_offset"], latest, "{status}");
     assert_eq!(status["queues"][0]["queue"], "default", "{status}");
     assert_eq!(status["queues"][0]["depth"], 0.0, "{status}");
+
+    // The operations guide describes every metric served; the dashboard and the alert rules
+    // use only metrics that exist.
+    let served: BTreeSet<String> = after
+        .samples
+        .iter()
+        .map(|s| {
+            let m = s.metric.as_str();
+            m.strip_suffix("_sum")
+                .or_else(|| m.strip_suffix("_count"))
+                .unwrap_or(m)
+                .to_string()
+        })
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    for m in &served {
+        assert!(
+            guide.contains(&format!("`{m}`")),
+            "docs/operations.md does not describe {m}"
+        );
+    }
+    let dashboard = std::fs::read_to_string(root.join("docs/grafana/aiflow.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    let alerts = std::fs::read_to_string(root.join("docs/prometheus/aiflow-alerts.yml")).unwrap();
+    for text in [&dashboard, &alerts] {
+        for used in metric_names(text) {
+            assert!(served.contains(&used), "{used} is used but not served");
+        }
+    }
     server.stop();
 }
 
