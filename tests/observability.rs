@@ -16,17 +16,23 @@ struct Server {
     child: Child,
     url: String,
     host: String,
+    /// Every line the server wrote on stderr.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts the server in `dir` on a free port (with `extra` flags) and waits for its banner.
     fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_logging(dir, extra, "warn")
+    }
+
+    fn start_logging(dir: &Path, extra: &[&str], rust_log: &str) -> Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .args(extra)
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .env_remove("AIFLOW_DATABASE")
             .env_remove("AIFLOW_NATS")
             .env_remove("AIFLOW_OTLP_ENDPOINT")
@@ -36,18 +42,26 @@ impl Server {
             .expect("start aiflow server");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.trim().strip_prefix("API") {
                     let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server printed its banner");
         let host = url.trim_start_matches("http://").to_string();
-        Server { child, url, host }
+        Server {
+            child,
+            url,
+            host,
+            log,
+        }
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -579,7 +593,7 @@ fn traceparent_goes_from_the_request_to_the_job_environment() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("traceparent.txt");
     let graph = traced_workflow(dir.path(), &out);
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_logging(dir.path(), &["--log-format", "json"], "info");
     server.json(&["workflow", "submit", &graph]);
     let e = server.json(&["execution", "start", "obs_traced"]);
     let id = e["id"].as_str().unwrap();
@@ -606,6 +620,34 @@ fn traceparent_goes_from_the_request_to_the_job_environment() {
     let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(stored.get("context").is_none(), "{stored}");
     server.json(&["execution", "stop", id]);
+    // JSON log lines; those of a job carry workflow, execution, job and attempt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let job_lines = loop {
+        let lines: Vec<serde_json::Value> = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| {
+                ["job started", "job state"]
+                    .contains(&l["fields"]["message"].as_str().unwrap_or(""))
+            })
+            .collect();
+        // QUEUED, job started, RUNNING, SUCCEEDED at least.
+        if lines.len() >= 4 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(job_lines.len() >= 4, "{job_lines:?}");
+    for l in &job_lines {
+        let f = &l["fields"];
+        assert_eq!(f["workflow"], "obs_traced", "{l}");
+        assert_eq!(f["execution"], id, "{l}");
+        assert_eq!(f["job"], "train", "{l}");
+        assert_eq!(f["attempt"], 1, "{l}");
+    }
     server.stop();
 }
 

@@ -1155,8 +1155,9 @@ impl Core {
             env.insert("TRACEPARENT".into(), tp);
         }
         self.obs.launched(id, job, span);
+        let launch_workflow = exec.workflow.name.clone();
         let launch = LaunchSpec {
-            workflow: exec.workflow.name.clone(),
+            workflow: launch_workflow.clone(),
             execution: id.to_string(),
             job: job.to_string(),
             attempt,
@@ -1197,7 +1198,7 @@ impl Core {
                 });
             }
             Err(e) => {
-                tracing::warn!(execution = id, job, attempt, error = %e, "cannot open the job log");
+                tracing::warn!(workflow = %launch_workflow, execution = id, job, attempt, error = %e, "cannot open the job log");
                 Box::pin(self.on_job_ended(
                     id,
                     job,
@@ -1322,7 +1323,7 @@ impl Core {
             return;
         };
         if rt.state != state && !rt.state.can_become(state) {
-            tracing::warn!(execution = id, job, from = %rt.state, to = %state, "transition refused");
+            tracing::warn!(workflow = %workflow.name, execution = id, job, attempt = rt.attempt, from = %rt.state, to = %state, "transition refused");
             return;
         }
         match (rt.state.is_active(), state.is_active()) {
@@ -1356,7 +1357,7 @@ impl Core {
             .sender(SENDER)
             .context(context);
         self.publish(event);
-        tracing::info!(workflow = %workflow.name, execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
+        tracing::info!(workflow = %workflow.name, execution = id, job, attempt, state = %state, reason = message.as_deref().unwrap_or(""), "job state");
         Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
     }
 
