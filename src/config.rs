@@ -15,6 +15,20 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Encoding of exported spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub(crate) enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (what collectors listen for on port 4318).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    #[serde(rename = "http/json")]
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
 /// Everything `aiflow server` needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +49,10 @@ pub(crate) struct Config {
     pub(crate) log_format: LogFormat,
     /// At most this many job processes at once (more wait, highest priority first).
     pub(crate) max_running: usize,
+    /// OTLP/HTTP receiver for trace spans (`http://collector:4318`); none: spans are not
+    /// exported.
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) otlp_protocol: OtlpProtocol,
 }
 
 impl Default for Config {
@@ -48,6 +66,8 @@ impl Default for Config {
             nats_stream: "AIFLOW_EVENTS".into(),
             log_format: LogFormat::Text,
             max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
         }
     }
 }
@@ -82,6 +102,12 @@ pub(crate) struct ServerArgs {
     /// At most this many job processes at once [default: 32].
     #[arg(long, env = "AIFLOW_MAX_RUNNING")]
     pub(crate) max_running: Option<usize>,
+    /// Export trace spans to this OTLP/HTTP receiver, e.g. http://127.0.0.1:4318.
+    #[arg(long, env = "AIFLOW_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// Encoding of exported spans [default: http/protobuf].
+    #[arg(long, env = "AIFLOW_OTLP_PROTOCOL", value_enum)]
+    pub(crate) otlp_protocol: Option<OtlpProtocol>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -119,6 +145,12 @@ impl Config {
         if let Some(v) = args.log_format {
             config.log_format = v;
         }
+        if args.otlp_endpoint.is_some() {
+            config.otlp_endpoint.clone_from(&args.otlp_endpoint);
+        }
+        if let Some(v) = args.otlp_protocol {
+            config.otlp_protocol = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -140,6 +172,11 @@ impl Config {
             && !(n.starts_with("nats://") || n.starts_with("tls://"))
         {
             bail!("nats: {n:?} is not a nats:// URL");
+        }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            bail!("otlp_endpoint: {e:?} is not an http:// or https:// URL");
         }
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
@@ -172,6 +209,16 @@ impl Config {
         self.database
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("aiflow.db").display()))
+    }
+
+    /// Where spans are exported, if anywhere.
+    pub(crate) fn otlp(&self) -> Option<crate::telemetry::Otlp> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| crate::telemetry::Otlp {
+                endpoint: endpoint.clone(),
+                protocol: self.otlp_protocol,
+            })
     }
 
     pub(crate) fn to_toml(&self) -> String {

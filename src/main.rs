@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod config;
 mod demo;
+mod metrics;
 mod server;
+mod telemetry;
 
 use cli::{Ctx, Output};
 
@@ -51,8 +53,9 @@ enum Command {
     /// Start, list, show and stop executions; job logs and `why`.
     #[command(subcommand)]
     Execution(cli::workflow::ExecutionCmd),
-    /// Server health, the backends in use, and what is running.
-    Status,
+    /// Server health, the backends in use, what is running, the scheduler's lag, rates and
+    /// the slowest queues.
+    Status(cli::status::StatusArgs),
     /// Check, translate and draw AI graphs (offline).
     #[command(subcommand)]
     Graph(cli::graph::GraphCmd),
@@ -83,7 +86,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(&args),
         Command::Demo(args) => run_demo(args),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
-        Command::Status => cli::status::run(&ctx),
+        Command::Status(args) => cli::status::run(&args, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
         Command::Execution(cmd) => cli::workflow::run_execution(cmd, &ctx),
         Command::Event(cmd) => cli::event::run(cmd, &ctx),
@@ -97,7 +100,8 @@ fn main() -> ExitCode {
 }
 
 fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
-    server::init_logging(config::LogFormat::Text, "warn");
+    let _telemetry =
+        telemetry::init(config::LogFormat::Text, "warn", None).map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     rt.block_on(demo::run(args))?;
@@ -110,10 +114,14 @@ fn run_server(args: &config::ServerArgs) -> cli::CliResult {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    server::init_logging(config.log_format, "info");
+    let telemetry = telemetry::init(config.log_format, "info", config.otlp().as_ref())
+        .map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
-    rt.block_on(server::run(config))?;
+    let result = rt.block_on(server::run(config));
+    drop(rt);
+    telemetry.shutdown();
+    result?;
     Ok(())
 }
 

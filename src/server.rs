@@ -16,10 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 use aiflow_scheduler::{Scheduler, SchedulerConfig};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
-/// Submits every `*.json` document of `dir` (in name order). A broken file is reported and
-/// leaves the workflow's last good version in place.
 /// What the health routes look at.
 #[derive(Clone)]
 struct Health {
@@ -75,6 +73,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let store = aiflow_meta::Store::new(db.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let upkeep = crate::metrics::start(db.backend.name(), bus.backend(), shutdown_rx.clone());
     let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
 
     let listener = tokio::net::TcpListener::bind(addr)
@@ -145,7 +144,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         startup,
         shutdown: shutdown_tx,
         serve,
-        background: vec![relay, scheduler_task],
+        background: vec![relay, scheduler_task, upkeep],
     })
 }
 
@@ -169,10 +168,14 @@ pub(crate) fn router(
         .merge(aiflow_notification::routes(bus.clone()))
         .merge(aiflow_meta::routes(store.clone()))
         .merge(aiflow_meta::run_routes(store))
-        .merge(aiflow_scheduler::http::routes(scheduler));
+        .merge(aiflow_scheduler::http::routes(scheduler.clone()));
     let (api, openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())
         .nest("/api/v1", api)
         .split_for_parts();
+    let metrics = crate::metrics::MetricsState {
+        bus: bus.clone(),
+        scheduler,
+    };
     let health = Health { db, bus };
     api.merge(aiflow_meta::docs_router(openapi))
         .merge(
@@ -185,6 +188,12 @@ pub(crate) fn router(
                 .with_state(health),
         )
         .merge(aiflow_ui::router())
+        .merge(
+            axum::Router::new()
+                .route("/metrics", get(crate::metrics::scrape))
+                .with_state(metrics),
+        )
+        .layer(crate::metrics::HttpMetricsLayer)
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
@@ -221,17 +230,4 @@ pub(crate) async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-/// Logs through `tracing`: `RUST_LOG` filters (default `default_level`), text or JSON lines on stderr.
-pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -53,3 +53,52 @@ pub struct TriggerInfo {
     /// an interval trigger that has not fired yet.
     pub next_at: Option<DateTime<Utc>>,
 }
+
+/// What one event did (`GET /events/{offset}/trace`, `aiflow event trace`): the executions it
+/// started through workflow triggers, and the rules it was evaluated against in running
+/// executions, with the job attempts that followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventTrace {
+    pub offset: i64,
+    /// Executions started by a workflow's event trigger on this event.
+    pub started_executions: Vec<TracedExecution>,
+    /// Recorded rule evaluations of this event, oldest first.
+    pub evaluations: Vec<TracedEvaluation>,
+}
+
+/// An execution an event started, with the attempts of its first jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracedExecution {
+    pub execution: String,
+    pub workflow: String,
+    pub state: String,
+    pub jobs: Vec<TracedAttempt>,
+}
+
+/// One rule of one execution evaluated on the event, and what followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracedEvaluation {
+    pub execution: String,
+    pub workflow: String,
+    pub job: String,
+    /// Index of the rule in the workflow.
+    pub rule: i64,
+    /// The action fired, if the condition became true.
+    pub fired: Option<String>,
+    /// What the scheduler did: START, STOP, RESTART or `ignored: why`.
+    pub decision: String,
+    pub explanation: String,
+    pub created_at: DateTime<Utc>,
+    /// The attempt the decision started (START, RESTART) or stopped (STOP).
+    pub attempt: Option<TracedAttempt>,
+}
+
+/// One job attempt as it stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracedAttempt {
+    pub job: String,
+    pub attempt: i64,
+    pub state: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}

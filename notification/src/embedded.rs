@@ -211,6 +211,7 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn count(&self, filter: &EventFilter, after: Offset) -> Result<u64, Error> {
+        let _timer = crate::metrics::QueryTimer::new("count");
         let mut q = SqlFilter::new(self.inner.db.backend, filter);
         let sql = format!("SELECT COUNT(*) FROM events WHERE {}", q.clause);
         let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(after.0);
@@ -222,6 +223,7 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn latest_offset(&self) -> Result<Offset, Error> {
+        let _timer = crate::metrics::QueryTimer::new("latest_offset");
         let n: i64 = sqlx::query_scalar("SELECT last_offset FROM event_log WHERE id = 1")
             .fetch_one(&self.inner.db.pool)
             .await?;
@@ -270,7 +272,10 @@ impl EventBus for EmbeddedBus {
                 }
             }
         };
-        Ok(Box::pin(stream))
+        Ok(crate::metrics::counted(
+            Box::pin(stream),
+            self.inner.db.backend.name(),
+        ))
     }
 
     async fn ping(&self) -> bool {
@@ -387,6 +392,7 @@ async fn list(
     if limit == 0 {
         return Ok(Vec::new());
     }
+    let _timer = crate::metrics::QueryTimer::new("list");
     let mut q = SqlFilter::new(db.backend, filter);
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE {} ORDER BY seq LIMIT {}",
@@ -490,8 +496,13 @@ impl Writer {
     async fn commit(&mut self, group: Vec<Pending>) {
         let started = std::time::Instant::now();
         let batches: Vec<&[NewEvent]> = group.iter().map(|p| p.events.as_slice()).collect();
-        match self.store(&batches).await {
+        let stored = {
+            let _timer = crate::metrics::QueryTimer::new("append");
+            self.store(&batches).await
+        };
+        match stored {
             Ok((results, fresh)) => {
+                crate::metrics::published(self.db.backend.name(), fresh.len());
                 tracing::trace!(
                     requests = group.len(),
                     events = fresh.len(),
@@ -510,6 +521,7 @@ impl Writer {
                 for p in group {
                     let result = match self.store(&[p.events.as_slice()]).await {
                         Ok((mut results, fresh)) => {
+                            crate::metrics::published(self.db.backend.name(), fresh.len());
                             if !fresh.is_empty() {
                                 let _ = self.live.send(fresh.into());
                             }

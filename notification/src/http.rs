@@ -99,10 +99,17 @@ pub enum PublishAnswer {
         (status = 503, description = "the bus is unavailable", body = ErrorBody),
     )
 )]
-async fn publish_events(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
+async fn publish_events(
+    State(state): State<AppState>,
+    TraceParent(traceparent): TraceParent,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let events: Vec<NewEvent> = decode_json(&body)?;
+        let mut events: Vec<NewEvent> = decode_json(&body)?;
+        if let Some(tp) = &traceparent {
+            events.iter_mut().for_each(|e| carry_traceparent(e, tp));
+        }
         if events.len() > MAX_BATCH {
             return Err(HttpError::invalid(
                 "body",
@@ -115,9 +122,48 @@ async fn publish_events(State(state): State<AppState>, body: Bytes) -> Result<Re
         let stored = state.bus.publish_batch(events).await?;
         Ok((StatusCode::CREATED, Json(stored)).into_response())
     } else {
-        let event: NewEvent = decode_json(&body)?;
+        let mut event: NewEvent = decode_json(&body)?;
+        if let Some(tp) = &traceparent {
+            carry_traceparent(&mut event, tp);
+        }
         let stored = state.bus.publish(event).await?;
         Ok((StatusCode::CREATED, Json(stored)).into_response())
+    }
+}
+
+/// The request's W3C `traceparent` header, when it has one of the right shape (the scheduler
+/// checks it fully before use).
+struct TraceParent(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TraceParent {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(TraceParent(
+            parts
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() == 55)
+                .map(str::to_string),
+        ))
+    }
+}
+
+/// Puts the request's trace parent into the event's context (`context.traceparent`), unless
+/// the event names one itself or its context is not an object: the trace then reaches the
+/// scheduler's spans and the `TRACEPARENT` of the job the event starts.
+fn carry_traceparent(event: &mut NewEvent, traceparent: &str) {
+    let tp = serde_json::Value::String(traceparent.to_string());
+    match &mut event.context {
+        None => event.context = Some(serde_json::json!({ "traceparent": tp })),
+        Some(serde_json::Value::Object(map)) => {
+            map.entry("traceparent").or_insert(tp);
+        }
+        Some(_) => {}
     }
 }
 

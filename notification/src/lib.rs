@@ -10,6 +10,7 @@
 mod bus;
 mod embedded;
 mod http;
+mod metrics;
 mod nats;
 
 pub use bus::{EventBus, EventStream};

@@ -302,6 +302,7 @@ impl EventBus for NatsBus {
         if ack.duplicate {
             return self.stored(ack.sequence).await;
         }
+        crate::metrics::published("nats", 1);
         Ok(stored_event(event, ack.sequence))
     }
 
@@ -343,6 +344,7 @@ impl EventBus for NatsBus {
             }
             return Err(err);
         }
+        crate::metrics::published("nats", fresh_seqs.len());
         Ok(stored)
     }
 
@@ -406,7 +408,7 @@ impl EventBus for NatsBus {
             }
             Err(Error::Unavailable("nats subscription ended".into()))?;
         };
-        Ok(Box::pin(stream))
+        Ok(crate::metrics::counted(Box::pin(stream), "nats"))
     }
 
     async fn ping(&self) -> bool {

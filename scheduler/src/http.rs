@@ -20,7 +20,8 @@ use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted, TriggerInfo
 use crate::service::Scheduler;
 use crate::state::JobState;
 
-/// `/workflows` (submit, pause, resume, delete, start) and `/executions/…` (stop, logs, why).
+/// `/workflows` (submit, pause, resume, delete, start), `/executions/…` (stop, logs, why) and
+/// `/events/{offset}/trace`.
 pub fn routes(scheduler: Scheduler) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(submit_workflow))
@@ -32,6 +33,7 @@ pub fn routes(scheduler: Scheduler) -> OpenApiRouter {
         .routes(routes!(job_logs))
         .routes(routes!(job_why))
         .routes(routes!(workflow_triggers))
+        .routes(routes!(crate::trace::event_trace))
         .with_state(scheduler)
 }
 

@@ -9,9 +9,12 @@ pub mod dags;
 mod durable;
 pub mod executor;
 pub mod http;
+pub mod metrics;
 pub mod rules;
 pub mod service;
 pub mod state;
+pub mod telemetry;
+mod trace;
 pub mod triggers;
 
 use aiflow_api::server::HttpError;

@@ -18,12 +18,14 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::Error;
 use crate::durable::{
     self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
 };
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use crate::metrics::{Obs, Progress, QueryTimer};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
     outcome, trigger_events,
@@ -104,6 +106,7 @@ pub struct Scheduler {
     tx: mpsc::Sender<Command>,
     store: Store,
     config: Arc<SchedulerConfig>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -141,7 +144,9 @@ impl Scheduler {
             );
             let _ = statuses.send(leftover);
         }
+        let progress = Arc::new(Progress::default());
         let mut core = Core {
+            obs: Obs::new(progress.clone(), from.0),
             store: store.clone(),
             executor: LocalExecutor {
                 grace: config.stop_grace,
@@ -237,7 +242,15 @@ impl Scheduler {
                 "scheduler stopped; its executions resume when it starts again"
             );
         });
-        Ok((Scheduler { tx, store, config }, handle))
+        Ok((
+            Scheduler {
+                tx,
+                store,
+                config,
+                progress,
+            },
+            handle,
+        ))
     }
 
     /// Stores a new version of a workflow from an AI graph or workflow document; an unchanged
@@ -342,6 +355,12 @@ impl Scheduler {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Offsets of the last handled and the last committed event.
+    #[must_use]
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     async fn send(&self, cmd: Command) -> Result<(), Error> {
@@ -634,6 +653,8 @@ impl Pending {
 }
 
 struct Core {
+    /// Metrics bookkeeping (see [`crate::metrics`]).
+    obs: Obs,
     store: Store,
     executor: LocalExecutor,
     config: Arc<SchedulerConfig>,
@@ -674,7 +695,13 @@ impl Core {
                 let r = self.stop_execution(&execution).await;
                 self.pending.effects.push(Effect::StopReply(reply, r));
             }
-            Command::Event(e) => self.on_event(e).await,
+            Command::Event(e) => {
+                let (offset, created, started) =
+                    (e.offset.0, e.created_at, std::time::Instant::now());
+                let span = crate::telemetry::event_span(&e);
+                self.on_event(e).instrument(span).await;
+                self.obs.event_handled(offset, created, started);
+            }
             Command::JobEnded {
                 execution,
                 job,
@@ -711,7 +738,12 @@ impl Core {
                     .and_then(|e| e.jobs.get(&job))
                     .map(|j| (j.attempt, j.state));
                 if current == Some((attempt, JobState::Queued)) {
-                    tracing::info!(execution = %execution, job = %job, attempt, "job started");
+                    let workflow = self
+                        .executions
+                        .get(&execution)
+                        .map(|e| e.workflow.name.clone())
+                        .unwrap_or_default();
+                    tracing::info!(workflow, execution = %execution, job = %job, attempt, "job started");
                     self.set_job_state(&execution, &job, JobState::Running, None)
                         .await;
                 }
@@ -922,10 +954,16 @@ impl Core {
         self.executions.insert(id.clone(), exec);
         self.pending.execs.insert(id.clone());
         tracing::info!(workflow = name, execution = %id, "execution started");
+        Obs::execution_state(WorkflowState::Running.as_str());
         self.publish_workflow_status(&id, WorkflowState::Running)
             .await;
         for job in initial_jobs(&workflow) {
-            self.queue_job(&id, job, None).await;
+            // The trigger event (if any) is the cause of the first jobs.
+            let cause = self
+                .executions
+                .get(&id)
+                .and_then(|e| e.trigger_event.clone());
+            self.queue_job(&id, job, cause).await;
         }
         self.check_finished(&id).await;
         Ok(id)
@@ -1052,7 +1090,10 @@ impl Core {
             return;
         }
         let workflow = exec.workflow.clone();
-        let evaluations = evaluate(&workflow, &mut exec.memory, signal);
+        let evaluations = {
+            let _span = tracing::debug_span!("rule.evaluate", workflow = %workflow.name, execution = id, rules = workflow.rules.len()).entered();
+            evaluate(&workflow, &mut exec.memory, signal)
+        };
         let cause = match signal {
             Signal::Event(e) => Some(e.clone()),
             Signal::Job { .. } => None,
@@ -1076,12 +1117,18 @@ impl Core {
         for (ev, decision) in decided {
             self.pending.rules.insert((id.to_string(), ev.rule));
             self.record(id, &ev, &signal, &decision);
-            match decision {
-                Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
-                Decision::Stop => self.stop_job(id, &ev.job, false).await,
-                Decision::Restart => self.stop_job(id, &ev.job, true).await,
-                Decision::Ignore(_) => {}
+            Obs::evaluation(matches!(signal, Signal::Event(_)), &decision);
+            let span = tracing::debug_span!("rule.action", workflow = %workflow.name, execution = id, job = %ev.job, rule = ev.rule, decision = ?decision);
+            async {
+                match decision {
+                    Decision::Start => self.queue_job(id, &ev.job, cause.clone()).await,
+                    Decision::Stop => self.stop_job(id, &ev.job, false).await,
+                    Decision::Restart => self.stop_job(id, &ev.job, true).await,
+                    Decision::Ignore(_) => {}
+                }
             }
+            .instrument(span)
+            .await;
         }
     }
 
@@ -1123,6 +1170,7 @@ impl Core {
         if rt.state.is_active() {
             return;
         }
+        self.obs.queuing(cause.as_ref().map(|e| e.created_at));
         rt.cause = cause.or_else(|| exec.trigger_event.clone());
         rt.restart_after_stop = false;
         new_attempt(&mut self.pending.meta, rt, id, job, JobState::Queued);
@@ -1178,6 +1226,7 @@ impl Core {
             self.launch(&id, &job).await;
         }
         self.waiting.extend(blocked);
+        Obs::slots(self.waiting.len(), self.running_total);
     }
 
     /// Frees the slot held by a job's process.
@@ -1228,8 +1277,20 @@ impl Core {
                 serde_json::to_string(e).unwrap_or_default(),
             );
         }
+        let span = crate::telemetry::job_start_span(
+            &exec.workflow.name,
+            id,
+            job,
+            attempt,
+            rt.cause.as_ref(),
+        );
+        if let Some(tp) = crate::telemetry::job_traceparent(&span, rt.cause.as_ref()) {
+            env.insert("TRACEPARENT".into(), tp);
+        }
+        self.obs.launched(id, job, span);
+        let launch_workflow = exec.workflow.name.clone();
         let launch = LaunchSpec {
-            workflow: exec.workflow.name.clone(),
+            workflow: launch_workflow.clone(),
             execution: id.to_string(),
             job: job.to_string(),
             attempt,
@@ -1270,7 +1331,7 @@ impl Core {
                 });
             }
             Err(e) => {
-                tracing::warn!(execution = id, job, error = %e, "cannot open the job log");
+                tracing::warn!(workflow = %launch_workflow, execution = id, job, attempt, error = %e, "cannot open the job log");
                 Box::pin(self.on_job_ended(
                     id,
                     job,
@@ -1402,7 +1463,7 @@ impl Core {
             return;
         };
         if rt.state != state && !rt.state.can_become(state) {
-            tracing::warn!(execution = id, job, from = %rt.state, to = %state, "transition refused");
+            tracing::warn!(workflow = %workflow.name, execution = id, job, attempt = rt.attempt, from = %rt.state, to = %state, "transition refused");
             return;
         }
         match (rt.state.is_active(), state.is_active()) {
@@ -1418,6 +1479,7 @@ impl Core {
             rt.stop_asked = false;
         }
         let attempt = rt.attempt;
+        self.obs.job_state(id, job, attempt, state);
         self.pending.jobs.insert((id.to_string(), job.to_string()));
         if let Some(row) = rt.row.clone() {
             self.pending.meta.push(MetaWrite::JobState { row, state });
@@ -1434,7 +1496,7 @@ impl Core {
             .sender(SENDER)
             .context(context);
         self.publish(event);
-        tracing::info!(execution = id, job, attempt, state = %state, message = message.as_deref().unwrap_or(""), "job state");
+        tracing::info!(workflow = %workflow.name, execution = id, job, attempt, state = %state, reason = message.as_deref().unwrap_or(""), "job state");
         Box::pin(self.evaluate_signal(id, Signal::Job { job, state })).await;
     }
 
@@ -1484,6 +1546,7 @@ impl Core {
             state: state.as_str(),
         });
         self.publish_workflow_status(id, state).await;
+        Obs::execution_state(state.as_str());
         tracing::info!(execution = id, state = %state, "execution finished");
         self.executions.remove(id);
         self.pending.finished.push(id.to_string());
@@ -1498,6 +1561,7 @@ impl Core {
             let (batch, offset) = self.take_batch();
             if !batch.is_empty() {
                 let mut backoff = Duration::from_millis(50);
+                let _timer = QueryTimer::new("commit_state");
                 let ids = loop {
                     match durable::commit(self.store.db(), &batch).await {
                         Ok(ids) => break ids,
@@ -1511,6 +1575,7 @@ impl Core {
                 if let Some(o) = offset {
                     self.saved = o;
                     self.saved_at = std::time::Instant::now();
+                    self.obs.committed(o.0);
                 }
                 if !ids.is_empty() {
                     let committed = ids.into_iter().zip(batch.statuses).collect();

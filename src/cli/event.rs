@@ -24,6 +24,18 @@ pub(crate) enum EventCmd {
         after_help = "Examples:\n  aiflow event watch --key 'model/*'\n  aiflow event watch --from 1 --output json"
     )]
     Watch(WatchArgs),
+    /// What one event did: executions it started, rules it matched and the jobs they started
+    /// or stopped (from the recorded rule evaluations).
+    #[command(
+        after_help = "Examples:\n  aiflow event trace 1234\n  aiflow event trace 1234 --output json"
+    )]
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TraceArgs {
+    /// The event's offset.
+    offset: i64,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +112,88 @@ pub(crate) fn run(cmd: EventCmd, ctx: &Ctx) -> CliResult {
         EventCmd::Send(args) => send(args, ctx),
         EventCmd::List(args) => list(args, ctx),
         EventCmd::Watch(args) => watch(args, ctx),
+        EventCmd::Trace(args) => trace(args, ctx),
     }
+}
+
+fn trace(args: TraceArgs, ctx: &Ctx) -> CliResult {
+    if args.offset < 1 {
+        return Err(CliError::Usage("OFFSET must be a positive number".into()));
+    }
+    let client = ctx.client();
+    let (event, trace) = runtime().block_on(async {
+        let query = EventQuery {
+            after: Some(args.offset - 1),
+            limit: Some(1),
+            ..EventQuery::default()
+        };
+        let page = client.events().list(&query).await?;
+        let event = page
+            .items
+            .into_iter()
+            .find(|e| e.offset.0 == args.offset)
+            .ok_or_else(|| {
+                CliError::Failed(format!("event {} is not stored", args.offset), Vec::new())
+            })?;
+        let trace = client.events().trace(Offset(args.offset)).await?;
+        Ok::<_, CliError>((event, trace))
+    })?;
+    let out = serde_json::json!({
+        "event": event,
+        "started_executions": trace.started_executions,
+        "evaluations": trace.evaluations,
+    });
+    ctx.print(&out, |_| trace_table(&event, &trace));
+    Ok(())
+}
+
+fn trace_table(event: &Event, trace: &aiflow_api::scheduler::EventTrace) -> String {
+    let mut out = table(std::slice::from_ref(event));
+    if let Some(tp) = event
+        .context
+        .as_ref()
+        .and_then(|c| c.get("traceparent"))
+        .and_then(|v| v.as_str())
+    {
+        out.push_str(&format!("traceparent {tp}\n"));
+    }
+    let attempt_text =
+        |a: &aiflow_api::scheduler::TracedAttempt| format!("{} #{} {}", a.job, a.attempt, a.state);
+    out.push_str("\nStarted executions (workflow triggers):\n");
+    if trace.started_executions.is_empty() {
+        out.push_str("  none\n");
+    }
+    for e in &trace.started_executions {
+        let jobs: Vec<String> = e.jobs.iter().map(attempt_text).collect();
+        out.push_str(&format!(
+            "  {:<32} {:<24} {:<10} {}\n",
+            e.execution,
+            e.workflow,
+            e.state,
+            jobs.join(", ")
+        ));
+    }
+    out.push_str("\nRule evaluations:\n");
+    if trace.evaluations.is_empty() {
+        out.push_str("  none (no running execution has a rule on this event)\n");
+    } else {
+        out.push_str(&format!(
+            "  {:<32} {:<20} {:<16} {:<5} {:<28} {}\n",
+            "EXECUTION", "WORKFLOW", "JOB", "RULE", "DECISION", "ATTEMPT"
+        ));
+    }
+    for ev in &trace.evaluations {
+        out.push_str(&format!(
+            "  {:<32} {:<20} {:<16} {:<5} {:<28} {}\n",
+            ev.execution,
+            ev.workflow,
+            ev.job,
+            ev.rule,
+            ev.decision,
+            ev.attempt.as_ref().map_or("-".to_string(), attempt_text)
+        ));
+    }
+    out
 }
 
 fn send(args: SendArgs, ctx: &Ctx) -> CliResult {

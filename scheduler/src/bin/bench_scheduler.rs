@@ -5,6 +5,7 @@
 //! (c) 10,000 no-op jobs through the local executor: job executions completed per second.
 //!
 //! `cargo run --release -p aiflow-scheduler --bin bench_scheduler [-- --events 1000 --jobs 10000]`
+//! (`--metrics` records every metric through the Prometheus recorder, as the server does).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,6 +213,15 @@ async fn main() {
     let events = arg("--events", 1000);
     let jobs = arg("--jobs", 10_000);
     let chain_len = arg("--chain", 40);
+    if std::env::args().any(|a| a == "--metrics") {
+        // As in `aiflow server`: every metric recorded by the Prometheus recorder.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.01, 0.1, 1.0, 10.0])
+            .expect("buckets")
+            .build_recorder();
+        metrics::set_global_recorder(recorder).expect("the only recorder");
+        println!("metrics: Prometheus recorder installed");
+    }
     event_to_start(events).await;
     chain(chain_len).await;
     throughput(jobs).await;

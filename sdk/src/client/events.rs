@@ -51,6 +51,14 @@ impl Events<'_> {
         }
     }
 
+    /// What the event at `offset` did: executions it started, rules it was evaluated against
+    /// and the job attempts that followed (`GET /events/{offset}/trace`).
+    pub async fn trace(&self, offset: Offset) -> Result<aiflow_api::scheduler::EventTrace, Error> {
+        self.client
+            .get(&format!("/events/{}/trace", offset.0), &())
+            .await
+    }
+
     /// How many stored events match `query`.
     pub async fn count(&self, query: &EventQuery) -> Result<u64, Error> {
         let answer: EventCount = self.client.get("/events/count", query).await?;
