@@ -13,6 +13,12 @@ mod telemetry;
 
 use cli::{Ctx, Output};
 
+/// mimalloc instead of the system allocator: the server allocates many small, short-lived
+/// buffers per request (request and answer bodies, events), where glibc's malloc showed up at
+/// about a tenth of the CPU time of `POST /api/v1/events` (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// AI Flow: an event-driven workflow scheduler for machine-learning pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "aiflow", version, about, long_about = None, after_help = EXAMPLES)]

@@ -47,6 +47,17 @@ const INSERT_POSTGRES: &str = "INSERT INTO events \
     (seq, namespace, event_key, value, event_type, sender, context, created_at, idempotency_key) \
     SELECT (e ->> 0)::BIGINT, e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, e ->> 6, \
     (e ->> 7)::BIGINT, e ->> 8 FROM json_array_elements($1::json) AS e";
+/// A group without idempotency keys on SQLite, in one round trip: `$1` = number of events, `$2`
+/// = their rows as a JSON array of `[namespace, key, value, event_type, sender, context]`, `$3`
+/// = `created_at` (microseconds). Answers the new `last_offset`; the group's events get the
+/// offsets `last_offset - $1 + 1 ..= last_offset` in row order.
+const GROUP_SQLITE: &str = "BEGIN IMMEDIATE; \
+    UPDATE event_log SET last_offset = last_offset + $1 WHERE id = 1 RETURNING last_offset; \
+    INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
+    SELECT (SELECT last_offset FROM event_log WHERE id = 1) - $1 + key + 1, \
+    value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $3 \
+    FROM json_each($2); \
+    COMMIT;";
 /// Keys per `IN (…)` lookup of idempotency keys.
 const LOOKUP_CHUNK: usize = 500;
 
@@ -695,9 +706,12 @@ impl Writer {
     }
 
     /// Events without idempotency keys in one round trip: the transaction, the counter update
-    /// and the insert are one multi-statement script, the rows inlined as a JSON string literal
-    /// (quotes doubled; on PostgreSQL an `E''` literal with backslashes doubled too, so the
-    /// text cannot end the literal whatever `standard_conforming_strings` says).
+    /// and the insert are one multi-statement script. On SQLite it is [`GROUP_SQLITE`], prepared
+    /// once and kept in the connection's statement cache, with the rows bound as one JSON text.
+    /// On PostgreSQL (whose extended protocol takes one statement at a time) the rows are
+    /// inlined as a JSON string literal (quotes doubled; an `E''` literal with backslashes
+    /// doubled too, so the text cannot end the literal whatever `standard_conforming_strings`
+    /// says).
     async fn store_fast(
         backend: Backend,
         conn: &mut PoolConnection<Any>,
@@ -708,29 +722,32 @@ impl Writer {
         let now = Utc::now();
         let micros = now.timestamp_micros();
         let created_at = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or(now);
-        let script = match backend {
-            Backend::Sqlite => format!(
-                "BEGIN IMMEDIATE; \
-                 UPDATE event_log SET last_offset = last_offset + {total} WHERE id = 1 RETURNING last_offset; \
-                 INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
-                 SELECT (SELECT last_offset FROM event_log WHERE id = 1) - {total} + key + 1, \
-                 value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, {micros} \
-                 FROM json_each('{}'); COMMIT;",
-                rows.replace('\'', "''")
-            ),
-            Backend::Postgres => format!(
-                "BEGIN; \
-                 UPDATE event_log SET last_offset = last_offset + {total} WHERE id = 1 RETURNING last_offset; \
-                 INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
-                 SELECT (SELECT last_offset FROM event_log WHERE id = 1) - {total} + t.n, \
-                 t.e ->> 0, t.e ->> 1, t.e ->> 2, t.e ->> 3, t.e ->> 4, t.e ->> 5, {micros} \
-                 FROM json_array_elements(E'{}'::json) WITH ORDINALITY AS t(e, n); COMMIT;",
-                rows.replace('\\', "\\\\").replace('\'', "''")
-            ),
+        let answer = match backend {
+            // One statement kept prepared on the writer's connection: nothing is parsed per
+            // group, the rows come as one bound JSON text.
+            Backend::Sqlite => {
+                sqlx::query(GROUP_SQLITE)
+                    .bind(i64::try_from(total).unwrap_or(i64::MAX))
+                    .bind(rows)
+                    .bind(micros)
+                    .fetch_all(&mut **conn)
+                    .await
+            }
+            Backend::Postgres => {
+                let script = format!(
+                    "BEGIN; \
+                     UPDATE event_log SET last_offset = last_offset + {total} WHERE id = 1 RETURNING last_offset; \
+                     INSERT INTO events (seq, namespace, event_key, value, event_type, sender, context, created_at) \
+                     SELECT (SELECT last_offset FROM event_log WHERE id = 1) - {total} + t.n, \
+                     t.e ->> 0, t.e ->> 1, t.e ->> 2, t.e ->> 3, t.e ->> 4, t.e ->> 5, {micros} \
+                     FROM json_array_elements(E'{}'::json) WITH ORDINALITY AS t(e, n); COMMIT;",
+                    rows.replace('\\', "\\\\").replace('\'', "''")
+                );
+                sqlx::raw_sql(AssertSqlSafe(script))
+                    .fetch_all(&mut **conn)
+                    .await
+            }
         };
-        let answer = sqlx::raw_sql(AssertSqlSafe(script))
-            .fetch_all(&mut **conn)
-            .await;
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -821,21 +838,27 @@ const FAST_PATH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// The rows of a group as a JSON array of `[namespace, key, value, event_type, sender, context]`.
 fn fast_rows(batches: &[&[NewEvent]]) -> String {
-    let rows: Vec<serde_json::Value> = batches
-        .iter()
-        .flat_map(|b| b.iter())
-        .map(|e| {
-            serde_json::json!([
-                e.namespace_or_default(),
-                e.key,
-                e.value,
-                e.event_type_or_default(),
-                e.sender,
-                e.context.as_ref().map(ToString::to_string),
-            ])
-        })
-        .collect();
-    serde_json::Value::Array(rows).to_string()
+    /// Serialises straight from the events (no `serde_json::Value` in between).
+    struct Rows<'a>(&'a [&'a [NewEvent]]);
+    impl serde::Serialize for Rows<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().flat_map(|b| b.iter()).map(|e| {
+                (
+                    e.namespace_or_default(),
+                    &e.key,
+                    &e.value,
+                    e.event_type_or_default(),
+                    &e.sender,
+                    e.context.as_ref().map(ToString::to_string),
+                )
+            }))
+        }
+    }
+    let events: usize = batches.iter().map(|b| b.len()).sum();
+    let mut out = Vec::with_capacity(64 * events + 2);
+    // Writing into a Vec cannot fail, and strings and JSON values always serialise.
+    let _ = serde_json::to_writer(&mut out, &Rows(batches));
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
