@@ -399,7 +399,28 @@ fn spawn_status_publisher(
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(i64, NewEvent)>>();
     tokio::spawn(async move {
         let mut queue: Vec<Vec<(i64, NewEvent)>> = Vec::new();
-        while rx.recv_many(&mut queue, 64).await > 0 {
+        // Published rows are cleared from the outbox at most every CLEAR_EVERY (or once things
+        // are quiet): one write instead of one per batch, so the writers that start jobs are
+        // not kept waiting. Rows published twice after a crash are dropped by the bus
+        // (idempotency keys).
+        let mut published: Option<i64> = None;
+        let mut cleared_at = tokio::time::Instant::now();
+        loop {
+            let got = if published.is_some() {
+                match tokio::time::timeout(CLEAR_EVERY, rx.recv_many(&mut queue, 64)).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        clear_published(&store, &mut published, &mut cleared_at).await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv_many(&mut queue, 64).await
+            };
+            if got == 0 {
+                clear_published(&store, &mut published, &mut cleared_at).await;
+                break;
+            }
             let items: Vec<(i64, NewEvent)> = queue.drain(..).flatten().collect();
             for chunk in items.chunks(256) {
                 let batch: Vec<NewEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
@@ -415,13 +436,31 @@ fn spawn_status_publisher(
                         }
                     }
                 }
-                if let Err(e) = durable::published(store.db(), last).await {
-                    tracing::warn!(error = %e, "cannot clear published status events");
-                }
+                published = Some(last);
+            }
+            if cleared_at.elapsed() >= CLEAR_EVERY {
+                clear_published(&store, &mut published, &mut cleared_at).await;
             }
         }
     });
     tx
+}
+
+/// How often published status events are cleared from the outbox.
+const CLEAR_EVERY: Duration = Duration::from_millis(250);
+
+async fn clear_published(
+    store: &Store,
+    published: &mut Option<i64>,
+    cleared_at: &mut tokio::time::Instant,
+) {
+    if let Some(last) = published.take()
+        && let Err(e) = durable::published(store.db(), last).await
+    {
+        tracing::warn!(error = %e, "cannot clear published status events");
+        *published = Some(last);
+    }
+    *cleared_at = tokio::time::Instant::now();
 }
 
 async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
