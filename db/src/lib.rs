@@ -14,6 +14,32 @@ use sqlx::{AnyPool, ConnectOptions};
 
 pub mod testing;
 
+/// Times one store operation into `aiflow_store_query_duration_seconds{store, op}` when dropped.
+/// Both labels are fixed names (a store and a method), so the label set stays bounded.
+#[must_use = "the timer records when it is dropped"]
+pub struct QueryTimer {
+    store: &'static str,
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl QueryTimer {
+    pub fn new(store: &'static str, op: &'static str) -> Self {
+        Self {
+            store,
+            op,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("aiflow_store_query_duration_seconds", "store" => self.store, "op" => self.op)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 

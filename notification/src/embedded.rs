@@ -222,7 +222,7 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn count(&self, filter: &EventFilter, after: Offset) -> Result<u64, Error> {
-        let _timer = crate::metrics::QueryTimer::new("count");
+        let _timer = aiflow_db::QueryTimer::new("events", "count");
         let mut q = SqlFilter::new(self.inner.db.backend, filter);
         let sql = format!("SELECT COUNT(*) FROM events WHERE {}", q.clause);
         let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(after.0);
@@ -234,7 +234,7 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn latest_offset(&self) -> Result<Offset, Error> {
-        let _timer = crate::metrics::QueryTimer::new("latest_offset");
+        let _timer = aiflow_db::QueryTimer::new("events", "latest_offset");
         let n: i64 = sqlx::query_scalar("SELECT last_offset FROM event_log WHERE id = 1")
             .fetch_one(&self.inner.db.pool)
             .await?;
@@ -403,7 +403,7 @@ async fn list(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let _timer = crate::metrics::QueryTimer::new("list");
+    let _timer = aiflow_db::QueryTimer::new("events", "list");
     let mut q = SqlFilter::new(db.backend, filter);
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE {} ORDER BY seq LIMIT {}",
@@ -508,7 +508,7 @@ impl Writer {
         let started = std::time::Instant::now();
         let batches: Vec<&[NewEvent]> = group.iter().map(|p| p.events.as_slice()).collect();
         let stored = {
-            let _timer = crate::metrics::QueryTimer::new("append");
+            let _timer = aiflow_db::QueryTimer::new("events", "append");
             self.store(&batches).await
         };
         match stored {

@@ -2,10 +2,8 @@
 //! Prometheus recorder; without one these calls do nothing). Labels: the backend (`sqlite`,
 //! `postgres`, `nats`) and the store operation, never keys.
 
-use std::time::Instant;
-
 use futures::StreamExt;
-use metrics::{counter, histogram};
+use metrics::counter;
 
 use crate::EventStream;
 
@@ -24,27 +22,4 @@ pub(crate) fn counted(stream: EventStream, backend: &'static str) -> EventStream
             delivered.increment(1);
         }
     }))
-}
-
-/// Times one query of the events table into `aiflow_store_query_duration_seconds{store="events"}`
-/// when dropped.
-pub(crate) struct QueryTimer {
-    op: &'static str,
-    started: Instant,
-}
-
-impl QueryTimer {
-    pub(crate) fn new(op: &'static str) -> Self {
-        Self {
-            op,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for QueryTimer {
-    fn drop(&mut self) {
-        histogram!("aiflow_store_query_duration_seconds", "store" => "events", "op" => self.op)
-            .record(self.started.elapsed().as_secs_f64());
-    }
 }

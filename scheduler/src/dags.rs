@@ -97,16 +97,8 @@ pub async fn load_dir(scheduler: &Scheduler, dir: &Path) -> LoadReport {
 }
 
 async fn set_error(scheduler: &Scheduler, key: &str, record: &DagLoadError) {
-    let r = sqlx::query(
-        "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
-    )
-    .bind(key)
-    .bind(serde_json::to_string(record).unwrap_or_default())
-    .bind(Utc::now().timestamp_micros())
-    .execute(&scheduler.store().db().pool)
-    .await;
-    if let Err(e) = r {
+    let text = serde_json::to_string(record).unwrap_or_default();
+    if let Err(e) = crate::durable::kv_set(&scheduler.store().db().pool, key, &text).await {
         tracing::warn!(error = %e, "cannot record a dag load error");
     }
 }

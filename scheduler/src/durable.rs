@@ -213,15 +213,7 @@ pub(crate) async fn commit(db: &Db, batch: &Batch) -> Result<Vec<i64>, sqlx::Err
         }
     }
     for (k, v) in &batch.kv {
-        sqlx::query(
-            "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at",
-        )
-        .bind(k)
-        .bind(v)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        kv_set(&mut *tx, k, v).await?;
     }
     for d in &batch.delayed_add {
         sqlx::query(
@@ -446,6 +438,23 @@ pub(crate) async fn load(db: &Db) -> Result<Saved, sqlx::Error> {
         rules,
         delayed,
     })
+}
+
+const KV_SET: &str = "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at";
+
+/// Stores one value of `aiflow_kv` (on the pool or inside a transaction).
+pub(crate) async fn kv_set<'e, E>(executor: E, key: &str, value: &str) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(KV_SET)
+        .bind(key)
+        .bind(value)
+        .bind(Utc::now().timestamp_micros())
+        .execute(executor)
+        .await
+        .map(drop)
 }
 
 /// One value of `aiflow_kv`.

@@ -185,25 +185,3 @@ impl Obs {
         counter!("aiflow_workflow_executions_total", "state" => state.to_string()).increment(1);
     }
 }
-
-/// Times one store query into `aiflow_store_query_duration_seconds{store, op}` when dropped.
-pub(crate) struct QueryTimer {
-    op: &'static str,
-    started: Instant,
-}
-
-impl QueryTimer {
-    pub(crate) fn new(op: &'static str) -> Self {
-        Self {
-            op,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for QueryTimer {
-    fn drop(&mut self) {
-        histogram!("aiflow_store_query_duration_seconds", "store" => "scheduler", "op" => self.op)
-            .record(self.started.elapsed().as_secs_f64());
-    }
-}

@@ -25,7 +25,7 @@ use crate::durable::{
     self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
 };
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
-use crate::metrics::{Obs, Progress, QueryTimer};
+use crate::metrics::{Obs, Progress};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
     outcome, trigger_events,
@@ -719,6 +719,14 @@ struct Core {
 }
 
 impl Core {
+    /// The current attempt of a job and its state: a late command names an older attempt.
+    fn attempt_state(&self, execution: &str, job: &str) -> Option<(u32, JobState)> {
+        self.executions
+            .get(execution)
+            .and_then(|e| e.jobs.get(job))
+            .map(|j| (j.attempt, j.state))
+    }
+
     async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Start {
@@ -754,11 +762,7 @@ impl Core {
                 job,
                 attempt,
             } => {
-                let current = self
-                    .executions
-                    .get(&execution)
-                    .and_then(|e| e.jobs.get(&job))
-                    .map(|j| (j.attempt, j.state));
+                let current = self.attempt_state(&execution, &job);
                 if current == Some((attempt, JobState::Retrying)) {
                     self.set_job_state(&execution, &job, JobState::Queued, None)
                         .await;
@@ -771,11 +775,7 @@ impl Core {
                 job,
                 attempt,
             } => {
-                let current = self
-                    .executions
-                    .get(&execution)
-                    .and_then(|e| e.jobs.get(&job))
-                    .map(|j| (j.attempt, j.state));
+                let current = self.attempt_state(&execution, &job);
                 if current == Some((attempt, JobState::Queued)) {
                     let workflow = self
                         .executions
@@ -1600,7 +1600,7 @@ impl Core {
             let (batch, offset) = self.take_batch();
             if !batch.is_empty() {
                 let mut backoff = Duration::from_millis(50);
-                let _timer = QueryTimer::new("commit_state");
+                let _timer = aiflow_db::QueryTimer::new("scheduler", "commit_state");
                 let ids = loop {
                     match durable::commit(self.store.db(), &batch).await {
                         Ok(ids) => break ids,

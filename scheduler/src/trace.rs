@@ -10,7 +10,6 @@ use aiflow_translator::Workflow;
 use axum::extract::{Path, State};
 use sqlx::Row;
 
-use crate::metrics::QueryTimer;
 use crate::rules::initial_jobs;
 use crate::service::Scheduler;
 
@@ -52,7 +51,7 @@ pub(crate) async fn event_trace(
     let store = s.store();
     let pool = &store.db().pool;
     let rows = {
-        let _timer = QueryTimer::new("event_trace");
+        let _timer = aiflow_db::QueryTimer::new("scheduler", "event_trace");
         sqlx::query(
             "SELECT r.execution_id, r.job_name, r.rule_index, r.fired, r.decision, \
              r.explanation, r.created_at, w.name AS workflow \
@@ -109,7 +108,7 @@ pub(crate) async fn event_trace(
     // Executions started by an event trigger record `{"type":"event","offset":N,…}` (in any
     // key order).
     let started: Vec<String> = {
-        let _timer = QueryTimer::new("event_trace");
+        let _timer = aiflow_db::QueryTimer::new("scheduler", "event_trace");
         sqlx::query_scalar(
             "SELECT id FROM workflow_executions WHERE trigger_info LIKE '%\"type\":\"event\"%' \
              AND (trigger_info LIKE $1 OR trigger_info LIKE $2) ORDER BY created_at LIMIT $3",

@@ -217,7 +217,7 @@ impl Store {
     // ---- projects
 
     pub async fn create_project(&self, p: &NewProject) -> Result<Project> {
-        let _timer = crate::store::QueryTimer::new("create_project");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_project");
         check_name(&p.name, "name")?;
         check_tags(&p.tags)?;
         let props = properties_text(p.properties.as_ref())?;
@@ -242,18 +242,18 @@ impl Store {
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project> {
-        let _timer = crate::store::QueryTimer::new("get_project");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_project");
         self.get_named(PROJECTS, name, project_row).await
     }
 
     pub async fn list_projects(&self, q: &ListQuery) -> Result<Page<Project>> {
-        let _timer = crate::store::QueryTimer::new("list_projects");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_projects");
         let (rows, next) = self.list_named(PROJECTS, q, |_| {}).await?;
         to_page(rows, next, project_row)
     }
 
     pub async fn update_project(&self, name: &str, u: &MetaUpdate) -> Result<Project> {
-        let _timer = crate::store::QueryTimer::new("update_project");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_project");
         self.update_named(
             PROJECTS,
             name,
@@ -267,14 +267,14 @@ impl Store {
     }
 
     pub async fn delete_project(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_project");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_project");
         self.soft_delete(PROJECTS, name).await
     }
 
     // ---- datasets
 
     pub async fn create_dataset(&self, d: &NewDataset) -> Result<Dataset> {
-        let _timer = crate::store::QueryTimer::new("create_dataset");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_dataset");
         check_name(&d.name, "name")?;
         check_tags(&d.tags)?;
         for (i, f) in d.schema.iter().enumerate() {
@@ -316,18 +316,18 @@ impl Store {
     }
 
     pub async fn get_dataset(&self, name: &str) -> Result<Dataset> {
-        let _timer = crate::store::QueryTimer::new("get_dataset");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_dataset");
         self.get_named(DATASETS, name, dataset_row).await
     }
 
     pub async fn list_datasets(&self, q: &ListQuery) -> Result<Page<Dataset>> {
-        let _timer = crate::store::QueryTimer::new("list_datasets");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_datasets");
         let (rows, next) = self.list_named(DATASETS, q, |_| {}).await?;
         to_page(rows, next, dataset_row)
     }
 
     pub async fn update_dataset(&self, name: &str, u: &DatasetUpdate) -> Result<Dataset> {
-        let _timer = crate::store::QueryTimer::new("update_dataset");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_dataset");
         let mut sets: Vec<(&'static str, super::sql::Arg)> = Vec::new();
         if let Some(v) = &u.uri {
             sets.push(("uri", v.into()));
@@ -357,7 +357,7 @@ impl Store {
     }
 
     pub async fn delete_dataset(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_dataset");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_dataset");
         self.soft_delete(DATASETS, name).await
     }
 
@@ -368,7 +368,7 @@ impl Store {
         name: &str,
         v: &NewDatasetVersion,
     ) -> Result<DatasetVersion> {
-        let _timer = crate::store::QueryTimer::new("create_dataset_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_dataset_version");
         let props = properties_text(v.properties.as_ref())?;
         if let Some(n) = v.row_count
             && n < 0
@@ -439,7 +439,7 @@ impl Store {
     }
 
     pub async fn get_dataset_version(&self, name: &str, version: i64) -> Result<DatasetVersion> {
-        let _timer = crate::store::QueryTimer::new("get_dataset_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_dataset_version");
         let mut s = Sql::new(DSV_SELECT);
         s.push(" WHERE d.name = ")
             .bind(name)
@@ -459,7 +459,7 @@ impl Store {
         name: &str,
         page: &PageQuery,
     ) -> Result<Page<DatasetVersion>> {
-        let _timer = crate::store::QueryTimer::new("list_dataset_versions");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_dataset_versions");
         let limit = page_limit(
             page.limit,
             aiflow_api::page::DEFAULT_LIMIT,
@@ -504,7 +504,7 @@ impl Store {
     // ---- metrics (meta; points are in metrics.rs)
 
     pub async fn create_metric(&self, m: &NewMetric) -> Result<Metric> {
-        let _timer = crate::store::QueryTimer::new("create_metric");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_metric");
         check_name(&m.name, "name")?;
         check_tags(&m.tags)?;
         let props = properties_text(m.properties.as_ref())?;
@@ -548,18 +548,18 @@ impl Store {
     }
 
     pub async fn get_metric(&self, name: &str) -> Result<Metric> {
-        let _timer = crate::store::QueryTimer::new("get_metric");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_metric");
         self.get_named(METRICS, name, metric_row).await
     }
 
     pub async fn list_metrics(&self, q: &ListQuery) -> Result<Page<Metric>> {
-        let _timer = crate::store::QueryTimer::new("list_metrics");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_metrics");
         let (rows, next) = self.list_named(METRICS, q, |_| {}).await?;
         to_page(rows, next, metric_row)
     }
 
     pub async fn update_metric(&self, name: &str, u: &MetaUpdate) -> Result<Metric> {
-        let _timer = crate::store::QueryTimer::new("update_metric");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_metric");
         self.update_named(
             METRICS,
             name,
@@ -573,14 +573,14 @@ impl Store {
     }
 
     pub async fn delete_metric(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_metric");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_metric");
         self.soft_delete(METRICS, name).await
     }
 
     // ---- artifacts
 
     pub async fn create_artifact(&self, a: &NewArtifact) -> Result<Artifact> {
-        let _timer = crate::store::QueryTimer::new("create_artifact");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_artifact");
         check_name(&a.name, "name")?;
         check_tags(&a.tags)?;
         check_artifact(Some(&a.uri), a.sha256.as_deref(), a.size)?;
@@ -615,18 +615,18 @@ impl Store {
     }
 
     pub async fn get_artifact(&self, name: &str) -> Result<Artifact> {
-        let _timer = crate::store::QueryTimer::new("get_artifact");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_artifact");
         self.get_named(ARTIFACTS, name, artifact_row).await
     }
 
     pub async fn list_artifacts(&self, q: &ListQuery) -> Result<Page<Artifact>> {
-        let _timer = crate::store::QueryTimer::new("list_artifacts");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_artifacts");
         let (rows, next) = self.list_named(ARTIFACTS, q, |_| {}).await?;
         to_page(rows, next, artifact_row)
     }
 
     pub async fn update_artifact(&self, name: &str, u: &ArtifactUpdate) -> Result<Artifact> {
-        let _timer = crate::store::QueryTimer::new("update_artifact");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_artifact");
         check_artifact(u.uri.as_deref(), u.sha256.as_deref(), u.size)?;
         let mut sets: Vec<(&'static str, super::sql::Arg)> = Vec::new();
         if let Some(v) = &u.uri {
@@ -654,7 +654,7 @@ impl Store {
     }
 
     pub async fn delete_artifact(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_artifact");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_artifact");
         self.soft_delete(ARTIFACTS, name).await
     }
 }

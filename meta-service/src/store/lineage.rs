@@ -137,7 +137,7 @@ impl Store {
 
     /// Records what a job execution read (`inputs`) and wrote (`outputs`).
     pub async fn add_lineage(&self, l: &NewLineage) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("add_lineage");
+        let _timer = aiflow_db::QueryTimer::new("meta", "add_lineage");
         let mut tx = self.begin().await?;
         // Take the SQLite write lock before reading.
         sqlx::query("UPDATE job_executions SET updated_at = updated_at WHERE id = $1")
@@ -161,7 +161,7 @@ impl Store {
 
     /// The graph within `depth` hops of `node`, following edges both ways.
     pub async fn lineage(&self, node: &str, depth: u32) -> Result<LineageGraph> {
-        let _timer = crate::store::QueryTimer::new("lineage");
+        let _timer = aiflow_db::QueryTimer::new("meta", "lineage");
         if !(1..=10).contains(&depth) {
             return Err(Error::invalid("depth", "depth must be 1 to 10"));
         }
@@ -232,7 +232,7 @@ impl Store {
     /// the latest versions of the named datasets (registered on first sight); on COMPLETE each
     /// output becomes a new dataset version, or a new model version for `model/NAME` outputs.
     pub async fn openlineage(&self, ev: &OpenLineageRunEvent) -> Result<OpenLineageResult> {
-        let _timer = crate::store::QueryTimer::new("openlineage");
+        let _timer = aiflow_db::QueryTimer::new("meta", "openlineage");
         let state = match ev.event_type.to_ascii_uppercase().as_str() {
             "START" | "RUNNING" => "RUNNING",
             "COMPLETE" => "SUCCEEDED",

@@ -48,7 +48,7 @@ const HISTORY_POSTGRES: &str = "CAST(json_agg(json_build_array(id, step, CAST(va
 impl Store {
     /// Appends points to a metric, all or none, in one transaction of multi-row INSERTs.
     pub async fn log_points(&self, name: &str, points: &[MetricPoint]) -> Result<PointsWritten> {
-        let _timer = crate::store::QueryTimer::new("log_points");
+        let _timer = aiflow_db::QueryTimer::new("meta", "log_points");
         let now = now_us();
         for (i, p) in points.iter().enumerate() {
             if p.key.is_empty() || p.key.chars().count() > 200 {
@@ -151,7 +151,7 @@ impl Store {
 
     /// The distinct keys of a metric with their point counts.
     pub async fn metric_keys(&self, name: &str) -> Result<BTreeMap<String, i64>> {
-        let _timer = crate::store::QueryTimer::new("metric_keys");
+        let _timer = aiflow_db::QueryTimer::new("meta", "metric_keys");
         let metric = self.get_metric(name).await?;
         let rows = sqlx::query(
             "SELECT key, COUNT(*) AS n FROM meta_metric_points WHERE metric_id = $1 GROUP BY key",
@@ -166,7 +166,7 @@ impl Store {
 
     /// One key's history, by step; bucketed into at most `max_points` (min/max/avg) on request.
     pub async fn read_points(&self, name: &str, q: &PointsQuery) -> Result<PointSeries> {
-        let _timer = crate::store::QueryTimer::new("read_points");
+        let _timer = aiflow_db::QueryTimer::new("meta", "read_points");
         let key = q
             .key
             .clone()

@@ -35,29 +35,6 @@ pub struct Store {
     pub(crate) outbox_notify: Arc<Notify>,
 }
 
-/// Times one store operation into `aiflow_store_query_duration_seconds{store="meta", op}` when
-/// dropped (`op` is the method's name: a bounded label).
-pub(crate) struct QueryTimer {
-    op: &'static str,
-    started: std::time::Instant,
-}
-
-impl QueryTimer {
-    pub(crate) fn new(op: &'static str) -> Self {
-        Self {
-            op,
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Drop for QueryTimer {
-    fn drop(&mut self) {
-        ::metrics::histogram!("aiflow_store_query_duration_seconds", "store" => "meta", "op" => self.op)
-            .record(self.started.elapsed().as_secs_f64());
-    }
-}
-
 /// A named table: where it lives, what it is called in messages and tags, how to select it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kind {

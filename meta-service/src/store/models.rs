@@ -71,7 +71,7 @@ impl Store {
     // ---- models
 
     pub async fn create_model(&self, m: &NewModel) -> Result<Model> {
-        let _timer = crate::store::QueryTimer::new("create_model");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_model");
         check_name(&m.name, "name")?;
         check_tags(&m.tags)?;
         let props = properties_text(m.properties.as_ref())?;
@@ -121,13 +121,13 @@ impl Store {
     }
 
     pub async fn get_model(&self, name: &str) -> Result<Model> {
-        let _timer = crate::store::QueryTimer::new("get_model");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_model");
         let m = self.get_named(MODELS, name, model_row).await?;
         Ok(self.with_aliases(vec![m]).await?.remove(0))
     }
 
     pub async fn list_models(&self, q: &ListQuery) -> Result<Page<Model>> {
-        let _timer = crate::store::QueryTimer::new("list_models");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_models");
         let (rows, next) = self.list_named(MODELS, q, |_| {}).await?;
         let items = rows.iter().map(model_row).collect::<Result<Vec<_>>>()?;
         Ok(Page {
@@ -137,13 +137,13 @@ impl Store {
     }
 
     pub async fn update_model(&self, name: &str, u: &MetaUpdate) -> Result<Model> {
-        let _timer = crate::store::QueryTimer::new("update_model");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_model");
         self.update_named_pub(MODELS, name, u).await?;
         self.get_model(name).await
     }
 
     pub async fn delete_model(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_model");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_model");
         self.soft_delete(MODELS, name).await
     }
 
@@ -156,7 +156,7 @@ impl Store {
         name: &str,
         v: &NewModelVersion,
     ) -> Result<ModelVersion> {
-        let _timer = crate::store::QueryTimer::new("create_model_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_model_version");
         check_tags(&v.tags)?;
         let props = properties_text(v.properties.as_ref())?;
         let mut tx = self.begin().await?;
@@ -315,7 +315,7 @@ impl Store {
     }
 
     pub async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
-        let _timer = crate::store::QueryTimer::new("get_model_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_model_version");
         let mut s = Sql::new(MV_SELECT);
         s.push(" WHERE m.name = ")
             .bind(name)
@@ -340,7 +340,7 @@ impl Store {
         stage: Option<ModelStage>,
         page: &PageQuery,
     ) -> Result<Page<ModelVersion>> {
-        let _timer = crate::store::QueryTimer::new("list_model_versions");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_model_versions");
         let limit = page_limit(
             page.limit,
             aiflow_api::page::DEFAULT_LIMIT,
@@ -377,7 +377,7 @@ impl Store {
         version: i64,
         u: &ModelVersionUpdate,
     ) -> Result<ModelVersion> {
-        let _timer = crate::store::QueryTimer::new("update_model_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "update_model_version");
         if let Some(t) = &u.tags {
             check_tags(t)?;
         }
@@ -462,7 +462,7 @@ impl Store {
 
     /// The stage history of one version, oldest first.
     pub async fn stage_history(&self, name: &str, version: i64) -> Result<Vec<StageChange>> {
-        let _timer = crate::store::QueryTimer::new("stage_history");
+        let _timer = aiflow_db::QueryTimer::new("meta", "stage_history");
         let mv = self.get_model_version(name, version).await?;
         let rows = sqlx::query(
             "SELECT from_stage, to_stage, reason, changed_at FROM meta_model_stage_history \
@@ -493,7 +493,7 @@ impl Store {
     /// Points `alias` at `version` (recorded in the alias history, announced as
     /// `MODEL_ALIAS_MOVED`). Setting it to where it already points changes nothing.
     pub async fn set_alias(&self, name: &str, alias: &str, version: i64) -> Result<ModelAlias> {
-        let _timer = crate::store::QueryTimer::new("set_alias");
+        let _timer = aiflow_db::QueryTimer::new("meta", "set_alias");
         check_name(alias, "alias")?;
         let now = now_us();
         let mut tx = self.begin().await?;
@@ -592,7 +592,7 @@ impl Store {
 
     /// Removes an alias (recorded in the history and announced, value empty).
     pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_alias");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_alias");
         let now = now_us();
         let mut tx = self.begin().await?;
         let row = sqlx::query(
@@ -641,7 +641,7 @@ impl Store {
         alias: &str,
         at: Option<DateTime<Utc>>,
     ) -> Result<ModelAlias> {
-        let _timer = crate::store::QueryTimer::new("get_alias");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_alias");
         let not_found = || Error::not_found("alias", format!("{name}/{alias}"));
         match at {
             None => {
@@ -689,7 +689,7 @@ impl Store {
 
     /// Every move of `alias`, oldest first.
     pub async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>> {
-        let _timer = crate::store::QueryTimer::new("alias_history");
+        let _timer = aiflow_db::QueryTimer::new("meta", "alias_history");
         let rows = sqlx::query(
             "SELECT h.from_version, h.to_version, h.moved_at FROM meta_models m \
              JOIN meta_model_alias_history h ON h.model_id = m.id \

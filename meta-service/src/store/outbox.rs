@@ -77,7 +77,7 @@ fn outbox_row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
 impl Store {
     /// Unsent outbox rows, oldest first.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
-        let _timer = crate::store::QueryTimer::new("pending_outbox");
+        let _timer = aiflow_db::QueryTimer::new("meta", "pending_outbox");
         let rows = sqlx::query(
             "SELECT id, namespace, key, value, event_type, context, sent_at FROM meta_outbox \
              WHERE sent_at IS NULL ORDER BY id LIMIT $1",
@@ -90,7 +90,7 @@ impl Store {
 
     /// Every outbox row (sent or not), oldest first; for tests and `aiflow status`.
     pub async fn all_outbox(&self) -> Result<Vec<OutboxRow>> {
-        let _timer = crate::store::QueryTimer::new("all_outbox");
+        let _timer = aiflow_db::QueryTimer::new("meta", "all_outbox");
         let rows = sqlx::query(
             "SELECT id, namespace, key, value, event_type, context, sent_at FROM meta_outbox ORDER BY id",
         )
@@ -101,7 +101,7 @@ impl Store {
 
     /// Marks a row as published at `offset`.
     pub async fn mark_outbox_sent(&self, id: i64, offset: i64) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("mark_outbox_sent");
+        let _timer = aiflow_db::QueryTimer::new("meta", "mark_outbox_sent");
         sqlx::query("UPDATE meta_outbox SET sent_at = $1, event_offset = $2 WHERE id = $3")
             .bind(now_us())
             .bind(offset)

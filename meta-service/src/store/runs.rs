@@ -146,7 +146,7 @@ impl Store {
         &self,
         w: &NewWorkflowVersion,
     ) -> Result<WorkflowVersionInfo> {
-        let _timer = crate::store::QueryTimer::new("submit_workflow_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "submit_workflow_version");
         check_name(&w.name, "name")?;
         let now = now_us();
         let mut tx = self.begin().await?;
@@ -197,7 +197,7 @@ impl Store {
     }
 
     pub async fn get_workflow(&self, name: &str) -> Result<WorkflowInfo> {
-        let _timer = crate::store::QueryTimer::new("get_workflow");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_workflow");
         self.get_named(WORKFLOWS, name, workflow_row).await
     }
 
@@ -215,13 +215,13 @@ impl Store {
     }
 
     pub async fn list_workflows(&self, q: &ListQuery) -> Result<Page<WorkflowInfo>> {
-        let _timer = crate::store::QueryTimer::new("list_workflows");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_workflows");
         let (rows, next) = self.list_named(WORKFLOWS, q, |_| {}).await?;
         to_page(rows, next, workflow_row)
     }
 
     pub async fn set_workflow_paused(&self, name: &str, paused: bool) -> Result<WorkflowInfo> {
-        let _timer = crate::store::QueryTimer::new("set_workflow_paused");
+        let _timer = aiflow_db::QueryTimer::new("meta", "set_workflow_paused");
         let done = sqlx::query(
             "UPDATE workflows SET paused = $1, updated_at = $2 WHERE name = $3 AND deleted_at IS NULL",
         )
@@ -237,7 +237,7 @@ impl Store {
     }
 
     pub async fn delete_workflow(&self, name: &str) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("delete_workflow");
+        let _timer = aiflow_db::QueryTimer::new("meta", "delete_workflow");
         self.soft_delete(WORKFLOWS, name).await
     }
 
@@ -247,7 +247,7 @@ impl Store {
         name: &str,
         version: i64,
     ) -> Result<WorkflowVersionInfo> {
-        let _timer = crate::store::QueryTimer::new("get_workflow_version");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_workflow_version");
         let row = sqlx::query(
             "SELECT w.name, v.version, v.graph, v.workflow, v.created_at FROM workflow_versions v \
              JOIN workflows w ON w.id = v.workflow_id WHERE w.name = $1 AND w.deleted_at IS NULL \
@@ -262,7 +262,7 @@ impl Store {
     }
 
     pub async fn list_workflow_versions(&self, name: &str) -> Result<Vec<WorkflowVersionInfo>> {
-        let _timer = crate::store::QueryTimer::new("list_workflow_versions");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_workflow_versions");
         let w = self.get_workflow(name).await?;
         let rows = sqlx::query(
             "SELECT w.name, v.version, v.graph, v.workflow, v.created_at FROM workflow_versions v \
@@ -280,7 +280,7 @@ impl Store {
         &self,
         e: &NewWorkflowExecution,
     ) -> Result<WorkflowExecutionInfo> {
-        let _timer = crate::store::QueryTimer::new("create_workflow_execution");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_workflow_execution");
         let w = self.get_workflow(&e.workflow).await?;
         let version = e.workflow_version.unwrap_or(w.latest_version);
         let now = now_us();
@@ -314,7 +314,7 @@ impl Store {
         started: Option<DateTime<Utc>>,
         ended: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("set_workflow_execution_state");
+        let _timer = aiflow_db::QueryTimer::new("meta", "set_workflow_execution_state");
         let done = sqlx::query(
             "UPDATE workflow_executions SET state = $1, updated_at = $2, \
              started_at = COALESCE($3, started_at), ended_at = COALESCE($4, ended_at) WHERE id = $5",
@@ -333,7 +333,7 @@ impl Store {
     }
 
     pub async fn get_workflow_execution(&self, id: &str) -> Result<WorkflowExecutionInfo> {
-        let _timer = crate::store::QueryTimer::new("get_workflow_execution");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_workflow_execution");
         let mut s = Sql::new(WE_SELECT);
         s.push(" WHERE e.id = ").bind(id);
         match s.query().fetch_optional(&self.db.pool).await? {
@@ -348,7 +348,7 @@ impl Store {
         &self,
         q: &ExecutionQuery,
     ) -> Result<Page<WorkflowExecutionInfo>> {
-        let _timer = crate::store::QueryTimer::new("list_workflow_executions");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_workflow_executions");
         let limit = page_limit(
             q.limit,
             aiflow_api::page::DEFAULT_LIMIT,
@@ -387,7 +387,7 @@ impl Store {
     }
 
     pub async fn create_job_execution(&self, j: &NewJobExecution) -> Result<JobExecutionInfo> {
-        let _timer = crate::store::QueryTimer::new("create_job_execution");
+        let _timer = aiflow_db::QueryTimer::new("meta", "create_job_execution");
         let props = properties_text(j.properties.as_ref())?;
         let now = now_us();
         sqlx::query(
@@ -425,7 +425,7 @@ impl Store {
         started: Option<DateTime<Utc>>,
         ended: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let _timer = crate::store::QueryTimer::new("set_job_execution_state");
+        let _timer = aiflow_db::QueryTimer::new("meta", "set_job_execution_state");
         let done = sqlx::query(
             "UPDATE job_executions SET state = $1, updated_at = $2, exit_code = COALESCE($3, exit_code), \
              started_at = COALESCE($4, started_at), ended_at = COALESCE($5, ended_at) WHERE id = $6",
@@ -445,7 +445,7 @@ impl Store {
     }
 
     pub async fn get_job_execution(&self, id: &str) -> Result<JobExecutionInfo> {
-        let _timer = crate::store::QueryTimer::new("get_job_execution");
+        let _timer = aiflow_db::QueryTimer::new("meta", "get_job_execution");
         let mut s = Sql::new(JE_SELECT);
         s.push(" WHERE id = ").bind(id);
         match s.query().fetch_optional(&self.db.pool).await? {
@@ -456,7 +456,7 @@ impl Store {
 
     /// The job executions of one workflow execution, oldest first.
     pub async fn list_job_executions(&self, execution: &str) -> Result<Vec<JobExecutionInfo>> {
-        let _timer = crate::store::QueryTimer::new("list_job_executions");
+        let _timer = aiflow_db::QueryTimer::new("meta", "list_job_executions");
         self.get_workflow_execution(execution).await?;
         let mut s = Sql::new(JE_SELECT);
         s.push(" WHERE workflow_execution_id = ")
