@@ -29,6 +29,16 @@ pub(crate) enum OtlpProtocol {
     HttpJson,
 }
 
+/// Where jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ExecutorKind {
+    /// Processes of the server itself.
+    Local,
+    /// `aiflow worker` agents, through the JetStream work queue (needs `nats`).
+    Workers,
+}
+
 /// Everything `aiflow server` needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +63,11 @@ pub(crate) struct Config {
     /// exported.
     pub(crate) otlp_endpoint: Option<String>,
     pub(crate) otlp_protocol: OtlpProtocol,
+    /// Where jobs run; default: `workers` when `nats` is set, else `local`.
+    pub(crate) executor: Option<ExecutorKind>,
+    /// Name of this deployment on NATS: prefix of the work queue's subjects, streams and
+    /// buckets (`<cluster>.tasks.<queue>`, `<CLUSTER>_TASKS`), so several share one NATS.
+    pub(crate) cluster: String,
 }
 
 impl Default for Config {
@@ -68,6 +83,8 @@ impl Default for Config {
             max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::default(),
+            executor: None,
+            cluster: aiflow_scheduler::remote::DEFAULT_CLUSTER.into(),
         }
     }
 }
@@ -108,6 +125,14 @@ pub(crate) struct ServerArgs {
     /// Encoding of exported spans [default: http/protobuf].
     #[arg(long, env = "AIFLOW_OTLP_PROTOCOL", value_enum)]
     pub(crate) otlp_protocol: Option<OtlpProtocol>,
+    /// Where jobs run: local processes, or `aiflow worker` agents over NATS [default: workers
+    /// with --nats, else local].
+    #[arg(long, env = "AIFLOW_EXECUTOR", value_enum)]
+    pub(crate) executor: Option<ExecutorKind>,
+    /// Name of this deployment on NATS (prefix of the work queue's subjects and streams)
+    /// [default: aiflow].
+    #[arg(long, env = "AIFLOW_CLUSTER")]
+    pub(crate) cluster: Option<String>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -151,6 +176,12 @@ impl Config {
         if let Some(v) = args.otlp_protocol {
             config.otlp_protocol = v;
         }
+        if args.executor.is_some() {
+            config.executor = args.executor;
+        }
+        if let Some(v) = &args.cluster {
+            config.cluster.clone_from(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -178,6 +209,20 @@ impl Config {
         {
             bail!("otlp_endpoint: {e:?} is not an http:// or https:// URL");
         }
+        if self.executor == Some(ExecutorKind::Workers) && self.nats.is_none() {
+            bail!("executor: workers need nats (the work queue is a JetStream stream)");
+        }
+        if self.cluster.is_empty()
+            || !self
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "cluster: {:?} must be letters, digits, '_' or '-'",
+                self.cluster
+            );
+        }
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
         }
@@ -193,6 +238,14 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Whether jobs go to remote workers.
+    pub(crate) fn remote_executor(&self) -> bool {
+        match self.executor {
+            Some(k) => k == ExecutorKind::Workers,
+            None => self.nats.is_some(),
+        }
     }
 
     pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

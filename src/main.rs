@@ -10,6 +10,7 @@ mod demo;
 mod metrics;
 mod server;
 mod telemetry;
+mod worker;
 
 use cli::{Ctx, Output};
 
@@ -53,6 +54,11 @@ enum Command {
         after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
     )]
     Server(config::ServerArgs),
+    /// Run a remote worker: take tasks from the JetStream work queue, run them, report back.
+    #[command(
+        after_help = "Examples:\n  aiflow worker --nats nats://127.0.0.1:4222\n  aiflow worker --nats nats://nats.example:4222 --queue gpu --slots 2 --gpus 2 --label site=a\n  aiflow worker --nats nats://127.0.0.1:4222 --queue site-a --server http://aiflow.example:8080"
+    )]
+    Worker(worker::WorkerArgs),
     /// Submit, list, pause, resume and delete workflows.
     #[command(subcommand)]
     Workflow(cli::workflow::WorkflowCmd),
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => run_server(&args),
         Command::Demo(args) => run_demo(args),
+        Command::Worker(args) => run_worker(args, ctx.server.clone()),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
         Command::Status(args) => cli::status::run(&args, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
@@ -111,6 +118,18 @@ fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     rt.block_on(demo::run(args))?;
+    Ok(())
+}
+
+fn run_worker(args: worker::WorkerArgs, server: String) -> cli::CliResult {
+    let telemetry =
+        telemetry::init(config::LogFormat::Text, "info", None).map_err(cli::CliError::from)?;
+    let rt =
+        tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
+    let result = rt.block_on(worker::run(args, server));
+    drop(rt);
+    telemetry.shutdown();
+    result.map_err(cli::CliError::from)?;
     Ok(())
 }
 

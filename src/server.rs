@@ -23,6 +23,7 @@ use crate::config::Config;
 struct Health {
     db: Db,
     bus: Arc<dyn EventBus>,
+    scheduler: Scheduler,
 }
 
 /// A started server: its parts, and how to stop it.
@@ -59,12 +60,24 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let db = Db::connect(&DbConfig::new(&db_url))
         .await
         .with_context(|| format!("database {}", aiflow_db::redact(&db_url)))?;
+    let mut fabric = None;
     let bus: Arc<dyn EventBus> = match &config.nats {
-        Some(url) => Arc::new(
-            NatsBus::connect(NatsConfig::new(url).stream(&config.nats_stream))
-                .await
-                .with_context(|| format!("NATS at {url}"))?,
-        ),
+        Some(url) => {
+            let nats = NatsBus::connect(
+                NatsConfig::new(url)
+                    .stream(&config.nats_stream)
+                    .subject_prefix(format!("{}.events", config.cluster)),
+            )
+            .await
+            .with_context(|| format!("NATS at {url}"))?;
+            fabric = Some(
+                aiflow_scheduler::remote::Fabric::new(nats.client(), &config.cluster)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("NATS at {url}: work queue"))?,
+            );
+            Arc::new(nats)
+        }
         None => Arc::new(
             EmbeddedBus::start(db.clone(), EmbeddedConfig::default())
                 .await
@@ -89,6 +102,9 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             stop_grace: Duration::from_secs(10),
             aiflow_bin: std::env::current_exe().ok(),
             max_running: config.max_running,
+            node: aiflow_scheduler::leader::node_name(),
+            fabric,
+            remote: config.remote_executor(),
         },
         shutdown_rx.clone(),
     )
@@ -174,9 +190,13 @@ pub(crate) fn router(
         .split_for_parts();
     let metrics = crate::metrics::MetricsState {
         bus: bus.clone(),
-        scheduler,
+        scheduler: scheduler.clone(),
     };
-    let health = Health { db, bus };
+    let health = Health {
+        db,
+        bus,
+        scheduler: scheduler.clone(),
+    };
     api.merge(aiflow_meta::docs_router(openapi))
         .merge(
             axum::Router::new()
@@ -204,12 +224,35 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let role = h.scheduler.role();
+    let leader = if db_ok {
+        aiflow_scheduler::leader::current(&h.db)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let mut scheduler = serde_json::json!({"role": role.name()});
+    if let aiflow_scheduler::leader::Role::Leader { epoch } = role {
+        scheduler["epoch"] = epoch.into();
+    }
+    if let Some(l) = leader.filter(|_| role.name() != "single") {
+        scheduler["leader"] =
+            serde_json::json!({"node": l.holder, "url": l.url, "epoch": l.epoch, "since": l.since});
+    }
+    if let Some(f) = h.scheduler.fabric() {
+        scheduler["workers"] = f.workers().await.map_or(serde_json::Value::Null, |w| {
+            serde_json::json!(w.iter().filter(|w| w.alive).count())
+        });
+    }
     (
         status,
         Json(serde_json::json!({
             "status": if db_ok && bus_ok { "ready" } else { "not ready" },
             "database": {"backend": h.db.backend.name(), "status": word(db_ok)},
             "events": {"backend": h.bus.backend(), "status": word(bus_ok)},
+            "scheduler": scheduler,
         })),
     )
 }

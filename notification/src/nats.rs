@@ -156,6 +156,12 @@ impl NatsBus {
         })
     }
 
+    /// The NATS connection (shared with the scheduler's work queue).
+    #[must_use]
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// Deletes the stream and everything in it (tests and tear-down).
     pub async fn delete_stream(&self) -> Result<(), Error> {
         let name = self.stream.cached_info().config.name.clone();

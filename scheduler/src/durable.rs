@@ -22,6 +22,16 @@ pub(crate) const FLAG_RESTART: i64 = 1;
 /// `scheduler_jobs.flags`: a stop was asked for the running attempt.
 pub(crate) const FLAG_STOP: i64 = 2;
 
+/// Why a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// Another replica took the scheduling lease: this one must not act any more.
+    #[error("another scheduler replica holds the lease now")]
+    Fenced,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// The key of the committed event offset in `aiflow_kv`.
 pub(crate) const OFFSET_KEY: &str = "scheduler.committed_offset";
 
@@ -131,9 +141,18 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 /// Writes `batch` in one transaction; returns the status events with their outbox ids, in
 /// order, for the publisher.
-pub(crate) async fn commit(db: &Db, batch: &Batch) -> Result<Vec<i64>, sqlx::Error> {
+pub(crate) async fn commit(
+    db: &Db,
+    batch: &Batch,
+    fence: Option<i64>,
+) -> Result<Vec<i64>, CommitError> {
     let now = Utc::now().timestamp_micros();
     let mut tx = db.pool.begin().await?;
+    if let Some(epoch) = fence
+        && !crate::leader::still_leader(&mut tx, epoch).await?
+    {
+        return Err(CommitError::Fenced);
+    }
     for w in &batch.meta {
         write_meta(&mut tx, w, now).await?;
     }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::IntoParams;
@@ -32,6 +33,7 @@ pub fn routes(scheduler: Scheduler) -> OpenApiRouter {
         .routes(routes!(stop_execution))
         .routes(routes!(job_logs))
         .routes(routes!(job_why))
+        .routes(routes!(list_workers))
         .routes(routes!(workflow_triggers))
         .routes(routes!(crate::trace::event_trace))
         .with_state(scheduler)
@@ -179,6 +181,11 @@ async fn job_logs(
             })?,
     };
     let path = s.log_path(&id, &job, attempt);
+    if let Some(fabric) = s.fabric().cloned()
+        && !tokio::fs::try_exists(&path).await.unwrap_or(false)
+    {
+        return remote_log(&fabric, &id, &job, attempt, q.follow).await;
+    }
     if !q.follow {
         let text = tokio::fs::read(&path).await.map_err(|_| {
             HttpError::not_found(format!(
@@ -226,6 +233,57 @@ async fn job_logs(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The log of an attempt that ran on a remote worker, from the log chunks it sent.
+async fn remote_log(
+    fabric: &crate::remote::Fabric,
+    id: &str,
+    job: &str,
+    attempt: u32,
+    follow: bool,
+) -> Result<Response, HttpError> {
+    let unavailable = |e: String| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !follow {
+        let log = fabric.log(id, job, attempt).await.map_err(unavailable)?;
+        return Ok((text, log).into_response());
+    }
+    let chunks = fabric
+        .log_chunks(id, job, attempt)
+        .await
+        .map_err(unavailable)?;
+    let stream = chunks
+        .map(|m| m.map(|m| m.payload.to_vec()))
+        .take_while(|m| {
+            std::future::ready(m.as_ref().is_ok_and(|c| !crate::remote::is_last_chunk(c)))
+        })
+        .map(|m| m.map_err(std::io::Error::other));
+    Ok((text, Body::from_stream(stream)).into_response())
+}
+
+/// The registered remote workers (`aiflow worker`), newest heartbeat first; empty without NATS.
+#[utoipa::path(get, path = "/workers", tag = "workers",
+    responses((status = 200, body = WorkerList), (status = 503, body = aiflow_api::ErrorBody)))]
+async fn list_workers(State(s): State<Scheduler>) -> Result<axum::Json<WorkerList>, HttpError> {
+    let items = match s.fabric() {
+        Some(f) => f
+            .workers()
+            .await
+            .map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?,
+        None => Vec::new(),
+    };
+    Ok(axum::Json(WorkerList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// `GET /workers`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkerList {
+    pub items: Vec<crate::remote::WorkerInfo>,
+    pub next_cursor: Option<String>,
 }
 
 /// Why a job started, stopped, or is still waiting: its recorded rule evaluations, oldest first.

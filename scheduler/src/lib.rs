@@ -8,8 +8,11 @@
 pub mod dags;
 mod durable;
 pub mod executor;
+mod forward;
 pub mod http;
+pub mod leader;
 pub mod metrics;
+pub mod remote;
 pub mod rules;
 pub mod service;
 pub mod state;
@@ -45,6 +48,12 @@ pub enum Error {
     Bus(String),
     #[error("the scheduler is not running")]
     Stopped,
+    /// The answer of the scheduling leader to a request forwarded by a standby.
+    #[error("{}", error.message)]
+    Forwarded {
+        status: u16,
+        error: aiflow_api::ApiError,
+    },
 }
 
 impl Error {
@@ -77,6 +86,10 @@ impl From<Error> for HttpError {
             }
             Error::Meta(m) => HttpError::from(m),
             Error::Conflict(m) => HttpError::conflict(m),
+            Error::Forwarded { status, error } => HttpError {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                error,
+            },
             Error::Stopped => HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

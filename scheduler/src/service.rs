@@ -25,6 +25,7 @@ use crate::durable::{
     self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
 };
 use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use crate::leader::Role;
 use crate::metrics::{Obs, Progress};
 use crate::rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
@@ -53,6 +54,29 @@ pub struct SchedulerConfig {
     pub aiflow_bin: Option<PathBuf>,
     /// At most this many job processes at once; more wait QUEUED, highest priority first.
     pub max_running: usize,
+    /// This replica's name (recorded with the leader lease).
+    pub node: String,
+    /// NATS streams for remote workers and for forwarding requests from standbys.
+    pub fabric: Option<crate::remote::Fabric>,
+    /// Jobs go to remote workers (`fabric` required) instead of local processes.
+    pub remote: bool,
+}
+
+impl SchedulerConfig {
+    /// Embedded defaults: local processes, no NATS.
+    #[must_use]
+    pub fn local(data_dir: PathBuf, server_url: String) -> SchedulerConfig {
+        SchedulerConfig {
+            data_dir,
+            server_url,
+            stop_grace: Duration::from_secs(10),
+            aiflow_bin: None,
+            max_running: DEFAULT_MAX_RUNNING,
+            node: crate::leader::node_name(),
+            fabric: None,
+            remote: false,
+        }
+    }
 }
 
 /// Default of [`SchedulerConfig::max_running`].
@@ -64,7 +88,7 @@ const BATCH: usize = 255;
 /// reads that much again, instead of one write per event halving the bus.
 const OFFSET_EVERY: Duration = Duration::from_millis(200);
 
-enum Command {
+pub(crate) enum Command {
     Start {
         workflow: String,
         trigger: serde_json::Value,
@@ -96,6 +120,11 @@ enum Command {
     },
     /// The clock moved: fire due time triggers.
     Tick(chrono::DateTime<Utc>),
+    /// A remote worker's report, acknowledged once handled and committed.
+    Report(
+        Box<crate::remote::Report>,
+        Arc<async_nats::jetstream::message::Acker>,
+    ),
     /// An event-triggered start whose `delay_s` has passed.
     Delayed(Box<Delayed>),
 }
@@ -107,6 +136,7 @@ pub struct Scheduler {
     store: Store,
     config: Arc<SchedulerConfig>,
     progress: Arc<Progress>,
+    role: watch::Receiver<Role>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -116,138 +146,77 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Resumes the executions a previous process left running, then starts the loop and the
-    /// bus subscription (from the last committed offset).
+    /// Starts the scheduler. The embedded shape (SQLite) resumes the executions a previous
+    /// process left running, then starts the loop and the bus subscription (from the last
+    /// committed offset). On PostgreSQL several replicas may run: this one waits as a standby
+    /// (forwarding scheduler requests to the leader over NATS) until it takes the leader lease
+    /// (see [`crate::leader`]), then does the same from the committed offset.
     pub async fn start(
         store: Store,
         bus: Arc<dyn EventBus>,
         config: SchedulerConfig,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<(Scheduler, JoinHandle<()>), Error> {
         let (tx, rx) = mpsc::channel(4096);
         let config = Arc::new(config);
-        let committed = load_offset(&store).await?;
-        let from = if committed == Offset(0) {
-            bus.latest_offset().await.map_err(Error::bus)?
-        } else {
-            committed
-        };
-        let statuses = spawn_status_publisher(bus.clone(), store.clone());
-        // Status events committed by a previous process but not published yet go first.
-        let leftover = durable::pending_statuses(store.db())
-            .await
-            .map_err(|e| Error::Store(e.to_string()))?;
-        if !leftover.is_empty() {
-            tracing::info!(
-                events = leftover.len(),
-                "publishing status events left by the previous process"
-            );
-            let _ = statuses.send(leftover);
-        }
         let progress = Arc::new(Progress::default());
-        let mut core = Core {
-            obs: Obs::new(progress.clone(), from.0),
-            store: store.clone(),
-            executor: LocalExecutor {
-                grace: config.stop_grace,
-            },
-            config: config.clone(),
-            tx: tx.clone(),
-            executions: HashMap::new(),
-            triggers: Vec::new(),
-            timers: Vec::new(),
-            trigger_memory: HashMap::new(),
-            statuses,
-            waiting: std::collections::BinaryHeap::new(),
-            queued_seq: 0,
-            running_total: 0,
-            handled: from,
-            saved: from,
-            saved_at: std::time::Instant::now(),
-            pending: Pending::default(),
-        };
-        core.resume().await?;
-        core.reload_triggers().await;
-        core.flush().await;
-        let mut events = bus
-            .subscribe(EventFilter::default(), from)
-            .await
-            .map_err(Error::bus)?;
-        let feed = tx.clone();
-        let mut feed_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    next = events.next() => match next {
-                        Some(Ok(e)) => {
-                            if feed.send(Command::Event(e)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "event subscription failed");
-                            break;
-                        }
-                        None => break,
-                    },
-                    () = until_shutdown(&mut feed_shutdown) => break,
-                }
-            }
+        let replicated = store.db().backend == aiflow_db::Backend::Postgres;
+        let (role_tx, role) = watch::channel(if replicated {
+            Role::Standby
+        } else {
+            Role::Single
         });
-        let ticks = tx.clone();
-        let mut tick_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {
-                        if ticks.send(Command::Tick(Utc::now())).await.is_err() {
-                            break;
-                        }
+        let handle = if replicated {
+            let (store, config, progress, tx) =
+                (store.clone(), config.clone(), progress.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut rx = rx;
+                let mut stop = shutdown.clone();
+                let lease = tokio::select! {
+                    lease = standby(&store, &config, &mut rx) => lease,
+                    () = until_shutdown(&mut stop) => return,
+                };
+                let Some(lease) = lease else { return };
+                tracing::info!(epoch = lease.epoch, node = %config.node, "this replica is the scheduling leader now");
+                let _ = role_tx.send(Role::Leader { epoch: lease.epoch });
+                match lead(
+                    store,
+                    bus,
+                    config,
+                    progress,
+                    tx,
+                    shutdown,
+                    Some(lease.epoch),
+                )
+                .await
+                {
+                    Ok(core) => core.run(rx, Some(lease)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new leader cannot resume the scheduler state; exiting so a supervisor restarts it");
+                        std::process::exit(70);
                     }
-                    () = until_shutdown(&mut tick_shutdown) => break,
                 }
-            }
-        });
-        let handle = tokio::spawn(async move {
-            let mut rx = rx;
-            loop {
-                tokio::select! {
-                    cmd = rx.recv() => match cmd {
-                        Some(cmd) => {
-                            // Every command waiting now is handled, then all their changes are
-                            // committed in one transaction, then their actions take effect.
-                            core.handle(cmd).await;
-                            for _ in 0..BATCH {
-                                match rx.try_recv() {
-                                    Ok(cmd) => core.handle(cmd).await,
-                                    Err(_) => break,
-                                }
-                            }
-                            core.flush().await;
-                        }
-                        None => break,
-                    },
-                    () = until_shutdown(&mut shutdown) => break,
-                }
-            }
-            // The offset goes with this last commit even if nothing else does.
-            core.saved_at = std::time::Instant::now()
-                .checked_sub(OFFSET_EVERY)
-                .unwrap_or(core.saved_at);
-            core.flush().await;
-            tracing::info!(
-                running = core.executions.len(),
-                "scheduler stopped; its executions resume when it starts again"
-            );
-        });
+            })
+        } else {
+            let core = lead(
+                store.clone(),
+                bus,
+                config.clone(),
+                progress.clone(),
+                tx.clone(),
+                shutdown,
+                None,
+            )
+            .await?;
+            tokio::spawn(core.run(rx, None))
+        };
         Ok((
             Scheduler {
                 tx,
                 store,
                 config,
                 progress,
+                role,
             },
             handle,
         ))
@@ -357,6 +326,18 @@ impl Scheduler {
         &self.store
     }
 
+    /// Whether this replica schedules (`leader`, `single`) or waits (`standby`).
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// Remote execution over NATS, when configured.
+    #[must_use]
+    pub fn fabric(&self) -> Option<&crate::remote::Fabric> {
+        self.config.fabric.as_ref()
+    }
+
     /// Offsets of the last handled and the last committed event.
     #[must_use]
     pub fn progress(&self) -> &Progress {
@@ -392,6 +373,235 @@ fn new_attempt(
 /// Publishes committed status events in order, in batches (one transaction on the embedded
 /// bus), then deletes them from the outbox; retries a failed batch with backoff so no status
 /// is dropped while the bus is away.
+/// A standby's wait for the lease: scheduler requests made here meanwhile go to the leader
+/// over NATS (`aiflow.scheduler.*`), or fail with 503 when there is no NATS or no leader.
+async fn standby(
+    store: &Store,
+    config: &SchedulerConfig,
+    rx: &mut mpsc::Receiver<Command>,
+) -> Option<crate::leader::Lease> {
+    let acquire = async {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match crate::leader::acquire(store.db(), &config.node, &config.server_url).await {
+                Ok(lease) => return lease,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot wait for the scheduling lease");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    };
+    tokio::pin!(acquire);
+    tracing::info!(node = %config.node, "standby: another replica schedules; waiting for the lease");
+    loop {
+        tokio::select! {
+            lease = &mut acquire => return Some(lease),
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => crate::forward::send(config.fabric.clone(), cmd),
+                None => return None,
+            },
+        }
+    }
+}
+
+/// Builds the loop's state from the committed state (resuming running executions) and starts
+/// the feeds: bus events from the committed offset, clock ticks, remote reports.
+async fn lead(
+    store: Store,
+    bus: Arc<dyn EventBus>,
+    config: Arc<SchedulerConfig>,
+    progress: Arc<Progress>,
+    tx: mpsc::Sender<Command>,
+    shutdown: watch::Receiver<bool>,
+    fence: Option<i64>,
+) -> Result<Core, Error> {
+    let committed = load_offset(&store).await?;
+    let from = if committed == Offset(0) {
+        bus.latest_offset().await.map_err(Error::bus)?
+    } else {
+        committed
+    };
+    let statuses = spawn_status_publisher(bus.clone(), store.clone());
+    // Status events committed by a previous process but not published yet go first.
+    let leftover = durable::pending_statuses(store.db())
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?;
+    if !leftover.is_empty() {
+        tracing::info!(
+            events = leftover.len(),
+            "publishing status events left by the previous process"
+        );
+        let _ = statuses.send(leftover);
+    }
+    let mut core = Core {
+        obs: Obs::new(progress, from.0),
+        store: store.clone(),
+        executor: LocalExecutor {
+            grace: config.stop_grace,
+        },
+        fabric: config.fabric.clone(),
+        fence,
+        config: config.clone(),
+        tx: tx.clone(),
+        executions: HashMap::new(),
+        triggers: Vec::new(),
+        timers: Vec::new(),
+        trigger_memory: HashMap::new(),
+        statuses,
+        waiting: std::collections::BinaryHeap::new(),
+        queued_seq: 0,
+        running_total: 0,
+        handled: from,
+        saved: from,
+        saved_at: std::time::Instant::now(),
+        pending: Pending::default(),
+        shutdown: shutdown.clone(),
+    };
+    core.resume().await?;
+    core.reload_triggers().await;
+    core.flush().await;
+    let mut events = bus
+        .subscribe(EventFilter::default(), from)
+        .await
+        .map_err(Error::bus)?;
+    let feed = tx.clone();
+    let mut feed_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = events.next() => match next {
+                    Some(Ok(e)) => {
+                        if feed.send(Command::Event(e)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "event subscription failed");
+                        break;
+                    }
+                    None => break,
+                },
+                () = until_shutdown(&mut feed_shutdown) => break,
+            }
+        }
+    });
+    let ticks = tx.clone();
+    let mut tick_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if ticks.send(Command::Tick(Utc::now())).await.is_err() {
+                        break;
+                    }
+                }
+                () = until_shutdown(&mut tick_shutdown) => break,
+            }
+        }
+    });
+    if let Some(fabric) = &config.fabric {
+        crate::forward::serve(fabric, tx.clone(), shutdown.clone()).await?;
+        if fence.is_some() || config.remote {
+            spawn_report_feed(fabric.clone(), tx.clone(), shutdown.clone()).await?;
+        }
+    }
+    Ok(core)
+}
+
+/// Remote workers' reports into the loop (acknowledged once their changes are committed).
+async fn spawn_report_feed(
+    fabric: crate::remote::Fabric,
+    tx: mpsc::Sender<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let mut reports = fabric.reports().await.map_err(Error::Bus)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = reports.next() => match next {
+                    Some(Ok(m)) => {
+                        let (m, acker) = m.split();
+                        match serde_json::from_slice::<crate::remote::Report>(&m.payload) {
+                            Ok(r) => {
+                                if tx.send(Command::Report(Box::new(r), Arc::new(acker))).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "dropping an unreadable worker report");
+                                let _ = acker.ack().await;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "worker reports"),
+                    None => break,
+                },
+                () = until_shutdown(&mut shutdown) => break,
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Core {
+    /// The loop: handles commands in batches, each batch committed in one transaction.
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, lease: Option<crate::leader::Lease>) {
+        let mut shutdown = self.shutdown.clone();
+        let lost = async move {
+            match lease {
+                Some(mut l) => l.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lost);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        // Every command waiting now is handled, then all their changes are
+                        // committed in one transaction, then their actions take effect.
+                        self.handle(cmd).await;
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(cmd) => self.handle(cmd).await,
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush().await;
+                    }
+                    None => break,
+                },
+                () = &mut lost => fenced("the scheduling lease connection was lost"),
+                () = until_shutdown(&mut shutdown) => break,
+            }
+        }
+        // The offset goes with this last commit even if nothing else does.
+        self.saved_at = std::time::Instant::now()
+            .checked_sub(OFFSET_EVERY)
+            .unwrap_or(self.saved_at);
+        self.flush().await;
+        tracing::info!(
+            running = self.executions.len(),
+            "scheduler stopped; its executions resume when it starts again"
+        );
+    }
+}
+
+/// A leader that lost its lease stops at once: nothing it decided after that may take effect.
+/// A supervisor (systemd, Kubernetes) starts it again, as a standby.
+fn fenced(why: &str) -> ! {
+    tracing::error!(
+        reason = why,
+        "this replica is no longer the scheduling leader; exiting"
+    );
+    eprintln!("aiflow: {why}: this replica is no longer the scheduling leader; exiting");
+    std::process::exit(75);
+}
+
 fn spawn_status_publisher(
     bus: Arc<dyn EventBus>,
     store: Store,
@@ -657,6 +867,8 @@ enum Effect {
         Result<String, Error>,
     ),
     StopReply(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
+    /// A worker report whose changes are committed.
+    Ack(Arc<async_nats::jetstream::message::Acker>),
 }
 
 /// What the next commit writes, and what happens after it.
@@ -696,6 +908,11 @@ struct Core {
     obs: Obs,
     store: Store,
     executor: LocalExecutor,
+    /// Remote execution: set when jobs go to workers, or for stopping remote tasks.
+    fabric: Option<crate::remote::Fabric>,
+    /// The leader epoch every commit checks (replicated shape).
+    fence: Option<i64>,
+    shutdown: watch::Receiver<bool>,
     config: Arc<SchedulerConfig>,
     tx: mpsc::Sender<Command>,
     executions: HashMap<String, Exec>,
@@ -788,6 +1005,10 @@ impl Core {
                 }
             }
             Command::Tick(now) => self.on_tick(now).await,
+            Command::Report(report, acker) => {
+                self.on_report(*report).await;
+                self.pending.effects.push(Effect::Ack(acker));
+            }
             Command::Delayed(d) => {
                 let d = *d;
                 self.pending.delayed_done.push(d.id.clone());
@@ -1282,6 +1503,8 @@ impl Core {
 
     /// Starts the process of the job's current attempt.
     async fn launch(&mut self, id: &str, job: &str) {
+        let remote = self.remote();
+        let task_id = self.task_id(id, job);
         let Some(exec) = self.executions.get_mut(id) else {
             return;
         };
@@ -1339,6 +1562,62 @@ impl Core {
             timeout: spec.timeout_s.map(Duration::from_secs),
             log_path: log_path(&self.config, id, job, attempt),
         };
+        if let (Some(fabric), Some(task_id)) = (remote, task_id) {
+            let task = crate::remote::Task {
+                id: task_id,
+                workflow: launch.workflow,
+                execution: launch.execution,
+                job: launch.job,
+                attempt,
+                queue: spec.queue.clone(),
+                commands: launch.commands,
+                env: launch.env,
+                working_dir: spec.working_dir.clone(),
+                timeout_s: spec.timeout_s,
+                resources: spec
+                    .resources
+                    .as_ref()
+                    .map(|r| crate::remote::Resources {
+                        cpus: r.cpus,
+                        memory_mb: r.memory_mb,
+                        gpus: r.gpus,
+                    })
+                    .unwrap_or_default(),
+            };
+            rt.launched = true;
+            exec.running += 1;
+            self.running_total += 1;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(100);
+                let mut last = String::new();
+                for _ in 0..8 {
+                    match fabric.hand_out(&task).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(task = %task.id, queue = %task.queue, error = %e, "cannot hand out a task; retrying");
+                            last = e;
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+                let _ = tx
+                    .send(Command::JobEnded {
+                        execution: task.execution,
+                        job: task.job,
+                        attempt: task.attempt,
+                        outcome: Outcome::Failed {
+                            message: format!(
+                                "cannot hand the task to the work queue {}: {last}",
+                                task.queue
+                            ),
+                        },
+                    })
+                    .await;
+            });
+            return;
+        }
         match self.executor.launch(launch).await {
             Ok(mut running) => {
                 rt.stopper = Some(running.stopper());
@@ -1384,6 +1663,60 @@ impl Core {
         }
     }
 
+    /// A remote worker's report on an attempt. Reports of an attempt that is not the job's
+    /// current one, or that already ended, change nothing (attempt fencing); a process of such
+    /// an attempt that has just started is told to stop.
+    async fn on_report(&mut self, r: crate::remote::Report) {
+        use crate::remote::ReportKind;
+        let current = self.attempt_state(&r.execution, &r.job);
+        let is_current = current.is_some_and(|(a, s)| a == r.attempt && s.is_active());
+        match &r.kind {
+            ReportKind::Started => {
+                if current == Some((r.attempt, JobState::Queued)) {
+                    tracing::info!(execution = %r.execution, job = %r.job, attempt = r.attempt, worker = %r.worker, "job started on a worker");
+                    self.set_job_state(&r.execution, &r.job, JobState::Running, None)
+                        .await;
+                } else if !is_current {
+                    tracing::info!(task = %r.task, worker = %r.worker, "a stale attempt started on a worker; stopping it");
+                    if let Some(f) = self.fabric.clone() {
+                        tokio::spawn(async move { f.stop(&r.task).await });
+                    }
+                }
+            }
+            ReportKind::Ended { .. } | ReportKind::Lost { .. } => {
+                if is_current && let Some(outcome) = r.outcome() {
+                    self.on_job_ended(&r.execution, &r.job, r.attempt, outcome)
+                        .await;
+                } else {
+                    tracing::debug!(task = %r.task, worker = %r.worker, "late report of an older attempt ignored");
+                }
+            }
+        }
+    }
+
+    /// The remote task id of a job's current attempt.
+    fn task_id(&self, id: &str, job: &str) -> Option<String> {
+        let rt = self.executions.get(id)?.jobs.get(job)?;
+        Some(match &rt.row {
+            Some(row) => format!("{row}-{}", rt.attempt),
+            None => format!(
+                "{}-{}-{}",
+                crate::remote::token(id),
+                crate::remote::token(job),
+                rt.attempt
+            ),
+        })
+    }
+
+    /// Jobs go to remote workers.
+    fn remote(&self) -> Option<crate::remote::Fabric> {
+        if self.config.remote {
+            self.fabric.clone()
+        } else {
+            None
+        }
+    }
+
     async fn stop_job(&mut self, id: &str, job: &str, restart: bool) {
         let Some(rt) = self
             .executions
@@ -1407,6 +1740,10 @@ impl Core {
             JobState::Waiting | JobState::Queued | JobState::Retrying => {
                 // A QUEUED attempt may already be spawning its process: stop that too.
                 self.pending.effects.push(effect);
+                if self.config.remote {
+                    // A task nobody took yet is cancelled: no report will free its slot.
+                    self.release(id, job);
+                }
                 self.set_job_state(id, job, JobState::Stopped, None).await;
                 if restart {
                     self.queue_job(id, job, None).await;
@@ -1602,8 +1939,11 @@ impl Core {
                 let mut backoff = Duration::from_millis(50);
                 let _timer = aiflow_db::QueryTimer::new("scheduler", "commit_state");
                 let ids = loop {
-                    match durable::commit(self.store.db(), &batch).await {
+                    match durable::commit(self.store.db(), &batch, self.fence).await {
                         Ok(ids) => break ids,
+                        Err(durable::CommitError::Fenced) => {
+                            fenced("another replica took the scheduling lease")
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot commit the scheduler state; nothing acts until it is stored");
                             tokio::time::sleep(backoff).await;
@@ -1679,6 +2019,18 @@ impl Core {
     /// One committed action.
     async fn apply(&mut self, effect: Effect) {
         match effect {
+            Effect::Ack(acker) => {
+                tokio::spawn(async move {
+                    let _ = acker.ack().await;
+                });
+            }
+            Effect::Stop { id, job, attempt } if self.config.remote => {
+                if self.attempt_state(&id, &job).map(|(a, _)| a) == Some(attempt)
+                    && let (Some(task), Some(f)) = (self.task_id(&id, &job), self.fabric.clone())
+                {
+                    tokio::spawn(async move { f.stop(&task).await });
+                }
+            }
             Effect::Stop { id, job, attempt } => {
                 if let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job))
                     && rt.attempt == attempt
@@ -1797,6 +2149,34 @@ impl Core {
                 continue;
             };
             let (state, attempt, stop_asked) = (rt.state, rt.attempt, rt.stop_asked);
+            if self.config.remote {
+                // Remote attempts live on their workers: reports and heartbeats say how they go.
+                match state {
+                    JobState::Running => {
+                        if let Some(exec) = self.executions.get_mut(&id)
+                            && let Some(rt) = exec.jobs.get_mut(&job)
+                        {
+                            rt.launched = true;
+                            exec.running += 1;
+                            self.running_total += 1;
+                        }
+                        if stop_asked {
+                            self.pending.effects.push(Effect::Stop {
+                                id: id.clone(),
+                                job: job.clone(),
+                                attempt,
+                            });
+                        }
+                        continue;
+                    }
+                    // Handed out again: NATS drops it when it is already in the queue.
+                    JobState::Queued => {
+                        self.enqueue(&id, &job).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             if matches!(state, JobState::Queued | JobState::Running)
                 && let Some(row) = &rt.row
             {

@@ -250,7 +250,7 @@ fn watch(args: WatchArgs, ctx: &Ctx) -> CliResult {
     let output = ctx.output;
     runtime().block_on(async move {
         if output == Output::Table {
-            println!("{}", row(&HEADERS.map(String::from)));
+            crate::cli::outln!("{}", row(&HEADERS.map(String::from)));
         }
         loop {
             tokio::select! {
@@ -258,8 +258,8 @@ fn watch(args: WatchArgs, ctx: &Ctx) -> CliResult {
                 next = listener.next() => match next? {
                     Some(e) => match output {
                         // One JSON document per line, so `jq` can follow along.
-                        Output::Json => println!("{}", serde_json::to_string(&e).expect("serialisable event")),
-                        Output::Table => println!("{}", row(&cells(&e))),
+                        Output::Json => crate::cli::outln!("{}", serde_json::to_string(&e).expect("serialisable event")),
+                        Output::Table => crate::cli::outln!("{}", row(&cells(&e))),
                     },
                     None => return Ok(()),
                 },

@@ -52,11 +52,11 @@ pub(crate) fn run(cmd: GraphCmd, ctx: &Ctx) -> CliResult {
             let name = doc.name().to_string();
             let workflow = doc.into_workflow().map_err(|e| invalid(&file, e))?;
             match ctx.output {
-                Output::Json => println!(
+                Output::Json => crate::cli::outln!(
                     "{}",
                     serde_json::json!({"valid": true, "name": name, "jobs": workflow.jobs.len(), "rules": workflow.rules.len(), "triggers": workflow.triggers.len()})
                 ),
-                Output::Table => println!(
+                Output::Table => crate::cli::outln!(
                     "{}: valid ({} jobs, {} rules, {} triggers)",
                     file.display(),
                     workflow.jobs.len(),
@@ -121,7 +121,7 @@ fn write_out(path: Option<&Path>, text: &str) -> CliResult {
             CliError::Failed(format!("cannot write {}: {e}", p.display()), Vec::new())
         }),
         None => {
-            print!("{text}");
+            crate::cli::out!("{text}");
             Ok(())
         }
     }

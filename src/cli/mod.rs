@@ -26,6 +26,28 @@ pub(crate) struct Ctx {
     pub(crate) output: Output,
 }
 
+/// Writes to stdout; a closed pipe (`aiflow … | head`) ends the program quietly, as Unix
+/// tools do, instead of a panic.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*)) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+pub(crate) use {out, outln};
+
 impl Ctx {
     pub(crate) fn new(server: String, token: Option<String>, output: Option<Output>) -> Self {
         let output = output.unwrap_or(if std::io::stdout().is_terminal() {
@@ -54,11 +76,11 @@ impl Ctx {
     #[allow(dead_code)]
     pub(crate) fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T) -> String) {
         match self.output {
-            Output::Json => println!(
+            Output::Json => crate::cli::outln!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("serialisable output")
             ),
-            Output::Table => print!("{}", table(value)),
+            Output::Table => crate::cli::out!("{}", table(value)),
         }
     }
 }

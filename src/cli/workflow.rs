@@ -253,7 +253,7 @@ pub(crate) fn run_execution(cmd: ExecutionCmd, ctx: &Ctx) -> CliResult {
                         let _ = out.flush();
                     }
                 } else {
-                    print!("{}", client.job_log(&id, &job, attempt).await?);
+                    crate::cli::out!("{}", client.job_log(&id, &job, attempt).await?);
                 }
             }
             ExecutionCmd::Why { id, job } => {

@@ -55,6 +55,9 @@ async fn env(max_running: usize) -> Env {
             stop_grace: Duration::from_secs(1),
             aiflow_bin: None,
             max_running,
+            node: "test".into(),
+            fabric: None,
+            remote: false,
         },
         rx,
     )

@@ -36,6 +36,9 @@ async fn start(
             stop_grace: Duration::from_millis(500),
             aiflow_bin: None,
             max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
+            node: "test".into(),
+            fabric: None,
+            remote: false,
         },
         rx,
     )

@@ -1,0 +1,131 @@
+//! `aiflow worker`: a remote agent that takes job attempts from the JetStream work queue of its
+//! queues, runs them with the local executor's process handling, streams their logs and reports
+//! their states back (see `aiflow_scheduler::remote`). It only dials out to NATS: a site behind
+//! a firewall needs no inbound port.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// `aiflow worker` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// NATS server (nats://…) the scheduler hands tasks to.
+    #[arg(long, env = "AIFLOW_NATS")]
+    pub(crate) nats: String,
+    /// Queue to take tasks from (`job.queue` in the graph); repeat for several.
+    #[arg(
+        long = "queue",
+        env = "AIFLOW_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub(crate) queues: Vec<String>,
+    /// Tasks run at once.
+    #[arg(long, env = "AIFLOW_SLOTS", default_value_t = 4)]
+    pub(crate) slots: usize,
+    /// Name shown in `GET /api/v1/workers` [default: host name and process id].
+    #[arg(long, env = "AIFLOW_WORKER_NAME")]
+    pub(crate) name: Option<String>,
+    /// GPUs this worker offers (tasks asking for more wait for another worker).
+    #[arg(long, env = "AIFLOW_GPUS", default_value_t = 0)]
+    pub(crate) gpus: u32,
+    /// CPUs this worker offers [default: the machine's].
+    #[arg(long, env = "AIFLOW_CPUS")]
+    pub(crate) cpus: Option<f64>,
+    /// Memory this worker offers, in MiB [default: the machine's].
+    #[arg(long, env = "AIFLOW_MEMORY_MB")]
+    pub(crate) memory_mb: Option<u64>,
+    /// A label `key=value` shown with the worker; repeat for several.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// Where the logs of the attempts run here are kept [default: ./.aiflow-worker].
+    #[arg(long, env = "AIFLOW_DATA_DIR", default_value = ".aiflow-worker")]
+    pub(crate) data_dir: PathBuf,
+    /// Name of the deployment on NATS, as the servers' `--cluster` [default: aiflow].
+    #[arg(long, env = "AIFLOW_CLUSTER", default_value = aiflow_scheduler::remote::DEFAULT_CLUSTER)]
+    pub(crate) cluster: String,
+    /// SIGTERM → SIGKILL grace period of a stopped task, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) stop_grace_s: u64,
+}
+
+fn machine_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// Runs the worker until Ctrl-C or SIGTERM; running tasks are stopped and reported.
+pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<()> {
+    if !(args.nats.starts_with("nats://") || args.nats.starts_with("tls://")) {
+        bail!("nats: {:?} is not a nats:// URL", args.nats);
+    }
+    if args.slots == 0 {
+        bail!("slots: must be at least 1");
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("label: {l:?} is not KEY=VALUE");
+        };
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let queues: Vec<String> = args
+        .queues
+        .iter()
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .collect();
+    if queues.is_empty() {
+        bail!("queue: at least one queue name is needed");
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name("aiflow-worker")
+        .retry_on_initial_connect()
+        .connect(&args.nats)
+        .await
+        .with_context(|| format!("NATS at {}", args.nats))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
+    let config = aiflow_scheduler::remote::WorkerConfig {
+        name: args
+            .name
+            .unwrap_or_else(aiflow_scheduler::leader::node_name),
+        queues,
+        slots: args.slots,
+        resources: aiflow_scheduler::remote::Resources {
+            cpus: Some(args.cpus.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+            })),
+            memory_mb: args.memory_mb.or_else(machine_memory_mb),
+            gpus: Some(args.gpus),
+        },
+        labels,
+        data_dir: args.data_dir,
+        server_url,
+        aiflow_bin: std::env::current_exe().ok(),
+        grace: Duration::from_secs(args.stop_grace_s),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let cluster = args.cluster.clone();
+    let mut worker = tokio::spawn(async move {
+        aiflow_scheduler::remote::run_worker(client, &cluster, config, rx).await
+    });
+    tokio::select! {
+        () = crate::server::shutdown_signal() => {
+            tracing::info!("stopping: running tasks are stopped and reported");
+            let _ = tx.send(true);
+            worker.await.context("worker task")?.map_err(anyhow::Error::msg)
+        }
+        r = &mut worker => r.context("worker task")?.map_err(anyhow::Error::msg),
+    }
+}
