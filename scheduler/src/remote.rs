@@ -344,7 +344,8 @@ impl Fabric {
                 consumer::pull::Config {
                     durable_name: Some("scheduler".into()),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // A report delivered to a leader that died is delivered again soon.
+                    ack_wait: Duration::from_secs(3),
                     ..Default::default()
                 },
             )

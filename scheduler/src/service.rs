@@ -1685,6 +1685,15 @@ impl Core {
             }
             ReportKind::Ended { .. } | ReportKind::Lost { .. } => {
                 if is_current && let Some(outcome) = r.outcome() {
+                    // After a leader change the `started` report may come again after the
+                    // `ended` one (it was delivered to the old leader, which never acknowledged
+                    // it): the attempt did run.
+                    if current == Some((r.attempt, JobState::Queued))
+                        && matches!(r.kind, ReportKind::Ended { .. })
+                    {
+                        self.set_job_state(&r.execution, &r.job, JobState::Running, None)
+                            .await;
+                    }
                     self.on_job_ended(&r.execution, &r.job, r.attempt, outcome)
                         .await;
                 } else {
