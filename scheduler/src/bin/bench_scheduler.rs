@@ -55,6 +55,9 @@ async fn env(max_running: usize) -> Env {
             stop_grace: Duration::from_secs(1),
             aiflow_bin: None,
             max_running,
+            job_tokens: None,
+            job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
+            log_max_bytes: None,
         },
         rx,
     )

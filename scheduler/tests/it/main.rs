@@ -36,6 +36,9 @@ async fn start(
             stop_grace: Duration::from_millis(500),
             aiflow_bin: None,
             max_running: aiflow_scheduler::service::DEFAULT_MAX_RUNNING,
+            job_tokens: None,
+            job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
+            log_max_bytes: None,
         },
         rx,
     )
