@@ -62,7 +62,7 @@ pub enum AuthError {
 }
 
 #[derive(Debug, Clone)]
-struct Row_ {
+struct TokenRow {
     name: String,
     role: Role,
     secret_sha256: String,
@@ -70,12 +70,15 @@ struct Row_ {
     revoked_at: Option<i64>,
 }
 
+/// Looked-up rows by id, with when they were read (`None`: no such token).
+type TokenCache = HashMap<String, (Instant, Option<TokenRow>)>;
+
 /// The token store. Cheap to clone.
 #[derive(Clone)]
 pub struct Tokens {
     db: Db,
     job_key: Arc<Vec<u8>>,
-    tokens: Arc<Mutex<HashMap<String, (Instant, Option<Row_>)>>>,
+    tokens: Arc<Mutex<TokenCache>>,
     /// execution id → (looked up at, still running).
     executions: Arc<Mutex<HashMap<String, (Instant, bool)>>>,
 }
@@ -287,7 +290,7 @@ impl Tokens {
         })
     }
 
-    async fn token_row(&self, id: &str) -> std::result::Result<Option<Row_>, AuthError> {
+    async fn token_row(&self, id: &str) -> std::result::Result<Option<TokenRow>, AuthError> {
         if let Some((at, row)) = self.tokens.lock().expect("token cache").get(id)
             && at.elapsed() < CACHE_FOR
         {
@@ -302,7 +305,7 @@ impl Tokens {
         let row = match row {
             Some(r) => {
                 let role: String = r.try_get("role")?;
-                Some(Row_ {
+                Some(TokenRow {
                     name: r.try_get("name")?,
                     role: role.parse().map_err(|_| AuthError::Unknown)?,
                     secret_sha256: r.try_get("secret_sha256")?,
