@@ -68,6 +68,28 @@ pub(crate) struct Config {
     /// Name of this deployment on NATS: prefix of the work queue's subjects, streams and
     /// buckets (`<cluster>.tasks.<queue>`, `<CLUSTER>_TASKS`), so several share one NATS.
     pub(crate) cluster: String,
+    /// Require an API token (`Authorization: Bearer`) on the API (docs/security.md).
+    pub(crate) auth: bool,
+    /// Serve on a non-loopback address with authentication off.
+    pub(crate) insecure: bool,
+    /// Largest request body in bytes (413 above); the meta routes keep their own 4 MiB cap.
+    pub(crate) max_body_bytes: usize,
+    /// Largest `limit` of a list (400 above; the default page size is 100 or this, if less).
+    pub(crate) max_page_size: u32,
+    /// With auth on: most `GET /events/stream` connections one token holds open (429 above;
+    /// 0: no limit).
+    pub(crate) max_streams_per_token: usize,
+    /// With auth on: `POST /events` requests per second one token may make on average (429
+    /// with `Retry-After` above; 0: no limit).
+    pub(crate) publish_rate_per_token: f64,
+    /// With auth on: how many `POST /events` requests one token may make at once before the
+    /// rate applies.
+    pub(crate) publish_burst_per_token: u32,
+    /// Largest job log (one attempt) in bytes; past it the oldest half is dropped, with a
+    /// marker line (0: no limit).
+    pub(crate) job_log_max_bytes: u64,
+    /// Lifetime of a job's token when the job has no timeout (seconds).
+    pub(crate) job_token_ttl_s: u64,
 }
 
 impl Default for Config {
@@ -85,6 +107,15 @@ impl Default for Config {
             otlp_protocol: OtlpProtocol::default(),
             executor: None,
             cluster: aiflow_scheduler::remote::DEFAULT_CLUSTER.into(),
+            auth: false,
+            insecure: false,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_page_size: aiflow_api::page::MAX_LIMIT,
+            max_streams_per_token: 16,
+            publish_rate_per_token: 100.0,
+            publish_burst_per_token: 200,
+            job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
+            job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
         }
     }
 }
@@ -133,6 +164,33 @@ pub(crate) struct ServerArgs {
     /// [default: aiflow].
     #[arg(long, env = "AIFLOW_CLUSTER")]
     pub(crate) cluster: Option<String>,
+    /// Require API tokens (Authorization: Bearer) on the API; see `aiflow token create`.
+    #[arg(long, env = "AIFLOW_AUTH")]
+    pub(crate) auth: bool,
+    /// Allow listening on a non-loopback address with authentication off.
+    #[arg(long, env = "AIFLOW_INSECURE")]
+    pub(crate) insecure: bool,
+    /// Largest request body in bytes [default: 67108864].
+    #[arg(long, env = "AIFLOW_MAX_BODY_BYTES")]
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Largest `limit` of a list request, 1..=1000 [default: 1000].
+    #[arg(long, env = "AIFLOW_MAX_PAGE_SIZE")]
+    pub(crate) max_page_size: Option<u32>,
+    /// With --auth: most event streams one token holds open, 0 for no limit [default: 16].
+    #[arg(long, env = "AIFLOW_MAX_STREAMS_PER_TOKEN")]
+    pub(crate) max_streams_per_token: Option<usize>,
+    /// With --auth: POST /events requests per second per token, 0 for no limit [default: 100].
+    #[arg(long, env = "AIFLOW_PUBLISH_RATE_PER_TOKEN")]
+    pub(crate) publish_rate_per_token: Option<f64>,
+    /// With --auth: burst of POST /events requests per token [default: 200].
+    #[arg(long, env = "AIFLOW_PUBLISH_BURST_PER_TOKEN")]
+    pub(crate) publish_burst_per_token: Option<u32>,
+    /// Largest job log in bytes (older output dropped past it), 0 for no limit [default: 67108864].
+    #[arg(long, env = "AIFLOW_JOB_LOG_MAX_BYTES")]
+    pub(crate) job_log_max_bytes: Option<u64>,
+    /// Lifetime in seconds of a job's token when the job has no timeout [default: 86400].
+    #[arg(long, env = "AIFLOW_JOB_TOKEN_TTL_S")]
+    pub(crate) job_token_ttl_s: Option<u64>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -182,6 +240,29 @@ impl Config {
         if let Some(v) = &args.cluster {
             config.cluster.clone_from(v);
         }
+        config.auth |= args.auth;
+        config.insecure |= args.insecure;
+        if let Some(v) = args.max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        if let Some(v) = args.max_page_size {
+            config.max_page_size = v;
+        }
+        if let Some(v) = args.max_streams_per_token {
+            config.max_streams_per_token = v;
+        }
+        if let Some(v) = args.publish_rate_per_token {
+            config.publish_rate_per_token = v;
+        }
+        if let Some(v) = args.publish_burst_per_token {
+            config.publish_burst_per_token = v;
+        }
+        if let Some(v) = args.job_log_max_bytes {
+            config.job_log_max_bytes = v;
+        }
+        if let Some(v) = args.job_token_ttl_s {
+            config.job_token_ttl_s = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -226,6 +307,27 @@ impl Config {
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
         }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes: must be at least 1024");
+        }
+        if !(1..=aiflow_api::page::MAX_LIMIT).contains(&self.max_page_size) {
+            bail!(
+                "max_page_size: must be between 1 and {}",
+                aiflow_api::page::MAX_LIMIT
+            );
+        }
+        if !(self.publish_rate_per_token.is_finite() && self.publish_rate_per_token >= 0.0) {
+            bail!("publish_rate_per_token: must be a number of requests per second, 0 or more");
+        }
+        if self.publish_burst_per_token == 0 {
+            bail!("publish_burst_per_token: must be at least 1");
+        }
+        if self.job_log_max_bytes != 0 && self.job_log_max_bytes < 1024 {
+            bail!("job_log_max_bytes: must be 0 (no limit) or at least 1024");
+        }
+        if self.job_token_ttl_s < 60 {
+            bail!("job_token_ttl_s: must be at least 60");
+        }
         if self.nats_stream.is_empty()
             || !self
                 .nats_stream
@@ -255,6 +357,18 @@ impl Config {
                 self.listen
             )
         })
+    }
+
+    /// Refuses to serve without authentication on an address other machines reach, unless
+    /// `insecure` says so.
+    pub(crate) fn check_exposure(&self) -> anyhow::Result<()> {
+        let addr = self.listen_addr()?;
+        if !self.auth && !self.insecure && !addr.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {addr} without authentication: pass --auth (and create a token with `aiflow token create --role admin --data-dir D`), listen on 127.0.0.1, or pass --insecure"
+            );
+        }
+        Ok(())
     }
 
     /// The database URL in use.

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod auth;
 mod cli;
 mod config;
 mod demo;
@@ -51,7 +52,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run everything in one process: event bus, meta service, scheduler, HTTP API.
     #[command(
-        after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
+        after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow --auth\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
     )]
     Server(config::ServerArgs),
     /// Run a remote worker: take tasks from the JetStream work queue, run them, report back.
@@ -89,6 +90,9 @@ enum Command {
     /// Artifacts (files with a uri, kind, sha256 and size).
     #[command(subcommand)]
     Artifact(cli::meta::ArtifactCmd),
+    /// API tokens: create, list, revoke (docs/security.md).
+    #[command(subcommand)]
+    Token(cli::token::TokenCmd),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => cli::meta::run_model(cmd, &ctx),
         Command::Metric(cmd) => cli::meta::run_metric(cmd, &ctx),
         Command::Artifact(cmd) => cli::meta::run_artifact(cmd, &ctx),
+        Command::Token(cmd) => cli::token::run(cmd, &ctx),
     };
     cli::finish(result)
 }

@@ -53,6 +53,7 @@ impl Running {
 /// Builds every part and starts serving in the background.
 pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
+    config.check_exposure()?;
     let addr = config.listen_addr()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
@@ -85,6 +86,9 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         ),
     };
     let store = aiflow_meta::Store::new(db.clone());
+    let tokens = aiflow_meta::auth::Tokens::open(db.clone())
+        .await
+        .context("api tokens")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let upkeep = crate::metrics::start(db.backend.name(), bus.backend(), shutdown_rx.clone());
     let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
@@ -105,6 +109,9 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             node: aiflow_scheduler::leader::node_name(),
             fabric,
             remote: config.remote_executor(),
+            job_tokens: config.auth.then(|| tokens.clone()),
+            job_token_ttl: Duration::from_secs(config.job_token_ttl_s),
+            log_max_bytes: (config.job_log_max_bytes > 0).then_some(config.job_log_max_bytes),
         },
         shutdown_rx.clone(),
     )
@@ -124,7 +131,18 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             tracing::debug!(dags = %dir.display(), "no dags folder");
         }
     }
-    let app = router(db.clone(), bus.clone(), store, scheduler.clone());
+    let guard = crate::auth::Guard::new(
+        config.auth.then(|| tokens.clone()),
+        crate::auth::Limits::of(config),
+    );
+    let app = router(
+        db.clone(),
+        bus.clone(),
+        store,
+        scheduler.clone(),
+        tokens.clone(),
+        guard,
+    );
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
         use axum::serve::ListenerExt;
@@ -146,8 +164,16 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         ready_ms = startup.as_millis() as u64,
         "aiflow server ready"
     );
+    let auth = if config.auth {
+        match tokens.list().await {
+            Ok(list) if list.is_empty() => "on; no token yet: create one with `aiflow token create --role admin --data-dir DIR` (or --database URL)".to_string(),
+            _ => "on (Authorization: Bearer <token>)".to_string(),
+        }
+    } else {
+        "off".to_string()
+    };
     eprintln!(
-        "AI Flow is ready in {} ms\n  UI       {base}/\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}",
+        "AI Flow is ready in {} ms\n  UI       {base}/\n  API      {base}/api/v1\n  OpenAPI  {base}/api/v1/openapi.json\n  Docs     {base}/docs\n  Health   {base}/healthz  {base}/readyz\n  State    {} ({}), events: {}\n  Auth     {auth}",
         startup.as_millis(),
         aiflow_db::redact(&db_url),
         db.backend.name(),
@@ -179,9 +205,12 @@ pub(crate) fn router(
     bus: Arc<dyn EventBus>,
     store: aiflow_meta::Store,
     scheduler: Scheduler,
+    tokens: aiflow_meta::auth::Tokens,
+    guard: std::sync::Arc<crate::auth::Guard>,
 ) -> axum::Router {
     let api = OpenApiRouter::new()
         .merge(aiflow_notification::routes(bus.clone()))
+        .merge(aiflow_meta::auth::token_routes(tokens))
         .merge(aiflow_meta::routes(store.clone()))
         .merge(aiflow_meta::run_routes(store))
         .merge(aiflow_scheduler::http::routes(scheduler.clone()));
@@ -213,6 +242,10 @@ pub(crate) fn router(
                 .route("/metrics", get(crate::metrics::scrape))
                 .with_state(metrics),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::guard,
+        ))
         .layer(crate::metrics::HttpMetricsLayer)
 }
 

@@ -47,6 +47,9 @@ pub(crate) struct WorkerArgs {
     /// Name of the deployment on NATS, as the servers' `--cluster` [default: aiflow].
     #[arg(long, env = "AIFLOW_CLUSTER", default_value = aiflow_scheduler::remote::DEFAULT_CLUSTER)]
     pub(crate) cluster: String,
+    /// Largest job log in bytes (older output dropped past it), 0 for no limit.
+    #[arg(long, env = "AIFLOW_JOB_LOG_MAX_BYTES", default_value_t = aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES)]
+    pub(crate) job_log_max_bytes: u64,
     /// SIGTERM → SIGKILL grace period of a stopped task, in seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) stop_grace_s: u64,
@@ -114,6 +117,7 @@ pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<
         server_url,
         aiflow_bin: std::env::current_exe().ok(),
         grace: Duration::from_secs(args.stop_grace_s),
+        log_max_bytes: (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cluster = args.cluster.clone();

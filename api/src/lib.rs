@@ -4,6 +4,7 @@
 //! server. Every type derives serde and utoipa's `ToSchema`, so the OpenAPI document and the
 //! wire format cannot drift apart.
 
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod meta;

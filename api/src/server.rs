@@ -115,3 +115,12 @@ impl From<JsonRejection> for HttpError {
         HttpError::new(e.status(), "invalid_argument", e.body_text()).field("body")
     }
 }
+
+/// Request extension set by the server's authentication when the caller is a running job
+/// (its token is scoped to one workflow execution). Routes that accept job tokens use it to
+/// keep the job inside its execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobScope {
+    /// The workflow execution the job belongs to.
+    pub execution: String,
+}

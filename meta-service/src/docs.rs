@@ -1,6 +1,7 @@
 //! The OpenAPI document and Swagger UI, served from the binary (nothing downloaded).
 
-use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_swagger_ui::SwaggerUi;
 
 /// An empty document with AI Flow's title and version, to merge route groups into.
@@ -14,6 +15,27 @@ pub fn base_openapi() -> OpenApi {
                 .description(Some("REST API of AI Flow under /api/v1"))
                 .build(),
         )
+        // With authentication on (`aiflow server --auth`), every route but the health ones
+        // takes `Authorization: Bearer <token>` (docs/security.md).
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some(
+                                "An API token (`aiflow token create`), needed when the server runs with --auth",
+                            ))
+                            .build(),
+                    ),
+                )
+                .build(),
+        ))
+        .security(Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]))
         .build()
 }
 

@@ -7,6 +7,7 @@
 //!   and Swagger UI.
 //! - [`spawn_outbox_relay`]: publishes meta events to the event bus.
 
+pub mod auth;
 mod docs;
 mod error;
 mod outbox;

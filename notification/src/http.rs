@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aiflow_api::event::{EventCount, EventQuery};
 use aiflow_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
-use aiflow_api::server::{HttpError, decode_json};
+use aiflow_api::server::{HttpError, JobScope, decode_json};
 use aiflow_api::{ErrorBody, Event, NewEvent, Offset, Page};
 use axum::Json;
 use axum::body::Bytes;
@@ -94,19 +94,28 @@ pub enum PublishAnswer {
     responses(
         (status = 201, description = "stored", body = PublishAnswer),
         (status = 400, description = "invalid event; `field` names it", body = ErrorBody),
+        (status = 401, description = "authentication on: no valid token", body = ErrorBody),
+        (status = 403, description = "the token's role may not publish, or a job's token names another execution", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "wrong type in the body", body = ErrorBody),
+        (status = 429, description = "the token's publish rate is used up; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "the bus is unavailable", body = ErrorBody),
     )
 )]
 async fn publish_events(
     State(state): State<AppState>,
     TraceParent(traceparent): TraceParent,
+    scope: Option<axum::Extension<JobScope>>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         let mut events: Vec<NewEvent> = decode(&body)?;
+        if let Some(axum::Extension(scope)) = &scope {
+            for (i, e) in events.iter().enumerate() {
+                in_scope(e, scope).map_err(|err| err.field(format!("[{i}].context.execution")))?;
+            }
+        }
         if let Some(tp) = &traceparent {
             events.iter_mut().for_each(|e| carry_traceparent(e, tp));
         }
@@ -123,11 +132,35 @@ async fn publish_events(
         Ok(created(&stored, 192 * stored.len()))
     } else {
         let mut event: NewEvent = decode(&body)?;
+        if let Some(axum::Extension(scope)) = &scope {
+            in_scope(&event, scope).map_err(|err| err.field("context.execution"))?;
+        }
         if let Some(tp) = &traceparent {
             carry_traceparent(&mut event, tp);
         }
         let stored = state.bus.publish(event).await?;
         Ok(created(&stored, 256))
+    }
+}
+
+/// A job's token publishes for its own workflow execution only: an event whose context names
+/// another execution is refused (403).
+fn in_scope(event: &NewEvent, scope: &JobScope) -> Result<(), HttpError> {
+    match event
+        .context
+        .as_ref()
+        .and_then(|c| c.get("execution"))
+        .and_then(|v| v.as_str())
+    {
+        Some(id) if id != scope.execution => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!(
+                "a job of execution {} cannot publish events for execution {id}",
+                scope.execution
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -276,10 +309,12 @@ async fn count_events(
     params(
         EventQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this offset"),
+        ("access_token" = Option<String>, Query, description = "API token, for clients that cannot send `Authorization` (browsers' EventSource)"),
     ),
     responses(
         (status = 200, description = "an endless `text/event-stream` of events", content_type = "text/event-stream", body = String),
         (status = 400, description = "bad query; `field` names it", body = ErrorBody),
+        (status = 429, description = "the token has its most streams open", body = ErrorBody),
     )
 )]
 async fn stream_events(

@@ -1,7 +1,8 @@
 //! The local process executor: runs a job attempt's commands (argv, no shell unless asked) one
 //! after another in their own process group, with the job's environment, stdout and stderr into
 //! one log file per attempt; kills the whole group on timeout or stop (SIGTERM, then SIGKILL after
-//! a grace period).
+//! a grace period). Output passes through the executor, which keeps each log under its size
+//! limit: past it, the oldest part is dropped and a marker line says how much.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -90,12 +91,18 @@ impl RunningJob {
 pub struct LocalExecutor {
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Largest size of one attempt's log; past it the oldest half is dropped (none: no limit).
+    pub log_max_bytes: Option<u64>,
 }
+
+/// Default of [`LocalExecutor::log_max_bytes`]: 64 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for LocalExecutor {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(10),
+            log_max_bytes: Some(DEFAULT_LOG_MAX_BYTES),
         }
     }
 }
@@ -110,9 +117,15 @@ impl LocalExecutor {
         let (done_tx, done_rx) = oneshot::channel();
         let (pid_tx, pid_rx) = watch::channel(None);
         let grace = self.grace;
+        let max = self.log_max_bytes;
         tokio::spawn(async move {
             let outcome = match open_log(&spec.log_path).await {
-                Ok(log) => run_attempt(spec, log, stop_rx, grace, pid_tx).await,
+                Ok(file) => {
+                    let (log, writer) = LogWriter::start(file, max);
+                    let outcome = run_attempt(spec, log, stop_rx, grace, pid_tx).await;
+                    let _ = writer.await;
+                    outcome
+                }
                 Err(e) => Outcome::Failed {
                     message: format!("cannot open the log {}: {e}", spec.log_path.display()),
                 },
@@ -133,15 +146,129 @@ async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     }
     let file = tokio::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
         .await?;
     Ok(file.into_std().await)
 }
 
+/// Where an attempt's output and the executor's own lines go: a channel to the task that owns
+/// the log file, so lines keep their order and the file its size limit.
+#[derive(Debug, Clone)]
+struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+/// The log file of one attempt and its size.
+struct LogWriter {
+    file: std::fs::File,
+    size: u64,
+    max: Option<u64>,
+}
+
+impl LogWriter {
+    /// Starts the task that writes the log; it ends when every [`Log`] is dropped.
+    fn start(file: std::fs::File, max: Option<u64>) -> (Log, tokio::task::JoinHandle<()>) {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut writer = LogWriter { file, size, max };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.append(&bytes) {
+                    // Rotating reads and rewrites up to half the limit: off the runtime.
+                    writer = match tokio::task::spawn_blocking(move || {
+                        writer.rotate();
+                        writer
+                    })
+                    .await
+                    {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                }
+            }
+        });
+        (Log(tx), task)
+    }
+
+    /// Appends; `true` when the log is now over its limit.
+    fn append(&mut self, bytes: &[u8]) -> bool {
+        if self.file.write_all(bytes).is_ok() {
+            self.size += bytes.len() as u64;
+        }
+        self.max.is_some_and(|m| self.size > m)
+    }
+
+    /// Keeps the newest part (at most half the limit, from a line start) after a marker line
+    /// saying how much was dropped.
+    fn rotate(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let Some(max) = self.max else { return };
+        let keep = (max / 2).min(self.size);
+        let from = self.size - keep;
+        let mut tail = vec![0u8; keep as usize];
+        if self.file.read_exact_at(&mut tail, from).is_err() {
+            return;
+        }
+        // Start at a line boundary when there is one in the kept part.
+        let start = if from == 0 {
+            0
+        } else {
+            tail.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1)
+        };
+        let dropped = from + start as u64;
+        let marker = format!(
+            "[aiflow] log over its limit of {max} bytes: the oldest {dropped} bytes were dropped\n"
+        );
+        if self.file.set_len(0).is_err() {
+            return;
+        }
+        // The file is opened for appending: writes go to its (new) end.
+        let _ = self.file.write_all(marker.as_bytes());
+        let _ = self.file.write_all(&tail[start..]);
+        self.size = (marker.len() + tail.len() - start) as u64;
+    }
+}
+
+/// Copies one output pipe of a command into the log.
+fn pump(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
+    log: &Log,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut pipe = pipe?;
+    let log = log.clone();
+    Some(tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if log.0.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// Waits for a command's output to be copied (its pipes close when its process group is gone;
+/// a process that left the group and holds them open is not waited for long).
+async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>) {
+    for p in pumps {
+        let abort = p.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), p)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
 async fn run_attempt(
     spec: LaunchSpec,
-    log: std::fs::File,
+    log: Log,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
     pid_tx: watch::Sender<Option<u32>>,
@@ -164,8 +291,8 @@ async fn run_attempt(
         cmd.args(args)
             .envs(&spec.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log file handle")))
-            .stderr(Stdio::from(log.try_clone().expect("log file handle")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &spec.working_dir {
@@ -179,6 +306,13 @@ async fn run_attempt(
                 return Outcome::Failed { message };
             }
         };
+        let pumps: Vec<_> = [
+            pump(child.stdout.take(), &log),
+            pump(child.stderr.take(), &log),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let pid = child.id();
         let _ = pid_tx.send(pid);
         let pgid = pid.map(|p| Pid::from_raw(p as i32));
@@ -201,11 +335,13 @@ async fn run_attempt(
                     Some(code) => format!("{program:?} exited with code {code}"),
                     None => format!("{program:?} was killed by a signal"),
                 };
-                note(&log, format!("[aiflow] {message}\n").as_bytes());
                 kill_group(pgid, Signal::SIGKILL);
+                drain(pumps).await;
+                note(&log, format!("[aiflow] {message}\n").as_bytes());
                 return Outcome::Failed { message };
             }
             Ok(Err(e)) => {
+                pumps.iter().for_each(tokio::task::JoinHandle::abort);
                 return Outcome::Failed {
                     message: format!("waiting for {program:?} failed: {e}"),
                 };
@@ -230,19 +366,20 @@ async fn run_attempt(
                 // Children that ignored SIGTERM, or outlived their parent, go too.
                 kill_group(pgid, Signal::SIGKILL);
                 let _ = child.wait().await;
+                drain(pumps).await;
                 return outcome;
             }
         }
         // Children left behind by a command that exited are not part of the job any more.
         kill_group(pgid, Signal::SIGKILL);
+        drain(pumps).await;
     }
     Outcome::Succeeded
 }
 
-/// Appends one line of the executor's own to the attempt's log (a small, fast write).
-fn note(log: &std::fs::File, bytes: &[u8]) {
-    let mut log = log;
-    let _ = log.write_all(bytes);
+/// Appends one line of the executor's own to the attempt's log.
+fn note(log: &Log, bytes: &[u8]) {
+    let _ = log.0.send(bytes.to_vec());
 }
 
 fn kill_group(pgid: Option<Pid>, signal: Signal) {
@@ -329,6 +466,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_log_over_its_limit_keeps_the_newest_part_after_a_marker() {
+        let dir = tempdir();
+        // 4000 numbered lines of 12 bytes (48 000 bytes) into a log limited to 10 000 bytes.
+        let s = spec(
+            &dir,
+            vec![vec![
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 4000 ]; do printf 'line %06d\\n' $i; i=$((i+1)); done; echo done >&2",
+            ]],
+        );
+        let log = s.log_path.clone();
+        let exec = LocalExecutor {
+            log_max_bytes: Some(10_000),
+            ..LocalExecutor::default()
+        };
+        let out = exec.launch(s).await.unwrap().wait().await;
+        assert_eq!(out, Outcome::Succeeded);
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.len() <= 10_000,
+            "log kept under its limit: {} bytes",
+            text.len()
+        );
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.starts_with("[aiflow] log over its limit of 10000 bytes: the oldest"),
+            "{first}"
+        );
+        assert!(text.contains("line 003999\n"), "the newest output is kept");
+        assert!(
+            !text.contains("line 000000"),
+            "the oldest output is dropped"
+        );
+        assert!(text.ends_with("done\n"), "{}", &text[text.len() - 40..]);
+        // Whole lines only after the marker, consecutive to the end.
+        let numbers: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("line "))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(numbers.len() > 300, "{}", numbers.len());
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(*numbers.last().unwrap(), 3999);
+    }
+
+    #[tokio::test]
     async fn failure_stops_the_sequence_and_names_the_code() {
         let dir = tempdir();
         let s = spec(
@@ -380,6 +564,7 @@ mod tests {
         s.timeout = Some(Duration::from_millis(300));
         let exec = LocalExecutor {
             grace: Duration::from_millis(200),
+            ..LocalExecutor::default()
         };
         let started = std::time::Instant::now();
         let out = exec.launch(s).await.unwrap().wait().await;
@@ -403,6 +588,7 @@ mod tests {
         let log = s.log_path.clone();
         let exec = LocalExecutor {
             grace: Duration::from_millis(300),
+            ..LocalExecutor::default()
         };
         let job = exec.launch(s).await.unwrap();
         let mut ready = false;

@@ -203,10 +203,15 @@ async fn job_logs(
             }
             loop {
                 let mut chunk = Vec::new();
-                if let Ok(mut f) = tokio::fs::File::open(&path).await
-                    && f.seek(std::io::SeekFrom::Start(pos)).await.is_ok()
-                {
-                    let _ = f.read_to_end(&mut chunk).await;
+                let mut pos = pos;
+                if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                    // A log over its size limit was cut to its newest part: start again.
+                    if f.metadata().await.is_ok_and(|m| m.len() < pos) {
+                        pos = 0;
+                    }
+                    if f.seek(std::io::SeekFrom::Start(pos)).await.is_ok() {
+                        let _ = f.read_to_end(&mut chunk).await;
+                    }
                 }
                 if !chunk.is_empty() {
                     let next = pos + chunk.len() as u64;

@@ -511,6 +511,8 @@ pub struct WorkerConfig {
     pub server_url: String,
     pub aiflow_bin: Option<PathBuf>,
     pub grace: Duration,
+    /// Largest log of one attempt (older output dropped past it).
+    pub log_max_bytes: Option<u64>,
 }
 
 struct Running {
@@ -863,6 +865,7 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
     };
     let executor = LocalExecutor {
         grace: config.grace,
+        log_max_bytes: config.log_max_bytes,
     };
     let running = match executor.launch(spec).await {
         Ok(r) => r,
@@ -905,6 +908,12 @@ async fn ship_log(
     let mut sent: u64 = 0;
     loop {
         let finished = *done.borrow();
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.len() < sent
+        {
+            // The log was cut to its newest part (over its size limit): ship it from the top.
+            sent = 0;
+        }
         if let Ok(mut f) = tokio::fs::File::open(&path).await
             && f.seek(std::io::SeekFrom::Start(sent)).await.is_ok()
         {

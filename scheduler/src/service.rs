@@ -60,7 +60,17 @@ pub struct SchedulerConfig {
     pub fabric: Option<crate::remote::Fabric>,
     /// Jobs go to remote workers (`fabric` required) instead of local processes.
     pub remote: bool,
+    /// With authentication on: mints each job's `AIFLOW_TOKEN`, scoped to its execution.
+    pub job_tokens: Option<aiflow_meta::auth::Tokens>,
+    /// Lifetime of a job's token when the job has no timeout (with one: the timeout plus ten
+    /// minutes). A token is refused anyway once its execution has ended.
+    pub job_token_ttl: Duration,
+    /// Largest size of one job attempt's log (none: no limit).
+    pub log_max_bytes: Option<u64>,
 }
+
+/// Default of [`SchedulerConfig::job_token_ttl`]: one day.
+pub const DEFAULT_JOB_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl SchedulerConfig {
     /// Embedded defaults: local processes, no NATS.
@@ -75,6 +85,9 @@ impl SchedulerConfig {
             node: crate::leader::node_name(),
             fabric: None,
             remote: false,
+            job_tokens: None,
+            job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
+            log_max_bytes: None,
         }
     }
 }
@@ -440,6 +453,7 @@ async fn lead(
         store: store.clone(),
         executor: LocalExecutor {
             grace: config.stop_grace,
+            log_max_bytes: config.log_max_bytes,
         },
         fabric: config.fabric.clone(),
         fence,
@@ -1517,7 +1531,19 @@ impl Core {
         let attempt = rt.attempt;
         let mut env = spec.env.clone();
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
-        env.entry("AIFLOW_TOKEN".into()).or_default();
+        match &self.config.job_tokens {
+            // A token the job's own env names (say, an admin's for a job that submits
+            // workflows) is kept; otherwise the job gets one scoped to this execution.
+            Some(tokens) if env.get("AIFLOW_TOKEN").is_none_or(String::is_empty) => {
+                let ttl = spec.timeout_s.map_or(self.config.job_token_ttl, |t| {
+                    Duration::from_secs(t.saturating_add(600))
+                });
+                env.insert("AIFLOW_TOKEN".into(), tokens.job_token(id, ttl));
+            }
+            _ => {
+                env.entry("AIFLOW_TOKEN".into()).or_default();
+            }
+        }
         env.insert("AIFLOW_NAMESPACE".into(), exec.workflow.namespace.clone());
         env.insert("AIFLOW_WORKFLOW".into(), exec.workflow.name.clone());
         env.insert("AIFLOW_EXECUTION".into(), id.to_string());

@@ -9,6 +9,7 @@ pub(crate) mod event;
 pub(crate) mod graph;
 pub(crate) mod meta;
 pub(crate) mod status;
+pub(crate) mod token;
 pub(crate) mod workflow;
 
 /// How results are printed.
@@ -57,7 +58,8 @@ impl Ctx {
         });
         Self {
             server,
-            token,
+            // An empty AIFLOW_TOKEN (a job of a server without auth) is no token.
+            token: token.filter(|t| !t.is_empty()),
             output,
         }
     }

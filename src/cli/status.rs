@@ -156,8 +156,19 @@ fn seconds(v: &serde_json::Value) -> String {
     }
 }
 
-async fn scrape(url: &str) -> Result<Vec<Sample>, CliError> {
-    let text = reqwest::get(url)
+/// A GET of a route outside `/api/v1`, with the `--token` when there is one.
+async fn get(url: &str, token: Option<&str>) -> reqwest::Result<reqwest::Response> {
+    let rb = reqwest::Client::new().get(url);
+    match token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    }
+    .send()
+    .await
+}
+
+async fn scrape(url: &str, token: Option<&str>) -> Result<Vec<Sample>, CliError> {
+    let text = get(url, token)
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| CliError::Failed(format!("cannot read {url}: {e}"), Vec::new()))?
@@ -176,14 +187,14 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
     let client = ctx.client();
     runtime().block_on(async {
         let url = format!("{}/readyz", client.base_url());
-        let ready: serde_json::Value = reqwest::get(&url)
+        let ready: serde_json::Value = get(&url, ctx.token.as_deref())
             .await
             .map_err(|e| CliError::Failed(format!("cannot reach {url}: {e}"), Vec::new()))?
             .json()
             .await
             .map_err(|e| CliError::Failed(format!("unexpected answer from {url}: {e}"), Vec::new()))?;
         let metrics_url = format!("{}/metrics", client.base_url());
-        let first = scrape(&metrics_url).await?;
+        let first = scrape(&metrics_url, ctx.token.as_deref()).await?;
         let t0 = Instant::now();
         let running = client
             .list_executions(&ExecutionQuery {
@@ -200,7 +211,7 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
             .await?;
         tokio::time::sleep(Duration::from_secs_f64(args.interval).saturating_sub(t0.elapsed()))
             .await;
-        let second = scrape(&metrics_url).await?;
+        let second = scrape(&metrics_url, ctx.token.as_deref()).await?;
         let over = t0.elapsed().as_secs_f64().max(1e-3);
         let rate = |name: &str, with: &[(&str, &str)]| {
             let d = sum(&second, name, with) - sum(&first, name, with);

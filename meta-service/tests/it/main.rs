@@ -10,6 +10,7 @@ mod models;
 mod openapi;
 mod outbox;
 mod sdk;
+mod tokens;
 
 use aiflow_db::testing::TestDb;
 use aiflow_meta::Store;

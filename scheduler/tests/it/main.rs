@@ -39,6 +39,9 @@ async fn start(
             node: "test".into(),
             fabric: None,
             remote: false,
+            job_tokens: None,
+            job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
+            log_max_bytes: None,
         },
         rx,
     )

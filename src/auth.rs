@@ -1,0 +1,563 @@
+//! The guard in front of every route: request body size, list page size, and with
+//! authentication on, API tokens, roles, and per-token limits (event streams open, publish
+//! rate). Refusals are JSON error bodies; tokens never reach a log line.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aiflow_api::auth::Role;
+use aiflow_api::server::{HttpError, JobScope};
+use aiflow_meta::auth::{AuthError, Principal, Tokens};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::config::Config;
+
+/// The limits the guard enforces (from [`Config`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_page_size: u32,
+    pub(crate) max_streams_per_token: usize,
+    pub(crate) publish_rate_per_token: f64,
+    pub(crate) publish_burst_per_token: u32,
+}
+
+impl Limits {
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            max_page_size: config.max_page_size,
+            max_streams_per_token: config.max_streams_per_token,
+            publish_rate_per_token: config.publish_rate_per_token,
+            publish_burst_per_token: config.publish_burst_per_token,
+        }
+    }
+}
+
+/// A token bucket: `tokens` left at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// State of the guard. `tokens` is `None` with authentication off.
+pub(crate) struct Guard {
+    tokens: Option<Tokens>,
+    limits: Limits,
+    streams: Mutex<HashMap<String, usize>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Guard {
+    pub(crate) fn new(tokens: Option<Tokens>, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            tokens,
+            limits,
+            streams: Mutex::default(),
+            buckets: Mutex::default(),
+        })
+    }
+
+    /// Takes one publish from the token's bucket, or says in how many seconds one is back.
+    fn take_publish(&self, key: &str) -> Result<(), u64> {
+        let rate = self.limits.publish_rate_per_token;
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = f64::from(self.limits.publish_burst_per_token);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate buckets");
+        if buckets.len() > 10_000 {
+            // Forget full buckets (idle tokens): they would start full anyway.
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Counts one more open stream of the token, unless it has its most open.
+    fn open_stream(self: &Arc<Self>, key: &str) -> Option<StreamSlot> {
+        let max = self.limits.max_streams_per_token;
+        let mut streams = self.streams.lock().expect("stream counts");
+        let n = streams.entry(key.to_string()).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            guard: self.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// One open event stream of a token; dropped with the response body (the client left).
+struct StreamSlot {
+    guard: Arc<Guard>,
+    key: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.guard.streams.lock().expect("stream counts");
+        if let Some(n) = streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a route asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    /// `None`: anyone (health, the web UI, Swagger UI, the OpenAPI document).
+    pub(crate) role: Option<Role>,
+    /// A job's token (scoped to its execution) may call it.
+    pub(crate) job: bool,
+}
+
+const PUBLIC: Need = Need {
+    role: None,
+    job: true,
+};
+
+/// The role matrix (docs/security.md): viewers read, operators also run and publish, admins
+/// also manage workflows and tokens. A write the matrix does not name needs an admin.
+pub(crate) fn need(method: &Method, path: &str) -> Need {
+    let need = |role, job| Need {
+        role: Some(role),
+        job,
+    };
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return if path == "/metrics" {
+            need(Role::Viewer, true)
+        } else {
+            PUBLIC
+        };
+    };
+    let seg: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if seg == ["openapi.json"] {
+        return PUBLIC;
+    }
+    if seg[0] == "tokens" {
+        return need(Role::Admin, false);
+    }
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return need(Role::Viewer, true);
+    }
+    match (method, seg.as_slice()) {
+        (&Method::POST, ["events"]) => need(Role::Operator, true),
+        (&Method::POST, ["workflows", _, "executions"]) => need(Role::Operator, false),
+        (&Method::POST, ["executions", _, "stop"]) => need(Role::Operator, false),
+        (&Method::POST, ["workflows"])
+        | (&Method::POST, ["workflows", _, "pause" | "resume"])
+        | (&Method::DELETE, ["workflows", _]) => need(Role::Admin, false),
+        (
+            _,
+            [
+                "projects" | "datasets" | "models" | "metrics" | "artifacts" | "lineage",
+                ..,
+            ],
+        ) => need(Role::Operator, true),
+        _ => need(Role::Admin, false),
+    }
+}
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    HttpError::new(status, code, message).into_response()
+}
+
+fn unauthenticated(e: &AuthError) -> Response {
+    if let AuthError::Db(err) = e {
+        tracing::error!(error = %err, "cannot check a token");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "cannot check the token now",
+        );
+    }
+    let mut resp = refuse(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string());
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// The request's query pairs, decoded.
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Percent-decoding of a query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URI with its query rewritten by `edit` over the raw `key=value` parts.
+fn with_query(uri: &Uri, edit: impl FnOnce(&mut Vec<String>)) -> Uri {
+    let mut parts: Vec<String> = uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    edit(&mut parts);
+    let pq = if parts.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), parts.join("&"))
+    };
+    let mut builder = Uri::builder();
+    if let Some(s) = uri.scheme() {
+        builder = builder.scheme(s.clone());
+    }
+    if let Some(a) = uri.authority() {
+        builder = builder.authority(a.clone());
+    }
+    builder
+        .path_and_query(pq)
+        .build()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+/// The middleware.
+pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    // 1. Body size: a declared length over the limit is refused before reading; a body
+    //    without one stops being read at the limit (the route answers 413).
+    let max_body = g.limits.max_body_bytes;
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max_body as u64
+    {
+        return HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body of {len} bytes is over the limit of {max_body} bytes"),
+        )
+        .field("body")
+        .into_response();
+    }
+    let body = Body::new(http_body_util::Limited::new(body, max_body));
+
+    let path = parts.uri.path().to_string();
+    let api = path.starts_with("/api/v1/");
+    let points = path.ends_with("/points") && path.starts_with("/api/v1/metrics/");
+    let pairs = if parts.uri.query().is_some() {
+        query_pairs(&parts.uri)
+    } else {
+        Vec::new()
+    };
+
+    // 2. Page size: a `limit` over the largest page size is refused (400); without one, a
+    //    list's default page is cut to it.
+    if api && !points && parts.method == Method::GET {
+        let cap = g.limits.max_page_size;
+        match pairs.iter().find(|(k, _)| k == "limit") {
+            Some((_, v)) => {
+                if let Ok(n) = v.parse::<u64>()
+                    && n > u64::from(cap)
+                {
+                    return HttpError::invalid(
+                        "limit",
+                        format!("limit {n} is over the largest page size {cap}"),
+                    )
+                    .into_response();
+                }
+            }
+            None if cap < aiflow_api::page::DEFAULT_LIMIT => {
+                parts.uri = with_query(&parts.uri, |q| q.push(format!("limit={cap}")));
+            }
+            None => {}
+        }
+    }
+
+    // 3. Authentication and the role matrix.
+    let stream = parts.method == Method::GET && path == "/api/v1/events/stream";
+    let mut principal: Option<Principal> = None;
+    if let Some(tokens) = &g.tokens {
+        let need = need(&parts.method, &path);
+        if let Some(role) = need.role {
+            let from_header = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(|t| t.trim().to_string());
+            // Browsers' EventSource cannot set headers: the stream also takes
+            // `?access_token=`.
+            let from_query = if stream {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == "access_token")
+                    .map(|(_, v)| v.clone())
+            } else {
+                None
+            };
+            let Some(token) = from_header.or(from_query) else {
+                return unauthenticated(&AuthError::Missing);
+            };
+            let p = match tokens.authenticate(&token).await {
+                Ok(p) => p,
+                Err(e) => return unauthenticated(&e),
+            };
+            if p.execution.is_some() && !need.job {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    format!(
+                        "a job's token may read, publish events and write meta records, not {} {path}",
+                        parts.method
+                    ),
+                );
+            }
+            if p.role < role {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    format!(
+                        "{} {path} needs the {role} role; token {} has {}",
+                        parts.method, p.token_id, p.role
+                    ),
+                );
+            }
+            if let Some(execution) = &p.execution {
+                parts.extensions.insert(JobScope {
+                    execution: execution.clone(),
+                });
+            }
+            principal = Some(p);
+        }
+    }
+    // The token is not passed on in the query (nothing downstream needs it or may log it).
+    if stream && pairs.iter().any(|(k, _)| k == "access_token") {
+        parts.uri = with_query(&parts.uri, |q| {
+            q.retain(|p| p.split('=').next() != Some("access_token"));
+        });
+    }
+
+    // 4. Per-token limits.
+    let mut slot = None;
+    if let Some(p) = &principal {
+        if parts.method == Method::POST && path == "/api/v1/events" {
+            if let Err(wait) = g.take_publish(&p.token_id) {
+                let mut resp = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "token {} is over its publish rate of {} requests per second; retry in {wait} s",
+                        p.token_id, g.limits.publish_rate_per_token
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                return resp;
+            }
+        } else if stream {
+            match g.open_stream(&p.token_id) {
+                Some(s) => slot = Some(s),
+                None => {
+                    return refuse(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_streams",
+                        format!(
+                            "token {} already has {} event streams open",
+                            p.token_id, g.limits.max_streams_per_token
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    let resp = json_413(resp);
+    match slot {
+        Some(slot) if resp.status().is_success() => {
+            let (parts, body) = resp.into_parts();
+            let body = body.into_data_stream().map(move |chunk| {
+                let _held = &slot;
+                chunk
+            });
+            Response::from_parts(parts, Body::from_stream(body))
+        }
+        _ => resp,
+    }
+}
+
+/// A 413 that a route answered in plain text (its body reader hit the limit) gets the JSON
+/// error body.
+fn json_413(resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return resp;
+    }
+    HttpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is over the size limit",
+    )
+    .field("body")
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_matrix() {
+        let n = |m: Method, p: &str| need(&m, p);
+        let role = |m: Method, p: &str| n(m, p).role;
+        assert_eq!(role(Method::GET, "/"), None);
+        assert_eq!(role(Method::GET, "/healthz"), None);
+        assert_eq!(role(Method::GET, "/docs/"), None);
+        assert_eq!(role(Method::GET, "/api/v1/openapi.json"), None);
+        assert_eq!(role(Method::GET, "/metrics"), Some(Role::Viewer));
+        assert_eq!(role(Method::GET, "/api/v1/workflows"), Some(Role::Viewer));
+        assert_eq!(
+            role(Method::GET, "/api/v1/events/stream"),
+            Some(Role::Viewer)
+        );
+        assert_eq!(role(Method::POST, "/api/v1/events"), Some(Role::Operator));
+        assert!(n(Method::POST, "/api/v1/events").job);
+        assert_eq!(
+            role(Method::POST, "/api/v1/workflows/w/executions"),
+            Some(Role::Operator)
+        );
+        assert!(!n(Method::POST, "/api/v1/workflows/w/executions").job);
+        assert_eq!(
+            role(Method::POST, "/api/v1/executions/e/stop"),
+            Some(Role::Operator)
+        );
+        assert_eq!(role(Method::POST, "/api/v1/workflows"), Some(Role::Admin));
+        assert_eq!(
+            role(Method::POST, "/api/v1/workflows/w/pause"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role(Method::POST, "/api/v1/workflows/w/resume"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role(Method::DELETE, "/api/v1/workflows/w"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role(Method::POST, "/api/v1/metrics/loss/points"),
+            Some(Role::Operator)
+        );
+        assert!(n(Method::POST, "/api/v1/models/m/versions").job);
+        assert_eq!(role(Method::GET, "/api/v1/tokens"), Some(Role::Admin));
+        assert!(!n(Method::GET, "/api/v1/tokens").job);
+        assert_eq!(
+            role(Method::POST, "/api/v1/somewhere/new"),
+            Some(Role::Admin)
+        );
+    }
+
+    #[test]
+    fn query_decoding_and_rewriting() {
+        let uri: Uri = "/api/v1/events/stream?key=a%2Fb&access_token=afl_x_y&from=1"
+            .parse()
+            .unwrap();
+        let pairs = query_pairs(&uri);
+        assert_eq!(pairs[0], ("key".into(), "a/b".into()));
+        assert_eq!(pairs[1], ("access_token".into(), "afl_x_y".into()));
+        let stripped = with_query(&uri, |q| q.retain(|p| !p.starts_with("access_token=")));
+        assert_eq!(
+            stripped.to_string(),
+            "/api/v1/events/stream?key=a%2Fb&from=1"
+        );
+        assert_eq!(decode("a+b%20c%"), "a b c%");
+    }
+
+    #[test]
+    fn the_publish_bucket_refills_at_its_rate() {
+        let g = Guard::new(
+            None,
+            Limits {
+                max_body_bytes: 1 << 20,
+                max_page_size: 1000,
+                max_streams_per_token: 1,
+                publish_rate_per_token: 2.0,
+                publish_burst_per_token: 3,
+            },
+        );
+        for _ in 0..3 {
+            assert!(g.take_publish("t").is_ok());
+        }
+        assert_eq!(g.take_publish("t"), Err(1));
+        assert!(g.take_publish("other").is_ok(), "buckets are per token");
+        let slot = g.open_stream("t").expect("first stream");
+        assert!(g.open_stream("t").is_none(), "one stream per token");
+        drop(slot);
+        assert!(
+            g.open_stream("t").is_some(),
+            "a closed stream frees its slot"
+        );
+    }
+}

@@ -1,0 +1,755 @@
+//! Authentication, roles and limits against the real `aiflow server` binary: every request goes
+//! over a socket, tokens are made with the real CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aiflow");
+
+struct Server {
+    child: Child,
+    url: String,
+    /// Everything the server wrote on stderr so far (banner and logs).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `aiflow server` with `args` on a free loopback port and data in `dir/data`.
+    fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env_remove("AIFLOW_DATABASE")
+            .env_remove("AIFLOW_NATS")
+            .env_remove("AIFLOW_AUTH")
+            .env_remove("AIFLOW_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aiflow server");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("API") {
+                    let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
+                }
+                let mut l = keep.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server printed its banner");
+        Server {
+            child,
+            url,
+            stderr: log,
+        }
+    }
+
+    fn cli(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(["--server", &self.url, "--output", "json"])
+            .env_remove("AIFLOW_TOKEN");
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        c.args(args).output().expect("run aiflow")
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// `aiflow token create` straight into the data folder (no server needed): the bootstrap.
+fn bootstrap_token(dir: &Path, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "--output",
+            "json",
+            "token",
+            "create",
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], role);
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn created_token(server: &Server, admin: &str, args: &[&str]) -> (String, String) {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let out = server.cli(Some(admin), &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["id"].as_str().unwrap().to_string(),
+    )
+}
+
+struct Http {
+    base: String,
+    c: reqwest::Client,
+}
+
+impl Http {
+    fn new(base: &str) -> Self {
+        Self {
+            base: base.to_string(),
+            c: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut rb = self.c.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v, headers)
+    }
+
+    async fn status(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> u16 {
+        self.call(method, path, token, body).await.0
+    }
+}
+
+use reqwest::Method as M;
+
+fn graph(dir: &Path, name: &str, command: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &path,
+        json!({"name": name, "nodes": [{"name": "a", "job": {"command": ["sh", "-c", command]}}]})
+            .to_string(),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_non_loopback_address_without_auth_is_refused_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("AIFLOW_AUTH")
+        .env_remove("AIFLOW_INSECURE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    // With --insecure, or with --auth, it serves.
+    for flag in ["--insecure", "--auth"] {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "0.0.0.0:0", flag, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_remove("AIFLOW_AUTH")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let ready = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("AI Flow is ready"));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ready, "{flag}: the server started");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_expiry_and_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    assert!(admin.starts_with("afl_"), "{admin}");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+
+    // Public: health, the UI, the OpenAPI document (which lists the token routes and the
+    // bearer scheme).
+    assert_eq!(http.status(M::GET, "/healthz", None, None).await, 200);
+    assert_eq!(http.status(M::GET, "/", None, None).await, 200);
+    let (s, doc, _) = http.call(M::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/api/v1/tokens"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/tokens/{id}"]["delete"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // No token, a malformed one, an unknown one: 401 with the JSON error body.
+    let (s, body, headers) = http.call(M::GET, "/api/v1/workflows", None, None).await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    for bad in ["nonsense", "afl_000000000000_deadbeef", "afj_1_00_x"] {
+        let (s, body, _) = http
+            .call(M::GET, "/api/v1/workflows", Some(bad), None)
+            .await;
+        assert_eq!(s, 401, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "unauthenticated");
+    }
+    assert_eq!(http.status(M::GET, "/metrics", None, None).await, 401);
+    assert_eq!(
+        http.status(M::GET, "/metrics", Some(&admin), None).await,
+        200
+    );
+
+    let (viewer, _) = created_token(&server, &admin, &["--role", "viewer", "--name", "dash"]);
+    let (operator, operator_id) = created_token(&server, &admin, &["--role", "operator"]);
+    let event = json!({"key": "k/1", "value": "1"});
+    let wf = json!({"name": "w1", "nodes": [{"name": "a", "job": {"command": ["true"]}}]});
+
+    // viewer: reads only
+    assert_eq!(
+        http.status(M::GET, "/api/v1/workflows", Some(&viewer), None)
+            .await,
+        200
+    );
+    assert_eq!(
+        http.status(M::GET, "/api/v1/events", Some(&viewer), None)
+            .await,
+        200
+    );
+    let (s, body, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            Some(&viewer),
+            Some(event.clone()),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator")
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            "/api/v1/projects",
+            Some(&viewer),
+            Some(json!({"name": "p"}))
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        http.status(M::GET, "/api/v1/tokens", Some(&viewer), None)
+            .await,
+        403
+    );
+
+    // operator: also publishes, writes meta, starts executions; no workflow management
+    assert_eq!(
+        http.status(
+            M::POST,
+            "/api/v1/events",
+            Some(&operator),
+            Some(event.clone())
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            "/api/v1/projects",
+            Some(&operator),
+            Some(json!({"name": "p"}))
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            "/api/v1/workflows",
+            Some(&operator),
+            Some(wf.clone())
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        http.status(M::GET, "/api/v1/tokens", Some(&operator), None)
+            .await,
+        403
+    );
+
+    // admin: manages workflows and tokens
+    assert_eq!(
+        http.status(M::POST, "/api/v1/workflows", Some(&admin), Some(wf))
+            .await,
+        201
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            "/api/v1/workflows/w1/executions",
+            Some(&operator),
+            None
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        http.status(M::POST, "/api/v1/workflows/w1/pause", Some(&operator), None)
+            .await,
+        403
+    );
+    assert_eq!(
+        http.status(M::POST, "/api/v1/workflows/w1/pause", Some(&admin), None)
+            .await,
+        200
+    );
+    assert_eq!(
+        http.status(M::DELETE, "/api/v1/workflows/w1", Some(&operator), None)
+            .await,
+        403
+    );
+    let (s, list, _) = http
+        .call(M::GET, "/api/v1/tokens", Some(&admin), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert!(
+        !list.to_string().contains(&operator[4..]),
+        "no secret is listed"
+    );
+
+    // The event stream: a token in the header or, for browsers, in `access_token`.
+    assert_eq!(
+        http.status(M::GET, "/api/v1/events/stream", None, None)
+            .await,
+        401
+    );
+    let resp = http
+        .c
+        .get(format!(
+            "{}/api/v1/events/stream?from=1&access_token={viewer}",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(resp);
+
+    // The CLI sends --token; without it, a one-line error and exit 1.
+    let out = server.cli(Some(&operator), &["event", "send", "--key", "cli/1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.cli(None, &["event", "send", "--key", "cli/2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("authentication required"),
+        "{stderr}"
+    );
+    let out = server.cli(Some(&viewer), &["status"]);
+    assert!(
+        out.status.success(),
+        "status reads /metrics with the token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Expiry.
+    let (short, _) = created_token(&server, &admin, &["--role", "viewer", "--expires", "1s"]);
+    assert_eq!(
+        http.status(M::GET, "/api/v1/workflows", Some(&short), None)
+            .await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, body, _) = http
+        .call(M::GET, "/api/v1/workflows", Some(&short), None)
+        .await;
+    assert_eq!(s, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+
+    // Revocation through the CLI, effective at once.
+    let out = server.cli(Some(&admin), &["token", "revoke", &operator_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, body, _) = http
+        .call(M::POST, "/api/v1/events", Some(&operator), Some(event))
+        .await;
+    assert_eq!(s, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
+    let out = server.cli(Some(&admin), &["token", "list"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let revoked = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == operator_id.as_str())
+        .unwrap();
+    assert!(revoked["revoked_at"].is_string());
+
+    // No token in the server's output.
+    let log = server.stop();
+    for t in [&admin, &viewer, &operator, &short] {
+        assert!(
+            !log.contains(&t[4..]),
+            "a token secret reached the log:\n{log}"
+        );
+    }
+    assert!(log.contains("api token created"), "{log}");
+}
+
+/// Waits for an execution to end; returns it.
+async fn finished(http: &Http, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, e, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        let state = e["state"].as_str().unwrap_or_default().to_string();
+        if ["SUCCEEDED", "FAILED", "STOPPED"].contains(&state.as_str()) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "execution {id} did not end: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_token_publishes_and_writes_meta_but_manages_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth", "--job-log-max-bytes", "4096"]);
+    let http = Http::new(&server.url);
+    // The job: first a lot of output (the log keeps its newest 2 KiB), then what its token may
+    // and may not do, each exit code logged.
+    let script = r#"
+        i=0; while [ $i -lt 500 ]; do echo "filler line $i"; i=$((i+1)); done
+        case "$AIFLOW_TOKEN" in afj_*) echo "token kind: job";; *) echo "token kind: other";; esac
+        echo "$AIFLOW_TOKEN" > "$AIFLOW_DATA_DIR/../job-token"
+        $AIFLOW_BIN event send --key job/ok --value 1 >/dev/null 2>&1; echo "event send: $?"
+        $AIFLOW_BIN model create jobmodel >/dev/null 2>&1; echo "model create: $?"
+        $AIFLOW_BIN workflow list >/dev/null 2>&1; echo "workflow list: $?"
+        $AIFLOW_BIN workflow pause scoped >/dev/null 2>&1; echo "workflow pause: $?"
+        $AIFLOW_BIN execution start scoped >/dev/null 2>&1; echo "execution start: $?"
+        $AIFLOW_BIN token list >/dev/null 2>&1; echo "token list: $?"
+        $AIFLOW_BIN event send --key job/other --context '{"execution":"someone-else"}' 2>&1 | grep -o 'cannot publish events for execution someone-else'
+    "#;
+    let g = graph(dir.path(), "scoped", script);
+    let out = server.cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/scoped/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let e = finished(&http, &admin, &id).await;
+    assert_eq!(e["state"], "SUCCEEDED", "{e}");
+
+    let out = server.cli(Some(&admin), &["execution", "logs", &id, "a"]);
+    let log = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        log.len() <= 4096,
+        "the log is kept under its limit: {}",
+        log.len()
+    );
+    assert!(
+        log.starts_with("[aiflow] log over its limit of 4096 bytes: the oldest"),
+        "{log}"
+    );
+    assert!(!log.contains("filler line 0\n"), "{log}");
+    for line in [
+        "token kind: job",
+        "event send: 0",
+        "model create: 0",
+        "workflow list: 0",
+        "workflow pause: 1",
+        "execution start: 1",
+        "token list: 1",
+        "cannot publish events for execution someone-else",
+    ] {
+        assert!(
+            log.contains(line),
+            "missing {line:?} in the job's log:\n{log}"
+        );
+    }
+    assert!(!log.contains("afj_"), "the token is not in the log");
+    let (_, events, _) = http
+        .call(M::GET, "/api/v1/events?key=job/*", Some(&admin), None)
+        .await;
+    let keys: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["job/ok"], "{events}");
+
+    // The execution has ended: its job's token is refused from now on.
+    let job_token = std::fs::read_to_string(dir.path().join("job-token")).unwrap();
+    let job_token = job_token.trim();
+    assert!(job_token.starts_with("afj_"));
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past the lookup cache
+    let (s, body, _) = http
+        .call(M::GET, "/api/v1/workflows", Some(job_token), None)
+        .await;
+    assert_eq!(s, 401, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("ended"),
+        "{body}"
+    );
+    // A forged one (another execution's id under the same signature) is unknown.
+    let forged = format!("{}x", job_token);
+    assert_eq!(
+        http.status(M::GET, "/api/v1/workflows", Some(&forged), None)
+            .await,
+        401
+    );
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_size_and_page_size_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--max-body-bytes", "2048", "--max-page-size", "5"],
+    );
+    let http = Http::new(&server.url);
+    let big = json!({"key": "k", "value": "x".repeat(4000)});
+    let (s, body, _) = http.call(M::POST, "/api/v1/events", None, Some(big)).await;
+    assert_eq!(s, 413);
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert_eq!(body["error"]["field"], "body");
+    // Without a declared length (chunked), the body stops being read at the limit.
+    let chunks =
+        futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(bytes_of(&"y".repeat(500)))));
+    let resp = http
+        .c
+        .post(format!("{}/api/v1/projects", server.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    // Small bodies pass.
+    for i in 0..8 {
+        let ev = json!({"key": format!("k/{i}")});
+        assert_eq!(
+            http.status(M::POST, "/api/v1/events", None, Some(ev)).await,
+            201
+        );
+    }
+    let (s, body, _) = http
+        .call(M::GET, "/api/v1/events?limit=6", None, None)
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(body["error"]["field"], "limit", "{body}");
+    let (s, page, _) = http
+        .call(M::GET, "/api/v1/events?limit=5", None, None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+    // Without `limit`, the default page (100) is cut to the largest page size.
+    let (s, page, _) = http.call(M::GET, "/api/v1/events", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 5, "{page}");
+    assert!(page["next_cursor"].is_string());
+    server.stop();
+}
+
+fn bytes_of(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_rate_and_stream_count_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let other = bootstrap_token(dir.path(), "operator");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--auth",
+            "--publish-rate-per-token",
+            "1",
+            "--publish-burst-per-token",
+            "2",
+            "--max-streams-per-token",
+            "1",
+        ],
+    );
+    let http = Http::new(&server.url);
+    let ev = json!({"key": "r"});
+    assert_eq!(
+        http.status(M::POST, "/api/v1/events", Some(&admin), Some(ev.clone()))
+            .await,
+        201
+    );
+    assert_eq!(
+        http.status(M::POST, "/api/v1/events", Some(&admin), Some(ev.clone()))
+            .await,
+        201
+    );
+    let (s, body, headers) = http
+        .call(M::POST, "/api/v1/events", Some(&admin), Some(ev.clone()))
+        .await;
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Another token has its own budget.
+    assert_eq!(
+        http.status(M::POST, "/api/v1/events", Some(&other), Some(ev.clone()))
+            .await,
+        201
+    );
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(
+        http.status(M::POST, "/api/v1/events", Some(&admin), Some(ev))
+            .await,
+        201
+    );
+
+    // One stream per token: a second is refused while the first is open.
+    let stream = |t: &str| {
+        http.c
+            .get(format!("{}/api/v1/events/stream?from=1", server.url))
+            .bearer_auth(t)
+            .send()
+    };
+    let first = stream(&admin).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let second = stream(&admin).await.unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    let third = stream(&other).await.unwrap();
+    assert_eq!(third.status().as_u16(), 200, "per token");
+    drop(first);
+    // Once the first stream is closed its slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = stream(&admin).await.unwrap();
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot was not freed"
+        );
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(third);
+    server.stop();
+}
