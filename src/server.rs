@@ -249,9 +249,20 @@ pub(crate) fn router(
         .layer(crate::metrics::HttpMetricsLayer)
 }
 
+/// A backend that does not answer within 2 s counts as unreachable: a probe must answer.
+async fn within(check: impl std::future::Future<Output = bool>) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), check)
+        .await
+        .unwrap_or(false)
+}
+
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    let (db_ok, bus_ok) = tokio::join!(h.db.ping(), h.bus.ping());
-    let status = if db_ok && bus_ok {
+    let (db_ok, bus_ok) = tokio::join!(within(h.db.ping()), within(h.bus.ping()));
+    let writable = db_ok && within(h.db.ping_write()).await;
+    // The store answers reads but the scheduler cannot write (a full disk, say).
+    let storing = !h.scheduler.progress().commit_failing();
+    let ready = writable && bus_ok && storing;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -266,7 +277,10 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     } else {
         None
     };
-    let mut scheduler = serde_json::json!({"role": role.name()});
+    let mut scheduler = serde_json::json!({
+        "role": role.name(),
+        "status": if storing { "ok" } else { "cannot store its state (retrying)" },
+    });
     if let aiflow_scheduler::leader::Role::Leader { epoch } = role {
         scheduler["epoch"] = epoch.into();
     }
@@ -274,16 +288,20 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         scheduler["leader"] =
             serde_json::json!({"node": l.holder, "url": l.url, "epoch": l.epoch, "since": l.since});
     }
-    if let Some(f) = h.scheduler.fabric() {
-        scheduler["workers"] = f.workers().await.map_or(serde_json::Value::Null, |w| {
-            serde_json::json!(w.iter().filter(|w| w.alive).count())
-        });
+    if let Some(f) = h.scheduler.fabric().filter(|_| bus_ok) {
+        scheduler["workers"] = tokio::time::timeout(Duration::from_secs(1), f.workers())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map_or(serde_json::Value::Null, |w| {
+                serde_json::json!(w.iter().filter(|w| w.alive).count())
+            });
     }
     (
         status,
         Json(serde_json::json!({
-            "status": if db_ok && bus_ok { "ready" } else { "not ready" },
-            "database": {"backend": h.db.backend.name(), "status": word(db_ok)},
+            "status": if ready { "ready" } else { "not ready" },
+            "database": {"backend": h.db.backend.name(), "status": if db_ok && !writable { "read-only (disk full?)" } else { word(db_ok) }},
             "events": {"backend": h.bus.backend(), "status": word(bus_ok)},
             "scheduler": scheduler,
         })),

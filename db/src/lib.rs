@@ -168,6 +168,23 @@ impl Db {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+
+    /// `true` when a small write commits (a full disk or a read-only store answers reads but
+    /// not this).
+    pub async fn ping_write(&self) -> bool {
+        sqlx::query(
+            "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ('health.write_probe', '', $1) \
+             ON CONFLICT (k) DO UPDATE SET updated_at = excluded.updated_at",
+        )
+        .bind(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+        .execute(&self.pool)
+        .await
+        .is_ok()
+    }
 }
 
 /// The URL without its password, for logs and errors.

@@ -22,6 +22,8 @@ pub const LOCAL_QUEUE: &str = "default";
 pub struct Progress {
     handled: AtomicI64,
     committed: AtomicI64,
+    /// The last commit of scheduler state failed (the store is down or full).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -35,6 +37,16 @@ impl Progress {
     #[must_use]
     pub fn committed(&self) -> i64 {
         self.committed.load(Ordering::Relaxed)
+    }
+
+    /// The scheduler cannot store its state now (it retries; nothing acts until it can).
+    #[must_use]
+    pub fn commit_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_commit_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
     }
 
     pub(crate) fn set_handled(&self, offset: i64) {
@@ -69,6 +81,10 @@ pub(crate) struct Obs {
 }
 
 impl Obs {
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
     pub(crate) fn new(progress: Arc<Progress>, handled: i64) -> Self {
         progress.set_handled(handled);
         progress.set_committed(handled);

@@ -184,30 +184,51 @@ impl Scheduler {
                 (store.clone(), config.clone(), progress.clone(), tx.clone());
             tokio::spawn(async move {
                 let mut rx = rx;
-                let mut stop = shutdown.clone();
-                let lease = tokio::select! {
-                    lease = standby(&store, &config, &mut rx) => lease,
-                    () = until_shutdown(&mut stop) => return,
-                };
-                let Some(lease) = lease else { return };
-                tracing::info!(epoch = lease.epoch, node = %config.node, "this replica is the scheduling leader now");
-                let _ = role_tx.send(Role::Leader { epoch: lease.epoch });
-                match lead(
-                    store,
-                    bus,
-                    config,
-                    progress,
-                    tx,
-                    shutdown,
-                    Some(lease.epoch),
-                )
-                .await
-                {
-                    Ok(core) => core.run(rx, Some(lease)).await,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the new leader cannot resume the scheduler state; exiting so a supervisor restarts it");
-                        std::process::exit(70);
+                // Standby until the lease is ours, lead until it is lost, then stand by again
+                // (a PostgreSQL restart ends the lease; the state is rebuilt from the store).
+                loop {
+                    let _ = role_tx.send(Role::Standby);
+                    let mut stop = shutdown.clone();
+                    let lease = tokio::select! {
+                        lease = standby(&store, &config, &mut rx) => lease,
+                        () = until_shutdown(&mut stop) => return,
+                    };
+                    let Some(lease) = lease else { return };
+                    tracing::info!(epoch = lease.epoch, node = %config.node, "this replica is the scheduling leader now");
+                    let _ = role_tx.send(Role::Leader { epoch: lease.epoch });
+                    // Everything this term starts stops when it ends.
+                    let (term_tx, term) = watch::channel(false);
+                    let mut global = shutdown.clone();
+                    let forward = term_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = until_shutdown(&mut global) => { let _ = forward.send(true); }
+                            () = forward.closed() => {}
+                        }
+                    });
+                    let core = lead(
+                        store.clone(),
+                        bus.clone(),
+                        config.clone(),
+                        progress.clone(),
+                        tx.clone(),
+                        term,
+                        Some(lease.epoch),
+                    )
+                    .await;
+                    let deposed = match core {
+                        Ok(core) => core.run(&mut rx, Some(lease)).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the leader cannot resume the scheduler state; standing by again");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            true
+                        }
+                    };
+                    let _ = term_tx.send(true);
+                    if !deposed || *shutdown.borrow() {
+                        return;
                     }
+                    tracing::warn!(node = %config.node, "no longer the scheduling leader; standing by");
                 }
             })
         } else {
@@ -221,7 +242,10 @@ impl Scheduler {
                 None,
             )
             .await?;
-            tokio::spawn(core.run(rx, None))
+            let mut rx = rx;
+            tokio::spawn(async move {
+                core.run(&mut rx, None).await;
+            })
         };
         Ok((
             Scheduler {
@@ -457,6 +481,8 @@ async fn lead(
         },
         fabric: config.fabric.clone(),
         fence,
+        lease_lost: None,
+        deposed: false,
         config: config.clone(),
         tx: tx.clone(),
         executions: HashMap::new(),
@@ -483,21 +509,43 @@ async fn lead(
     let feed = tx.clone();
     let mut feed_shutdown = shutdown.clone();
     tokio::spawn(async move {
+        // A subscription that fails (the bus restarted, say) starts again after the last
+        // event passed on: nothing is skipped, and the loop ignores what it already handled.
+        let mut last = from;
+        let mut backoff = Duration::from_millis(100);
         loop {
             tokio::select! {
                 next = events.next() => match next {
                     Some(Ok(e)) => {
+                        last = e.offset;
+                        backoff = Duration::from_millis(100);
                         if feed.send(Command::Event(e)).await.is_err() {
                             break;
                         }
+                        continue;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "event subscription failed");
-                        break;
+                        tracing::warn!(error = %e, after = last.0, "event subscription failed; subscribing again");
                     }
-                    None => break,
+                    None => {
+                        tracing::warn!(after = last.0, "event subscription ended; subscribing again");
+                    }
                 },
                 () = until_shutdown(&mut feed_shutdown) => break,
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = until_shutdown(&mut feed_shutdown) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                match bus.subscribe(EventFilter::default(), last).await {
+                    Ok(s) => {
+                        events = s;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to the event bus yet"),
+                }
             }
         }
     });
@@ -552,7 +600,22 @@ async fn spawn_report_feed(
                         }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "worker reports"),
-                    None => break,
+                    None => {
+                        // NATS restarted: pull again (unacknowledged reports come again).
+                        loop {
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                () = until_shutdown(&mut shutdown) => return,
+                            }
+                            match fabric.reports().await {
+                                Ok(r) => {
+                                    reports = r;
+                                    break;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cannot read worker reports yet"),
+                            }
+                        }
+                    }
                 },
                 () = until_shutdown(&mut shutdown) => break,
             }
@@ -563,8 +626,15 @@ async fn spawn_report_feed(
 
 impl Core {
     /// The loop: handles commands in batches, each batch committed in one transaction.
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, lease: Option<crate::leader::Lease>) {
+    /// Returns `true` when this replica lost the leader lease (and must stand by), `false` on
+    /// shutdown.
+    async fn run(
+        mut self,
+        rx: &mut mpsc::Receiver<Command>,
+        lease: Option<crate::leader::Lease>,
+    ) -> bool {
         let mut shutdown = self.shutdown.clone();
+        self.lease_lost = lease.as_ref().map(crate::leader::Lease::watch);
         let lost = async move {
             match lease {
                 Some(mut l) => l.lost().await,
@@ -586,10 +656,16 @@ impl Core {
                             }
                         }
                         self.flush().await;
+                        if self.deposed {
+                            return true;
+                        }
                     }
                     None => break,
                 },
-                () = &mut lost => fenced("the scheduling lease connection was lost"),
+                () = &mut lost => {
+                    tracing::error!("the scheduling lease connection was lost; nothing more is decided here");
+                    return true;
+                }
                 () = until_shutdown(&mut shutdown) => break,
             }
         }
@@ -602,18 +678,8 @@ impl Core {
             running = self.executions.len(),
             "scheduler stopped; its executions resume when it starts again"
         );
+        self.deposed
     }
-}
-
-/// A leader that lost its lease stops at once: nothing it decided after that may take effect.
-/// A supervisor (systemd, Kubernetes) starts it again, as a standby.
-fn fenced(why: &str) -> ! {
-    tracing::error!(
-        reason = why,
-        "this replica is no longer the scheduling leader; exiting"
-    );
-    eprintln!("aiflow: {why}: this replica is no longer the scheduling leader; exiting");
-    std::process::exit(75);
 }
 
 fn spawn_status_publisher(
@@ -926,6 +992,10 @@ struct Core {
     fabric: Option<crate::remote::Fabric>,
     /// The leader epoch every commit checks (replicated shape).
     fence: Option<i64>,
+    /// Set when the lease connection failed.
+    lease_lost: Option<watch::Receiver<bool>>,
+    /// This replica lost the lease: the loop ends and nothing more takes effect.
+    deposed: bool,
     shutdown: watch::Receiver<bool>,
     config: Arc<SchedulerConfig>,
     tx: mpsc::Sender<Command>,
@@ -1963,6 +2033,14 @@ impl Core {
         self.pending.finished.push(id.to_string());
     }
 
+    /// Gives up leadership: what was decided but not committed is dropped (callers waiting for
+    /// an answer get "not running"); the next leader decides it again from the store.
+    fn depose(&mut self) {
+        self.deposed = true;
+        self.pending = Pending::default();
+        self.obs.progress().set_commit_failing(false);
+    }
+
     /// Commits everything the handled commands changed, in one transaction together with the
     /// event offset, then lets their actions take effect: replies, stops, retries, delayed
     /// starts, and job launches into free slots. Actions may change state again (a launch that
@@ -1977,15 +2055,26 @@ impl Core {
                     match durable::commit(self.store.db(), &batch, self.fence).await {
                         Ok(ids) => break ids,
                         Err(durable::CommitError::Fenced) => {
-                            fenced("another replica took the scheduling lease")
+                            tracing::error!(
+                                "another replica took the scheduling lease; this batch is dropped and this replica stands by"
+                            );
+                            return self.depose();
                         }
                         Err(e) => {
+                            self.obs.progress().set_commit_failing(true);
                             tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot commit the scheduler state; nothing acts until it is stored");
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(5));
+                            if self.lease_lost.as_ref().is_some_and(|l| *l.borrow()) {
+                                tracing::error!(
+                                    "the scheduling lease was lost while the commit failed; standing by"
+                                );
+                                return self.depose();
+                            }
                         }
                     }
                 };
+                self.obs.progress().set_commit_failing(false);
                 if let Some(o) = offset {
                     self.saved = o;
                     self.saved_at = std::time::Instant::now();

@@ -1,0 +1,251 @@
+//! What the end-to-end tests of real `aiflow` processes share: servers and workers started
+//! from the built binary (killed when dropped), HTTP helpers, and waiting.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_aiflow");
+pub(crate) const NATS: &str = "nats://127.0.0.1:4222";
+
+/// A child process killed when dropped.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) struct Cluster {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db_url: String,
+    pub(crate) cluster: String,
+}
+
+impl Cluster {
+    /// Starts a server replica and waits for its banner; returns it and its base URL.
+    pub(crate) fn server(&self, node: &str) -> (Proc, String) {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--dags", "none"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(node))
+            .args(["--database", &self.db_url, "--nats", NATS])
+            .args(["--cluster", &self.cluster])
+            .args([
+                "--nats-stream",
+                &format!("{}_EVENTS", self.cluster.to_uppercase()),
+            ])
+            .env("AIFLOW_NODE", node)
+            .env(
+                "RUST_LOG",
+                std::env::var("AIFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aiflow server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = node.to_string();
+        std::thread::spawn(move || {
+            let mut keep = std::env::var("AIFLOW_TEST_LOG_DIR").ok().map(|d| {
+                std::fs::File::create(Path::new(&d).join(format!("{name}.log"))).expect("log file")
+            });
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write as _;
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(rest) = line.trim().strip_prefix("API") {
+                    let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
+                } else if line.contains("ERROR") || line.contains("error:") {
+                    eprintln!("[{name}] {line}");
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server printed its banner");
+        (
+            Proc {
+                child,
+                name: node.to_string(),
+            },
+            url,
+        )
+    }
+
+    /// Starts a worker on the default queue, its jobs talking to `server`.
+    pub(crate) fn worker(&self, name: &str, server: &str) -> Proc {
+        let child = Command::new(BIN)
+            .args(["--server", server, "worker", "--nats", NATS])
+            .args(["--cluster", &self.cluster, "--name", name, "--slots", "4"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(name))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiflow worker");
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Starts an embedded server (SQLite in `data_dir`) with extra flags; returns it and its URL.
+pub(crate) fn embedded(data_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--dags",
+            "none",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("AIFLOW_DATABASE")
+        .env_remove("AIFLOW_NATS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start aiflow server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("API") {
+                let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed its banner");
+    (
+        Proc {
+            child,
+            name: "server".into(),
+        },
+        url,
+    )
+}
+
+pub(crate) async fn get(http: &reqwest::Client, url: &str) -> Value {
+    let r = http.get(url).send().await.expect("GET");
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.expect("json")
+}
+
+pub(crate) async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let r = http.post(url).json(body).send().await.expect("POST");
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "POST {url}: {status} {v}");
+    v
+}
+
+pub(crate) async fn role(http: &reqwest::Client, base: &str) -> String {
+    match http.get(format!("{base}/readyz")).send().await {
+        Ok(r) => r.json::<Value>().await.map_or(String::new(), |v| {
+            v["scheduler"]["role"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }),
+        Err(_) => String::new(),
+    }
+}
+
+pub(crate) async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub(crate) async fn executions(http: &reqwest::Client, base: &str, workflow: &str) -> Vec<Value> {
+    get(
+        http,
+        &format!("{base}/api/v1/executions?workflow={workflow}&limit=500"),
+    )
+    .await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub(crate) async fn jobs(http: &reqwest::Client, base: &str, execution: &str) -> Vec<Value> {
+    let v = get(http, &format!("{base}/api/v1/executions/{execution}/jobs")).await;
+    v.as_array()
+        .cloned()
+        .or_else(|| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A line for the CI log even when the test passes (the harness captures `eprintln!`).
+pub(crate) fn report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+pub(crate) fn reachable(what: &str, hostport: &str) -> bool {
+    let ok = std::net::TcpStream::connect_timeout(
+        &hostport.parse().expect("address"),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    if !ok {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: {what} is not reachable at {hostport}; the distributed-shape test needs the real server !!!!!!!!\n"
+        );
+    }
+    ok
+}
+
+pub(crate) async fn delete_streams(cluster: &str) {
+    if let Ok(client) = async_nats::connect(NATS).await {
+        let js = async_nats::jetstream::new(client);
+        let upper = cluster.to_uppercase();
+        for what in ["EVENTS", "TASKS", "REPORTS", "LOGS", "CLAIMS", "WORKERS"] {
+            let _ = js.delete_stream(format!("{upper}_{what}")).await;
+        }
+    }
+}
+
+pub(crate) fn uuid_hex() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
