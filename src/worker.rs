@@ -67,7 +67,8 @@ fn machine_memory_mb() -> Option<u64> {
     Some(kb / 1024)
 }
 
-/// Runs the worker until Ctrl-C or SIGTERM; running tasks are stopped and reported.
+/// Runs the worker until Ctrl-C or SIGTERM; running tasks are stopped and reported interrupted
+/// (the scheduler retries them under their job's retry policy).
 pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<()> {
     if !(args.nats.starts_with("nats://") || args.nats.starts_with("tls://")) {
         bail!("nats: {:?} is not a nats:// URL", args.nats);

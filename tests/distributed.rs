@@ -259,3 +259,176 @@ async fn run(c: &Cluster) {
     )
     .await;
 }
+
+/// STOP and RESTART reach the worker that runs the task; a job asking for GPUs waits for a
+/// worker that has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_restart_and_resources_reach_remote_workers() {
+    if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
+        return;
+    }
+    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+        return;
+    };
+    let c = Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        db_url: db.url.clone(),
+        cluster: format!("t{}", &uuid_hex()[..10]),
+    };
+    let result = control(&c).await;
+    delete_streams(&c.cluster).await;
+    drop(db);
+    let () = result;
+}
+
+async fn control(c: &Cluster) {
+    let http = reqwest::Client::new();
+    let (_s1, u) = c.server("s1");
+    wait_for("s1 to lead", Duration::from_secs(15), || async {
+        role(&http, &u).await == "leader"
+    })
+    .await;
+    let _cpu = c.worker("cpu", &u);
+    let graph = json!({
+        "name": "serving",
+        "nodes": [
+            {"name": "serve", "op": "predict",
+             "job": {"command": ["sh", "-c", "echo serving attempt $AIFLOW_ATTEMPT pid $$; exec sleep 300"], "streaming": true}},
+            {"name": "train", "op": "train",
+             "job": {"command": ["sh", "-c", "echo trained on $AIFLOW_WORKER"], "resources": {"gpus": 1}}}
+        ],
+        "control_edges": [
+            {"to": "serve", "action": "RESTART",
+             "condition": {"event": {"key": "model/deployed"}}}
+        ]
+    });
+    post(&http, &format!("{u}/api/v1/workflows"), &graph).await;
+    let e = post(
+        &http,
+        &format!("{u}/api/v1/workflows/serving/executions"),
+        &json!({}),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let attempt_state = |attempt: i64| {
+        let (http, u, id) = (http.clone(), u.clone(), id.clone());
+        async move {
+            jobs(&http, &u, &id)
+                .await
+                .iter()
+                .find(|j| j["job"] == "serve" && j["attempt"] == attempt)
+                .map(|j| j["state"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        }
+    };
+    wait_for(
+        "serve to run on the worker",
+        Duration::from_secs(15),
+        || async { attempt_state(1).await == "RUNNING" },
+    )
+    .await;
+    // No worker has a GPU: the training job waits, QUEUED.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let train = jobs(&http, &u, &id).await;
+    let train = train.iter().find(|j| j["job"] == "train").unwrap();
+    assert_eq!(
+        train["state"], "QUEUED",
+        "no worker fits a GPU job: {train}"
+    );
+    // A worker with one GPU comes up.
+    let _gpu = {
+        let child = std::process::Command::new(BIN)
+            .args(["--server", &u, "worker", "--nats", NATS])
+            .args(["--cluster", &c.cluster, "--name", "gpu", "--gpus", "1"])
+            .arg("--data-dir")
+            .arg(c.dir.path().join("gpu"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            name: "gpu".into(),
+        }
+    };
+    wait_for(
+        "the GPU job to run on the GPU worker",
+        Duration::from_secs(20),
+        || async {
+            jobs(&http, &u, &id)
+                .await
+                .iter()
+                .any(|j| j["job"] == "train" && j["state"] == "SUCCEEDED")
+        },
+    )
+    .await;
+    let log = http
+        .get(format!("{u}/api/v1/executions/{id}/jobs/train/logs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("trained on gpu"),
+        "ran on the worker with a GPU: {log}"
+    );
+
+    // RESTART on an event: the running attempt is stopped on its worker, a new one starts.
+    post(
+        &http,
+        &format!("{u}/api/v1/events"),
+        &json!({"key": "model/deployed", "value": "v2"}),
+    )
+    .await;
+    wait_for(
+        "serve attempt 2 to run",
+        Duration::from_secs(20),
+        || async { attempt_state(2).await == "RUNNING" },
+    )
+    .await;
+    assert_eq!(attempt_state(1).await, "STOPPED", "attempt 1 was stopped");
+
+    // STOP: the execution and its running job end STOPPED; the process is gone.
+    let r = http
+        .post(format!("{u}/api/v1/executions/{id}/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "stop: {}", r.status());
+    wait_for("the execution to stop", Duration::from_secs(20), || async {
+        get(&http, &format!("{u}/api/v1/executions/{id}")).await["state"] == "STOPPED"
+    })
+    .await;
+    assert_eq!(attempt_state(2).await, "STOPPED");
+    let log = http
+        .get(format!(
+            "{u}/api/v1/executions/{id}/jobs/serve/logs?attempt=2"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pid: u32 = log
+        .lines()
+        .filter(|l| l.starts_with("serving attempt"))
+        .find_map(|l| l.split(" pid ").nth(1)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("serve printed its pid: {log}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped process {pid} is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report(
+        "distributed: RESTART and STOP reached the worker running the task; a GPU job waited for a GPU worker",
+    );
+}

@@ -518,6 +518,8 @@ pub struct WorkerConfig {
 struct Running {
     stop: watch::Sender<bool>,
     acker: Arc<jetstream::message::Acker>,
+    /// The scheduler asked for the stop (not this worker's own shutdown).
+    asked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct WorkerState {
@@ -599,7 +601,7 @@ impl WorkerState {
 
 /// Runs a worker until `shutdown`: registers, takes tasks from its queues while it has free
 /// slots, runs them, reports, and heartbeats. Running tasks are stopped on shutdown and
-/// reported STOPPED.
+/// reported FAILED (interrupted), so the scheduler retries them under their job's policy.
 pub async fn run_worker(
     client: async_nats::Client,
     cluster: &str,
@@ -628,6 +630,7 @@ pub async fn run_worker(
                     && let Some(r) = state.running.lock().expect("running").get(&c.task)
                 {
                     tracing::info!(task = %c.task, "stop asked");
+                    r.asked.store(true, std::sync::atomic::Ordering::Relaxed);
                     let _ = r.stop.send(true);
                 }
             }
@@ -819,15 +822,27 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     }
     *state.gpus_used.lock().expect("gpus") += gpus;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.running.lock().expect("running").insert(
         task.id.clone(),
         Running {
             stop: stop_tx,
             acker: acker.clone(),
+            asked: asked.clone(),
         },
     );
     let _ = state.report(&task, ReportKind::Started).await;
-    let outcome = run_task(&state, &task, stop_rx).await;
+    let mut outcome = run_task(&state, &task, stop_rx).await;
+    if outcome == Outcome::Stopped && !asked.load(std::sync::atomic::Ordering::Relaxed) {
+        // This worker is shutting down: the attempt was interrupted, and is retried under the
+        // job's policy rather than counted as stopped by a user.
+        outcome = Outcome::Failed {
+            message: format!(
+                "interrupted: worker {} shut down while the attempt ran",
+                state.config.name
+            ),
+        };
+    }
     let _ = state.report(&task, ended(&outcome)).await;
     let _ = acker.ack().await;
     state.running.lock().expect("running").remove(&task.id);
