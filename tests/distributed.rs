@@ -54,6 +54,35 @@ async fn run(c: &Cluster) {
     )
     .await;
 
+    // `aiflow status` on the standby names its role, the leader and the workers.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--server",
+            &u2,
+            "--output",
+            "json",
+            "status",
+            "--interval",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["scheduler"]["role"], "standby", "{status}");
+    assert_eq!(status["scheduler"]["leader"]["node"], "s1", "{status}");
+    assert_eq!(status["database"]["backend"], "postgres");
+    assert_eq!(status["events"]["backend"], "nats");
+    assert_eq!(
+        status["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+
     // An event-triggered two-job workflow, submitted through the standby.
     let graph = json!({
         "name": "ingest",

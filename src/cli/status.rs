@@ -193,6 +193,11 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
             .json()
             .await
             .map_err(|e| CliError::Failed(format!("unexpected answer from {url}: {e}"), Vec::new()))?;
+        let workers_url = format!("{}/api/v1/workers", client.base_url());
+        let workers: serde_json::Value = match get(&workers_url, ctx.token.as_deref()).await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
         let metrics_url = format!("{}/metrics", client.base_url());
         let first = scrape(&metrics_url, ctx.token.as_deref()).await?;
         let t0 = Instant::now();
@@ -224,7 +229,11 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
             "events": ready["events"],
             "workflows": workflows.items.len(),
             "running_executions": running.items.len(),
+            "workers": workers["items"],
             "scheduler": {
+                "role": ready["scheduler"]["role"],
+                "leader": ready["scheduler"]["leader"],
+                "status": ready["scheduler"]["status"],
                 "latest_offset": sum(&second, "aiflow_events_latest_offset", &[]),
                 "committed_offset": sum(&second, "aiflow_scheduler_committed_offset", &[]),
                 "lag_events": sum(&second, "aiflow_scheduler_lag_events", &[]),
@@ -264,6 +273,40 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
                 r["http_requests"],
                 r["over_s"],
             );
+            let role = s["role"].as_str().unwrap_or("?");
+            let leader = &s["leader"];
+            if role == "single" || leader.is_null() {
+                text.push_str(&format!("role        {role}\n"));
+            } else {
+                text.push_str(&format!(
+                    "role        {role}; leader {} at {} (epoch {}, since {})\n",
+                    leader["node"].as_str().unwrap_or("?"),
+                    leader["url"].as_str().unwrap_or("?"),
+                    leader["epoch"],
+                    leader["since"].as_str().unwrap_or("?"),
+                ));
+            }
+            if let Some(ws) = o["workers"].as_array() {
+                let alive = ws.iter().filter(|w| w["alive"] == true).count();
+                text.push_str(&format!("workers     {alive} alive of {} registered\n", ws.len()));
+                for w in ws {
+                    let queues: Vec<&str> = w["queues"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(serde_json::Value::as_str)
+                        .collect();
+                    text.push_str(&format!(
+                        "            {:<16} {:<6} queues {:<20} busy {}/{}  last heartbeat {}\n",
+                        w["name"].as_str().unwrap_or("?"),
+                        if w["alive"] == true { "alive" } else { "gone" },
+                        queues.join(","),
+                        w["busy"],
+                        w["slots"],
+                        w["last_heartbeat"].as_str().unwrap_or("?"),
+                    ));
+                }
+            }
             text.push_str("queues      QUEUE            DEPTH  RUNNING  WAIT MEAN   WAIT P95    START P95   (slowest first)\n");
             for q in o["queues"].as_array().into_iter().flatten() {
                 text.push_str(&format!(
