@@ -112,6 +112,8 @@ impl DbConfig {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The connection URL (for `LISTEN` connections on PostgreSQL).
+    url: std::sync::Arc<str>,
 }
 
 impl Db {
@@ -161,12 +163,60 @@ impl Db {
             source,
         })?;
         tracing::debug!(backend = backend.name(), "database ready");
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: config.url.as_str().into(),
+        })
     }
 
     /// `true` when a trivial query succeeds (for `/readyz`).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Calls `wake` on every PostgreSQL `NOTIFY` on `channel` until `stop` (nothing on SQLite,
+    /// where every writer is in this process). The listener reconnects after a failure; after a
+    /// reconnect it wakes once, since notifications sent meanwhile are lost.
+    pub fn on_notify(
+        &self,
+        channel: &'static str,
+        wake: impl Fn() + Send + Sync + 'static,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let listened = async {
+                    let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                    l.listen(channel).await?;
+                    wake();
+                    loop {
+                        l.recv().await?;
+                        wake();
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                tokio::select! {
+                    r = listened => {
+                        if let Err(e) = r {
+                            tracing::debug!(channel, error = %e, "LISTEN connection failed; again shortly");
+                        }
+                    }
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     /// `true` when a small write commits (a full disk or a read-only store answers reads but

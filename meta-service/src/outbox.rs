@@ -10,9 +10,12 @@ use tokio::task::JoinHandle;
 use crate::Store;
 use crate::error::{Error, Result};
 
-/// How often the relay looks for rows even without a wake-up (rows committed by another
-/// process, or left behind by a crash or a bus outage).
-const POLL: Duration = Duration::from_secs(2);
+/// How often the relay sweeps for rows without a wake-up (rows a crash left behind). Writers
+/// wake it: in this process directly, on PostgreSQL from any server by `NOTIFY`.
+const POLL: Duration = Duration::from_secs(60);
+
+/// The PostgreSQL `NOTIFY` channel of new outbox rows.
+pub(crate) const OUTBOX_CHANNEL: &str = "aiflow_outbox";
 const BATCH: i64 = 256;
 
 /// Publishes every unsent outbox row once, oldest first; returns how many were published.
@@ -46,6 +49,10 @@ pub fn spawn_outbox_relay(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let notify = store.outbox_notify.clone();
+        let wake = notify.clone();
+        store
+            .db()
+            .on_notify(OUTBOX_CHANNEL, move || wake.notify_one(), shutdown.clone());
         let mut backoff = Duration::from_millis(100);
         // Once the sender is gone nobody can ask us to stop: keep relaying until the runtime ends.
         let mut watching = true;

@@ -11,6 +11,7 @@ use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
+use crate::outbox::OUTBOX_CHANNEL;
 use crate::tags::parse_tag_uri;
 
 mod entities;
@@ -73,8 +74,14 @@ impl Store {
         })
     }
 
-    /// Commits and, if outbox rows were written, wakes the relay.
-    pub(crate) async fn commit(&self, tx: Tx, wrote_outbox: bool) -> Result<()> {
+    /// Commits and, if outbox rows were written, wakes the relays.
+    pub(crate) async fn commit(&self, mut tx: Tx, wrote_outbox: bool) -> Result<()> {
+        if wrote_outbox && self.db.backend == Backend::Postgres {
+            // Delivered on commit: the relays of other servers on this database wake too.
+            sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {OUTBOX_CHANNEL}")))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         if wrote_outbox {
             self.outbox_notify.notify_one();
