@@ -116,8 +116,6 @@ pub struct EmbeddedBus {
 
 #[derive(Debug)]
 struct Inner {
-    /// Dropped with the bus: stops the SQLite checkpointer.
-    _stop_checkpoints: oneshot::Sender<()>,
     db: Db,
     limits: EventLimits,
     requests: mpsc::Sender<Request>,
@@ -155,10 +153,6 @@ impl EmbeddedBus {
             retention: config.retention,
         };
         tokio::spawn(writer.run(rx, config.retention_interval));
-        let (stop_checkpoints, stopped) = oneshot::channel::<()>();
-        if db.backend == Backend::Sqlite {
-            tokio::spawn(checkpointer(db.clone(), stopped));
-        }
         tracing::info!(backend = db.backend.name(), "embedded event bus started");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -166,7 +160,6 @@ impl EmbeddedBus {
                 limits: config.limits,
                 requests,
                 live,
-                _stop_checkpoints: stop_checkpoints,
             }),
         })
     }
@@ -559,16 +552,8 @@ impl Writer {
     ) -> Result<(Vec<Vec<Event>>, Vec<Event>), Error> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => {
-                let mut c = self.db.pool.acquire().await?;
-                if self.db.backend == Backend::Sqlite {
-                    // Checkpoints run beside the writer (see `checkpointer`), not inside a commit.
-                    sqlx::raw_sql("PRAGMA wal_autocheckpoint=0")
-                        .execute(&mut *c)
-                        .await?;
-                }
-                c
-            }
+            // Checkpoints run beside the writer (aiflow-db's checkpointer), not in a commit.
+            None => self.db.pool.acquire().await?,
         };
         let result = Self::store_on(self.db.backend, &mut conn, batches).await;
         if result.is_ok() {
@@ -813,23 +798,6 @@ impl Writer {
             tracing::info!(deleted, "event retention deleted old events");
         }
         Ok(deleted)
-    }
-}
-
-/// Moves the SQLite write-ahead log into the database every 200 ms with a passive checkpoint,
-/// which never blocks the writer, so no commit pays for a checkpoint (tail latency).
-async fn checkpointer(db: Db, mut stop: oneshot::Receiver<()>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {
-                if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)").execute(&db.pool).await {
-                    tracing::debug!(error = %e, "wal checkpoint failed");
-                }
-            }
-        }
     }
 }
 
