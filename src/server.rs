@@ -214,9 +214,12 @@ pub(crate) fn router(
         .merge(aiflow_meta::routes(store.clone()))
         .merge(aiflow_meta::run_routes(store))
         .merge(aiflow_scheduler::http::routes(scheduler.clone()));
-    let (api, openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())
+    let (api, mut openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())
         .nest("/api/v1", api)
         .split_for_parts();
+    aiflow_meta::document_error_responses(&mut openapi);
+    // Errors that axum's extractors write as plain text get the JSON error body too.
+    let api = api.layer(axum::middleware::from_fn(aiflow_api::server::json_errors));
     let metrics = crate::metrics::MetricsState {
         bus: bus.clone(),
         scheduler: scheduler.clone(),

@@ -30,7 +30,7 @@ pub struct RuleEvaluationInfo {
     pub event_offset: Option<i64>,
     pub signal: String,
     /// Condition parts met after this evaluation (leaf numbers in pre-order).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<u64>)]
     pub met: serde_json::Value,
     /// The action fired, if the condition became true.
     pub fired: Option<String>,
@@ -101,4 +101,19 @@ pub struct TracedAttempt {
     pub state: String,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn met_is_described_as_the_array_it_is() {
+        // Schemathesis found `met` described as an object while the server sends `[0, 2]`.
+        let schema = serde_json::to_value(RuleEvaluationInfo::schema()).unwrap();
+        let met = &schema["properties"]["met"];
+        assert_eq!(met["type"], "array", "{met}");
+        assert_eq!(met["items"]["type"], "integer", "{met}");
+    }
 }

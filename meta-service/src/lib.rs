@@ -15,7 +15,7 @@ mod routes;
 mod store;
 pub mod tags;
 
-pub use docs::{base_openapi, docs_router};
+pub use docs::{base_openapi, docs_router, document_error_responses};
 pub use error::{Error, Result};
 pub use outbox::{relay_once, spawn_outbox_relay};
 pub use routes::{ApiQuery, BODY_LIMIT, Body, POINTS_BODY_LIMIT, routes, run_routes};

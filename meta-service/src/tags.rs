@@ -22,7 +22,11 @@ pub fn parse_tag_uri(input: &str, field: &str, allow_bare: bool) -> Result<TagUr
     let name = if name.is_empty() {
         None
     } else {
-        check_name(name, field)?;
+        // A bad name in a query is a bad argument (400), like a bad tag.
+        check_name(name, field).map_err(|e| match e {
+            Error::Unprocessable { field, message } => Error::Invalid { field, message },
+            e => e,
+        })?;
         Some(name.to_string())
     };
     let mut tags = BTreeMap::new();

@@ -14,7 +14,8 @@ pub const ON_TIME: Duration = Duration::seconds(30);
 
 /// Ticks to fire now for a time trigger last checked at `last`. Missed ticks follow `catchup`:
 /// `none` drops them (only a tick within [`ON_TIME`] of now fires), `latest` fires the newest
-/// one, `all` fires each (at most 1000). Non-time triggers give nothing.
+/// one, `all` fires each (the first 1000). Non-time triggers give nothing. Times past chrono's
+/// range never come: an interval of ten million years is accepted and never fires.
 #[must_use]
 pub fn due(
     trigger: &WorkflowTrigger,
@@ -24,7 +25,7 @@ pub fn due(
     if now <= last {
         return Vec::new();
     }
-    let (ticks, catchup): (Vec<DateTime<Utc>>, Catchup) = match trigger {
+    match trigger {
         WorkflowTrigger::Cron {
             schedule,
             timezone,
@@ -35,37 +36,47 @@ pub fn due(
             else {
                 return Vec::new();
             };
-            let ticks = schedule
-                .after(&last.with_timezone(&tz))
-                .map(|t| t.with_timezone(&Utc))
-                .take_while(|t| *t <= now)
-                .take(1000)
-                .collect();
-            (ticks, catchup.clone())
-        }
-        WorkflowTrigger::Interval { interval_s } => {
-            let step = Duration::seconds(i64::try_from(*interval_s).unwrap_or(i64::MAX).max(1));
-            let mut ticks = Vec::new();
-            let mut t = last + step;
-            while t <= now && ticks.len() < 1000 {
-                ticks.push(t);
-                t += step;
+            if *catchup == Catchup::All {
+                return schedule
+                    .after(&last.with_timezone(&tz))
+                    .map(|t| t.with_timezone(&Utc))
+                    .take_while(|t| *t <= now)
+                    .take(1000)
+                    .collect();
             }
-            // Interval triggers catch up on the latest tick only.
-            (ticks, Catchup::Latest)
+            // The newest tick at or before now, found backwards from now: walking forwards
+            // from `last` would stop at the 1000th tick after a long downtime.
+            let latest = now
+                .checked_add_signed(Duration::nanoseconds(1))
+                .and_then(|end| schedule.after(&end.with_timezone(&tz)).next_back())
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| *t > last && *t <= now);
+            match catchup {
+                Catchup::Latest => latest.into_iter().collect(),
+                _ => latest.filter(|t| now - *t <= ON_TIME).into_iter().collect(),
+            }
         }
-        _ => return Vec::new(),
-    };
-    match catchup {
-        Catchup::All => ticks,
-        Catchup::Latest => ticks.last().copied().into_iter().collect(),
-        _ => ticks
-            .last()
-            .copied()
-            .filter(|t| now - *t <= ON_TIME)
-            .into_iter()
-            .collect(),
+        // Interval triggers catch up on the latest tick only: the last whole period.
+        WorkflowTrigger::Interval { interval_s } => {
+            let Some(step) = interval_step(*interval_s) else {
+                return Vec::new();
+            };
+            let periods = (now - last).num_seconds() / step;
+            (periods > 0)
+                .then(|| Duration::try_seconds(periods.saturating_mul(step)))
+                .flatten()
+                .and_then(|d| last.checked_add_signed(d))
+                .into_iter()
+                .collect()
+        }
+        _ => Vec::new(),
     }
+}
+
+/// An interval in whole seconds (at least one), `None` when it is past chrono's range.
+fn interval_step(interval_s: u64) -> Option<i64> {
+    let step = i64::try_from(interval_s).ok()?.max(1);
+    Duration::try_seconds(step).map(|_| step)
 }
 
 /// The parts of a trigger, in pre-order: itself, or the leaves of an `all_of` (which starts an
@@ -102,16 +113,18 @@ pub fn next_tick(
         } => {
             let schedule = Schedule::from_str(schedule).ok()?;
             let tz = Tz::from_str(timezone).ok()?;
+            // The crate adds a second to `now` without checking; the last second has no next.
+            now.checked_add_signed(Duration::seconds(1))?;
             schedule
                 .after(&now.with_timezone(&tz))
                 .next()
                 .map(|t| t.with_timezone(&Utc))
         }
         WorkflowTrigger::Interval { interval_s } => {
-            let step = i64::try_from(*interval_s).unwrap_or(i64::MAX).max(1);
-            let last = last?;
-            let behind = (now - last).num_seconds().max(0);
-            Some(last + Duration::seconds((behind / step + 1).saturating_mul(step)))
+            let step = interval_step(*interval_s)?;
+            let behind = (now - last?).num_seconds().max(0);
+            let ahead = (behind / step).checked_add(1)?.checked_mul(step)?;
+            last?.checked_add_signed(Duration::try_seconds(ahead)?)
         }
         _ => None,
     }
@@ -232,5 +245,51 @@ mod tests {
         assert_eq!(describe(&t), "cron 0 9 * * * (Europe/Paris)");
         assert_eq!(describe(&every), "every 60 s");
         assert_eq!(kind(&every), "interval");
+    }
+
+    #[test]
+    fn huge_intervals_never_fire_and_never_panic() {
+        // Found by fuzzing: `last + interval` overflowed chrono's range and panicked.
+        for interval_s in [333_333_333_333_322, u64::MAX, i64::MAX as u64] {
+            let t = WorkflowTrigger::Interval { interval_s };
+            assert!(due(&t, at(10, 0, 0), at(11, 0, 0)).is_empty());
+            assert_eq!(next_tick(&t, Some(at(10, 0, 0)), at(11, 0, 0)), None);
+        }
+        let max = DateTime::<Utc>::MAX_UTC;
+        let every = WorkflowTrigger::Interval { interval_s: 60 };
+        assert_eq!(
+            next_tick(&every, Some(max - Duration::seconds(30)), max),
+            None
+        );
+        let t = cron("* * * * *", "UTC", Catchup::Latest);
+        assert_eq!(next_tick(&t, None, max), None);
+        assert!(due(&t, max - Duration::days(1), max).is_empty());
+    }
+
+    #[test]
+    fn long_downtime_catches_up_on_the_newest_tick() {
+        // Two days down: far more than 1000 missed ticks. The newest one is the one that fires,
+        // not the 1000th after the last check (nor, for an interval, one per check until caught
+        // up).
+        let last = at(10, 0, 0) - Duration::days(2);
+        let now = at(10, 0, 30);
+        let every = WorkflowTrigger::Interval { interval_s: 60 };
+        assert_eq!(due(&every, last, now), vec![at(10, 0, 0)]);
+        assert_eq!(
+            due(&cron("* * * * *", "UTC", Catchup::Latest), last, now),
+            vec![at(10, 0, 0)]
+        );
+        assert_eq!(
+            due(&cron("* * * * *", "UTC", Catchup::None), last, now),
+            vec![at(10, 0, 0)],
+            "the tick of 30 s ago is on time"
+        );
+        let all = due(&cron("* * * * *", "UTC", Catchup::All), last, now);
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all[0], last + Duration::minutes(1));
+        // A tick exactly at `now` counts; one exactly at `last` does not.
+        let t = cron("*/5 * * * *", "UTC", Catchup::Latest);
+        assert_eq!(due(&t, at(10, 0, 0), at(10, 5, 0)), vec![at(10, 5, 0)]);
+        assert!(due(&t, at(10, 0, 0), at(10, 4, 59)).is_empty());
     }
 }

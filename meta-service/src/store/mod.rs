@@ -169,9 +169,14 @@ impl Store {
         let mut s = Sql::new(kind.select);
         s.push(" WHERE t.deleted_at IS NULL");
         if let Some(project) = &q.project {
-            s.push(" AND t.project_id IN (SELECT id FROM meta_projects WHERE name = ")
-                .bind(project)
-                .push(" AND deleted_at IS NULL)");
+            if kind.table == entities::PROJECTS.table {
+                // Projects belong to no project: the project of a project is itself.
+                s.push(" AND t.name = ").bind(project);
+            } else {
+                s.push(" AND t.project_id IN (SELECT id FROM meta_projects WHERE name = ")
+                    .bind(project)
+                    .push(" AND deleted_at IS NULL)");
+            }
         }
         let mut tags = BTreeMap::new();
         if let Some(t) = &q.tags {
