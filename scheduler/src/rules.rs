@@ -115,7 +115,55 @@ pub fn evaluate(
     out
 }
 
-fn describe_signal(signal: &Signal<'_>) -> String {
+/// Memory slots an execution of `workflow` keeps: one per rule, then one for `finish_on` when
+/// the workflow has it.
+#[must_use]
+pub fn memory_slots(workflow: &Workflow) -> usize {
+    workflow.rules.len() + usize::from(workflow.finish_on.is_some())
+}
+
+/// Whether the workflow's `finish_on` condition has been met (`memory` as in [`memory_slots`]).
+#[must_use]
+pub fn finished(workflow: &Workflow, memory: &[RuleMemory]) -> bool {
+    workflow.finish_on.is_some()
+        && memory
+            .get(workflow.rules.len())
+            .is_some_and(|m| m.fired > 0)
+}
+
+/// Feeds `signal` to the workflow's `finish_on` condition (its memory is the slot after the
+/// rules'); true when this signal completes it. A met `finish_on` stays met.
+pub fn evaluate_finish(workflow: &Workflow, memory: &mut [RuleMemory], signal: Signal<'_>) -> bool {
+    let Some(condition) = &workflow.finish_on else {
+        return false;
+    };
+    let Some(mem) = memory.get_mut(workflow.rules.len()) else {
+        return false;
+    };
+    if mem.fired > 0 {
+        return false;
+    }
+    let mut leaves = Vec::new();
+    flatten(condition, &mut leaves);
+    let matched = leaves
+        .iter()
+        .enumerate()
+        .filter(|(_, leaf)| leaf_matches(leaf, &signal, &workflow.namespace))
+        .map(|(id, _)| id);
+    mem.met.extend(matched);
+    let mut next = 0;
+    if is_met(condition, &mem.met, &mut next) {
+        mem.fired = 1;
+        mem.met.clear();
+        true
+    } else {
+        false
+    }
+}
+
+/// One readable line naming a signal.
+#[must_use]
+pub fn describe_signal(signal: &Signal<'_>) -> String {
     match signal {
         Signal::Event(e) => format!(
             "event {} (key {:?}, type {}, value {:?})",
@@ -244,7 +292,8 @@ pub fn initial_jobs(workflow: &Workflow) -> Vec<&str> {
 }
 
 /// The execution's final state once nothing can happen any more, or `None` while something
-/// still can: a job is active, or a rule waiting for outside events could still fire.
+/// still can: a job is active, or a rule waiting for outside events could still fire (unless
+/// the workflow's `finish_on` has been met).
 #[must_use]
 pub fn outcome(
     workflow: &Workflow,
@@ -254,12 +303,13 @@ pub fn outcome(
     if jobs.values().any(|s| s.is_active()) {
         return None;
     }
-    let waits_for_events = workflow
-        .rules
-        .iter()
-        .zip(memory)
-        .filter(|(r, m)| !(r.life == Life::Once && m.fired > 0))
-        .any(|(r, _)| has_event_leaf(&r.condition));
+    let waits_for_events = !finished(workflow, memory)
+        && workflow
+            .rules
+            .iter()
+            .zip(memory)
+            .filter(|(r, m)| !(r.life == Life::Once && m.fired > 0))
+            .any(|(r, _)| has_event_leaf(&r.condition));
     if waits_for_events {
         return None;
     }
