@@ -540,4 +540,63 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn finish_on_ends_an_execution_that_event_rules_keep_running() {
+        let wf = workflow(json!({
+            "name": "rounds",
+            "nodes": [{"name": "learn", "job": cmd()}, {"name": "aggregate", "job": cmd()}],
+            "control_edges": [
+                {"to": "learn", "action": "START", "condition": {"event": {"key": "fl/model"}}},
+                {"to": "aggregate", "action": "START", "condition": {"all_of": [
+                    {"event": {"key": "fl/update/*"}},
+                    {"job_status": {"node": "learn", "status": "SUCCEEDED"}}]}}
+            ],
+            "finish_on": {"all_of": [{"event": {"key": "fl/done"}},
+                                     {"job_status": {"node": "aggregate", "status": "SUCCEEDED"}}]}
+        }));
+        assert_eq!(memory_slots(&wf), 3, "two rules, then finish_on");
+        let mut mem = vec![RuleMemory::default(); memory_slots(&wf)];
+        let jobs: HashMap<String, JobState> = [
+            ("learn".to_string(), JobState::Succeeded),
+            ("aggregate".to_string(), JobState::Succeeded),
+        ]
+        .into();
+        assert_eq!(
+            outcome(&wf, &jobs, &mem),
+            None,
+            "the event rules still wait"
+        );
+        // Signals that meet no part of finish_on change nothing.
+        let model = event(1, "fl/model", "MODEL_VERSION_CREATED");
+        assert!(!evaluate_finish(&wf, &mut mem, Signal::Event(&model)));
+        assert!(!finished(&wf, &mem));
+        // Its parts are remembered in either order, like a rule's.
+        let done = event(2, "fl/done", "FL_DONE");
+        assert!(!evaluate_finish(&wf, &mut mem, Signal::Event(&done)));
+        assert_eq!(mem[2].met, BTreeSet::from([0]));
+        assert!(!finished(&wf, &mem));
+        let ended = Signal::Job {
+            job: "aggregate",
+            state: JobState::Succeeded,
+        };
+        assert!(evaluate_finish(&wf, &mut mem, ended), "met now");
+        assert!(finished(&wf, &mem));
+        assert!(
+            !evaluate_finish(&wf, &mut mem, ended),
+            "met once, stays met"
+        );
+        assert_eq!(mem[..2], [RuleMemory::default(), RuleMemory::default()]);
+        assert_eq!(outcome(&wf, &jobs, &mem), Some(WorkflowState::Succeeded));
+        let running: HashMap<String, JobState> = [("learn".to_string(), JobState::Running)].into();
+        assert_eq!(outcome(&wf, &running, &mem), None, "running jobs end first");
+        let failed: HashMap<String, JobState> = [("learn".to_string(), JobState::Failed)].into();
+        assert_eq!(outcome(&wf, &failed, &mem), Some(WorkflowState::Failed));
+        // Without finish_on nothing changes: no slot, never finished.
+        let wf = chain();
+        assert_eq!(memory_slots(&wf), 2);
+        let mut mem = vec![RuleMemory::default(); 2];
+        assert!(!evaluate_finish(&wf, &mut mem, ended));
+        assert!(!finished(&wf, &mem));
+    }
 }
