@@ -439,7 +439,7 @@ impl Fabric {
                 out.push(w);
             }
         }
-        out.sort_by(|a, b| b.last_heartbeat.cmp(&a.last_heartbeat));
+        out.sort_by_key(|b| std::cmp::Reverse(b.last_heartbeat));
         Ok(out)
     }
 
