@@ -1368,9 +1368,14 @@ impl Core {
         if finished(&workflow, &exec.memory) {
             return; // `finish_on` was met: the rules take no more actions
         }
-        if evaluate_finish(&workflow, &mut exec.memory, signal) {
-            tracing::info!(workflow = %workflow.name, execution = id, signal = %describe_signal(&signal), "finish_on met: the execution ends when its running jobs have ended");
+        let before = exec.memory.get(rules).cloned();
+        let finishing = evaluate_finish(&workflow, &mut exec.memory, signal);
+        if exec.memory.get(rules) != before.as_ref() {
+            // Parts of `finish_on` met so far are committed like a rule's memory.
             self.pending.rules.insert((id.to_string(), rules));
+        }
+        if finishing {
+            tracing::info!(workflow = %workflow.name, execution = id, signal = %describe_signal(&signal), "finish_on met: the execution ends when its running jobs have ended");
             self.check_finished(id).await;
             return;
         }
