@@ -173,15 +173,19 @@ async fn federated_averaging_runs_its_rounds_on_one_worker_per_site() {
     let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
         return;
     };
-    let cluster = Cluster {
+    let cluster = std::sync::Arc::new(Cluster {
         dir: tempfile::tempdir().unwrap(),
         db_url: db.url.clone(),
         cluster: format!("fl{}", &unique()[..10]),
-    };
-    let result = run(&cluster).await;
+    });
+    // Run in a task so that a failed assertion still leaves no streams behind.
+    let c = cluster.clone();
+    let result = tokio::spawn(async move { run(&c).await }).await;
     delete_streams(&cluster.cluster).await;
     drop(db);
-    let () = result;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// The decoded `value` of an event.
