@@ -115,7 +115,55 @@ pub fn evaluate(
     out
 }
 
-fn describe_signal(signal: &Signal<'_>) -> String {
+/// Memory slots an execution of `workflow` keeps: one per rule, then one for `finish_on` when
+/// the workflow has it.
+#[must_use]
+pub fn memory_slots(workflow: &Workflow) -> usize {
+    workflow.rules.len() + usize::from(workflow.finish_on.is_some())
+}
+
+/// Whether the workflow's `finish_on` condition has been met (`memory` as in [`memory_slots`]).
+#[must_use]
+pub fn finished(workflow: &Workflow, memory: &[RuleMemory]) -> bool {
+    workflow.finish_on.is_some()
+        && memory
+            .get(workflow.rules.len())
+            .is_some_and(|m| m.fired > 0)
+}
+
+/// Feeds `signal` to the workflow's `finish_on` condition (its memory is the slot after the
+/// rules'); true when this signal completes it. A met `finish_on` stays met.
+pub fn evaluate_finish(workflow: &Workflow, memory: &mut [RuleMemory], signal: Signal<'_>) -> bool {
+    let Some(condition) = &workflow.finish_on else {
+        return false;
+    };
+    let Some(mem) = memory.get_mut(workflow.rules.len()) else {
+        return false;
+    };
+    if mem.fired > 0 {
+        return false;
+    }
+    let mut leaves = Vec::new();
+    flatten(condition, &mut leaves);
+    let matched = leaves
+        .iter()
+        .enumerate()
+        .filter(|(_, leaf)| leaf_matches(leaf, &signal, &workflow.namespace))
+        .map(|(id, _)| id);
+    mem.met.extend(matched);
+    let mut next = 0;
+    if is_met(condition, &mem.met, &mut next) {
+        mem.fired = 1;
+        mem.met.clear();
+        true
+    } else {
+        false
+    }
+}
+
+/// One readable line naming a signal.
+#[must_use]
+pub fn describe_signal(signal: &Signal<'_>) -> String {
     match signal {
         Signal::Event(e) => format!(
             "event {} (key {:?}, type {}, value {:?})",
@@ -244,7 +292,8 @@ pub fn initial_jobs(workflow: &Workflow) -> Vec<&str> {
 }
 
 /// The execution's final state once nothing can happen any more, or `None` while something
-/// still can: a job is active, or a rule waiting for outside events could still fire.
+/// still can: a job is active, or a rule waiting for outside events could still fire (unless
+/// the workflow's `finish_on` has been met).
 #[must_use]
 pub fn outcome(
     workflow: &Workflow,
@@ -254,12 +303,13 @@ pub fn outcome(
     if jobs.values().any(|s| s.is_active()) {
         return None;
     }
-    let waits_for_events = workflow
-        .rules
-        .iter()
-        .zip(memory)
-        .filter(|(r, m)| !(r.life == Life::Once && m.fired > 0))
-        .any(|(r, _)| has_event_leaf(&r.condition));
+    let waits_for_events = !finished(workflow, memory)
+        && workflow
+            .rules
+            .iter()
+            .zip(memory)
+            .filter(|(r, m)| !(r.life == Life::Once && m.fired > 0))
+            .any(|(r, _)| has_event_leaf(&r.condition));
     if waits_for_events {
         return None;
     }
@@ -489,5 +539,64 @@ mod tests {
             outcome(&wf, &jobs, &[RuleMemory::default(), RuleMemory::default()]),
             None
         );
+    }
+
+    #[test]
+    fn finish_on_ends_an_execution_that_event_rules_keep_running() {
+        let wf = workflow(json!({
+            "name": "rounds",
+            "nodes": [{"name": "learn", "job": cmd()}, {"name": "aggregate", "job": cmd()}],
+            "control_edges": [
+                {"to": "learn", "action": "START", "condition": {"event": {"key": "fl/model"}}},
+                {"to": "aggregate", "action": "START", "condition": {"all_of": [
+                    {"event": {"key": "fl/update/*"}},
+                    {"job_status": {"node": "learn", "status": "SUCCEEDED"}}]}}
+            ],
+            "finish_on": {"all_of": [{"event": {"key": "fl/done"}},
+                                     {"job_status": {"node": "aggregate", "status": "SUCCEEDED"}}]}
+        }));
+        assert_eq!(memory_slots(&wf), 3, "two rules, then finish_on");
+        let mut mem = vec![RuleMemory::default(); memory_slots(&wf)];
+        let jobs: HashMap<String, JobState> = [
+            ("learn".to_string(), JobState::Succeeded),
+            ("aggregate".to_string(), JobState::Succeeded),
+        ]
+        .into();
+        assert_eq!(
+            outcome(&wf, &jobs, &mem),
+            None,
+            "the event rules still wait"
+        );
+        // Signals that meet no part of finish_on change nothing.
+        let model = event(1, "fl/model", "MODEL_VERSION_CREATED");
+        assert!(!evaluate_finish(&wf, &mut mem, Signal::Event(&model)));
+        assert!(!finished(&wf, &mem));
+        // Its parts are remembered in either order, like a rule's.
+        let done = event(2, "fl/done", "FL_DONE");
+        assert!(!evaluate_finish(&wf, &mut mem, Signal::Event(&done)));
+        assert_eq!(mem[2].met, BTreeSet::from([0]));
+        assert!(!finished(&wf, &mem));
+        let ended = Signal::Job {
+            job: "aggregate",
+            state: JobState::Succeeded,
+        };
+        assert!(evaluate_finish(&wf, &mut mem, ended), "met now");
+        assert!(finished(&wf, &mem));
+        assert!(
+            !evaluate_finish(&wf, &mut mem, ended),
+            "met once, stays met"
+        );
+        assert_eq!(mem[..2], [RuleMemory::default(), RuleMemory::default()]);
+        assert_eq!(outcome(&wf, &jobs, &mem), Some(WorkflowState::Succeeded));
+        let running: HashMap<String, JobState> = [("learn".to_string(), JobState::Running)].into();
+        assert_eq!(outcome(&wf, &running, &mem), None, "running jobs end first");
+        let failed: HashMap<String, JobState> = [("learn".to_string(), JobState::Failed)].into();
+        assert_eq!(outcome(&wf, &failed, &mem), Some(WorkflowState::Failed));
+        // Without finish_on nothing changes: no slot, never finished.
+        let wf = chain();
+        assert_eq!(memory_slots(&wf), 2);
+        let mut mem = vec![RuleMemory::default(); 2];
+        assert!(!evaluate_finish(&wf, &mut mem, ended));
+        assert!(!finished(&wf, &mem));
     }
 }

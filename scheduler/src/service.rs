@@ -28,8 +28,8 @@ use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
 use crate::leader::Role;
 use crate::metrics::{Obs, Progress};
 use crate::rules::{
-    Decision, Evaluation, RuleMemory, Signal, decide, evaluate, event_matches, initial_jobs,
-    outcome, trigger_events,
+    Decision, Evaluation, RuleMemory, Signal, decide, describe_signal, evaluate, evaluate_finish,
+    event_matches, finished, initial_jobs, memory_slots, outcome, trigger_events,
 };
 use crate::state::{JobState, WorkflowState};
 use crate::triggers::{is_time, parts};
@@ -901,7 +901,7 @@ impl Exec {
     ) -> Exec {
         Exec {
             id,
-            memory: vec![RuleMemory::default(); workflow.rules.len()],
+            memory: vec![RuleMemory::default(); memory_slots(&workflow)],
             jobs: workflow
                 .jobs
                 .iter()
@@ -1434,9 +1434,24 @@ impl Core {
             return;
         }
         let workflow = exec.workflow.clone();
+        let rules = workflow.rules.len();
+        if finished(&workflow, &exec.memory) {
+            return; // `finish_on` was met: the rules take no more actions
+        }
+        let before = exec.memory.get(rules).cloned();
+        let finishing = evaluate_finish(&workflow, &mut exec.memory, signal);
+        if exec.memory.get(rules) != before.as_ref() {
+            // Parts of `finish_on` met so far are committed like a rule's memory.
+            self.pending.rules.insert((id.to_string(), rules));
+        }
+        if finishing {
+            tracing::info!(workflow = %workflow.name, execution = id, signal = %describe_signal(&signal), "finish_on met: the execution ends when its running jobs have ended");
+            self.check_finished(id).await;
+            return;
+        }
         let evaluations = {
-            let _span = tracing::debug_span!("rule.evaluate", workflow = %workflow.name, execution = id, rules = workflow.rules.len()).entered();
-            evaluate(&workflow, &mut exec.memory, signal)
+            let _span = tracing::debug_span!("rule.evaluate", workflow = %workflow.name, execution = id, rules).entered();
+            evaluate(&workflow, &mut exec.memory[..rules], signal)
         };
         let cause = match signal {
             Signal::Event(e) => Some(e.clone()),

@@ -71,6 +71,13 @@ impl GraphBuilder {
         self
     }
 
+    /// Once `condition` is met in an execution, its control edges take no more actions and the
+    /// execution ends when its running jobs have ended (`finish_on` in the document).
+    pub fn finish_on(&mut self, condition: impl Into<Condition>) -> &mut Self {
+        self.graph.finish_on = Some(condition.into());
+        self
+    }
+
     /// The node called `name`, added if new; chain its settings.
     pub fn node(&mut self, name: impl Into<String>) -> NodeBuilder<'_> {
         let name = name.into();

@@ -46,6 +46,11 @@ pub struct AiGraph {
     /// An execution still running after this long is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u64>,
+    /// Once this condition is met in an execution, its control edges take no more actions: the
+    /// jobs still running end on their own, and the execution ends with them (SUCCEEDED unless a
+    /// job failed) instead of waiting for more events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_on: Option<Condition>,
 }
 
 /// One ML operation.

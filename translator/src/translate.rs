@@ -83,6 +83,10 @@ pub fn translate(graph: &AiGraph) -> Result<Workflow, ValidationErrors> {
             })
         })
         .collect();
+    let finish_on = graph
+        .finish_on
+        .as_ref()
+        .map(|c| convert_condition(c, "finish_on", &job_of_node, &mut p));
     let triggers: Vec<_> = graph
         .triggers
         .iter()
@@ -102,6 +106,7 @@ pub fn translate(graph: &AiGraph) -> Result<Workflow, ValidationErrors> {
         triggers: triggers.into_iter().flatten().collect(),
         max_concurrent_jobs: graph.max_concurrent_jobs,
         max_duration_s: graph.max_duration_s,
+        finish_on: finish_on.flatten(),
     })
 }
 

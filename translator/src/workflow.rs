@@ -43,6 +43,10 @@ pub struct Workflow {
     pub max_concurrent_jobs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u64>,
+    /// Once met in an execution, its rules take no more actions and the execution ends when its
+    /// running jobs have ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_on: Option<RuleCondition>,
 }
 
 /// The unit the scheduler runs: the nodes of one data-edge component with one executor config.

@@ -236,3 +236,38 @@ fn translation_snapshot_of_the_example_shape() {
     }));
     insta::assert_snapshot!(translate(&g).unwrap().to_json_pretty());
 }
+
+#[test]
+fn finish_on_is_checked_and_translated_like_a_condition() {
+    let g = graph(json!({
+        "name": "rounds",
+        "nodes": [{"name": "a", "job": cmd()}],
+        "finish_on": {"any_of": [{"event": {"key": "fl/done"}},
+                                 {"job_status": {"node": "a", "status": "FAILED"}}]}
+    }));
+    let wf = translate(&g).unwrap();
+    let Some(RuleCondition::AnyOf(parts)) = &wf.finish_on else {
+        panic!("finish_on translated: {:?}", wf.finish_on);
+    };
+    assert!(matches!(&parts[0], RuleCondition::Event(e) if e.key == "fl/done"));
+    assert!(
+        matches!(&parts[1], RuleCondition::JobStatus(j) if j.job == "a" && j.status == StatusCondition::Failed)
+    );
+    // The workflow document keeps it (and a workflow without it has none).
+    let text = serde_json::to_string(&wf).unwrap();
+    let back = Document::parse(&text).unwrap().into_workflow().unwrap();
+    assert_eq!(back.finish_on, wf.finish_on);
+
+    let bad = graph(json!({
+        "name": "rounds",
+        "nodes": [{"name": "a", "job": cmd()}],
+        "finish_on": {"all_of": [{"event": {"key": ""}}, {"job_status": {"node": "ghost", "status": "SUCCEEDED"}}]}
+    }));
+    let e = validate(&bad).unwrap_err();
+    let locs = locations(&e);
+    assert!(locs.contains(&"finish_on.all_of[0].event.key"), "{locs:?}");
+    assert!(
+        locs.contains(&"finish_on.all_of[1].job_status.node"),
+        "{locs:?}"
+    );
+}
