@@ -365,22 +365,7 @@ async fn control(c: &Cluster) {
         "no worker fits a GPU job: {train}"
     );
     // A worker with one GPU comes up.
-    let _gpu = {
-        let child = std::process::Command::new(BIN)
-            .args(["--server", &u, "worker", "--nats", NATS])
-            .args(["--cluster", &c.cluster, "--name", "gpu", "--gpus", "1"])
-            .arg("--data-dir")
-            .arg(c.dir.path().join("gpu"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            name: "gpu".into(),
-        }
-    };
+    let _gpu = c.worker_on("gpu", &["default"], &u, &["--gpus", "1"]);
     wait_for(
         "the GPU job to run on the GPU worker",
         Duration::from_secs(20),

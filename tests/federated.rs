@@ -8,161 +8,20 @@
 //! a loud notice only when PostgreSQL or NATS is not running.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aiflow");
-const NATS: &str = "nats://127.0.0.1:4222";
+mod common;
+use common::*;
+
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 const WORKFLOW: &str = "federated_averaging";
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    db_url: String,
-    cluster: String,
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-impl Cluster {
-    /// Starts the server and waits for its banner; returns it and its base URL.
-    fn server(&self) -> (Proc, String) {
-        let mut child = Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--dags", "none"])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("server"))
-            .args(["--database", &self.db_url, "--nats", NATS])
-            .args(["--cluster", &self.cluster])
-            .args([
-                "--nats-stream",
-                &format!("{}_EVENTS", self.cluster.to_uppercase()),
-            ])
-            .env(
-                "RUST_LOG",
-                std::env::var("AIFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start aiflow server");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.trim().strip_prefix("API") {
-                    let _ = tx.send(rest.trim().trim_end_matches("/api/v1").to_string());
-                } else if line.contains("ERROR") || line.contains("error:") {
-                    eprintln!("[server] {line}");
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server printed its banner");
-        (Proc(child), url)
-    }
-
-    /// Starts a worker taking tasks from `queue`, in the repository (where the example's
-    /// commands are), with a data folder of its own.
-    fn worker(&self, name: &str, queue: &str, server: &str) -> Proc {
-        let child = Command::new(BIN)
-            .args(["--server", server, "worker", "--nats", NATS])
-            .args(["--cluster", &self.cluster, "--name", name, "--slots", "2"])
-            .args(["--queue", queue])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(name))
-            .env("RUST_LOG", "warn")
-            .current_dir(repo())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aiflow worker");
-        Proc(child)
-    }
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Value {
-    let r = http.get(url).send().await.expect("GET");
-    assert!(r.status().is_success(), "GET {url}: {}", r.status());
-    r.json().await.expect("json")
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Value {
-    let r = http.post(url).json(body).send().await.expect("POST");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {url}: {status} {v}");
-    v
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-/// A line for the CI log even when the test passes.
-fn report(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn reachable(what: &str, hostport: &str) -> bool {
-    let ok = std::net::TcpStream::connect_timeout(
-        &hostport.parse().expect("address"),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    if !ok {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: {what} is not reachable at {hostport}; the federated-learning example test needs the real server !!!!!!!!\n"
-        );
-    }
-    ok
-}
-
-async fn delete_streams(cluster: &str) {
-    if let Ok(client) = async_nats::connect(NATS).await {
-        let js = async_nats::jetstream::new(client);
-        let upper = cluster.to_uppercase();
-        for what in ["EVENTS", "TASKS", "REPORTS", "LOGS", "CLAIMS", "WORKERS"] {
-            let _ = js.delete_stream(format!("{upper}_{what}")).await;
-        }
-    }
-}
-
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +35,7 @@ async fn federated_averaging_runs_its_rounds_on_one_worker_per_site() {
     let cluster = std::sync::Arc::new(Cluster {
         dir: tempfile::tempdir().unwrap(),
         db_url: db.url.clone(),
-        cluster: format!("fl{}", &unique()[..10]),
+        cluster: format!("fl{}", &uuid_hex()[..10]),
     });
     // Run in a task so that a failed assertion still leaves no streams behind.
     let c = cluster.clone();
@@ -204,12 +63,12 @@ async fn run(c: &Cluster) {
         "the example's jobs need python3 on the PATH"
     );
     let http = reqwest::Client::new();
-    let (_server, url) = c.server();
+    let (_server, url) = c.server("server");
     let mut workers = Vec::new();
     for site in SITES {
-        workers.push(c.worker(&format!("{site}-agent"), site, &url));
+        workers.push(c.worker_on(&format!("{site}-agent"), &[site], &url, &[]));
     }
-    workers.push(c.worker("controller", "aggregator", &url));
+    workers.push(c.worker_on("controller", &["aggregator"], &url, &[]));
     wait_for(
         "the four workers to register",
         Duration::from_secs(20),

@@ -94,12 +94,27 @@ impl Cluster {
 
     /// Starts a worker on the default queue, its jobs talking to `server`.
     pub(crate) fn worker(&self, name: &str, server: &str) -> Proc {
+        self.worker_on(name, &["default"], server, &[])
+    }
+
+    /// Starts a worker on `queues` with extra flags (`--gpus 1`, …), in the repository (where
+    /// the examples' commands are), with a data folder of its own.
+    pub(crate) fn worker_on(
+        &self,
+        name: &str,
+        queues: &[&str],
+        server: &str,
+        extra: &[&str],
+    ) -> Proc {
         let child = Command::new(BIN)
             .args(["--server", server, "worker", "--nats", NATS])
             .args(["--cluster", &self.cluster, "--name", name, "--slots", "4"])
+            .args(["--queue", &queues.join(",")])
+            .args(extra)
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
             .env("RUST_LOG", "warn")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
