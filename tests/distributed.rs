@@ -42,17 +42,22 @@ async fn run(c: &Cluster) {
     assert_eq!(role(&http, &u2).await, "standby");
     let mut w1 = c.worker("w1", &u2);
     let mut w2 = c.worker("w2", &u2);
-    wait_for(
-        "both workers to register",
-        Duration::from_secs(15),
-        || async {
-            let w = get(&http, &format!("{u2}/api/v1/workers")).await;
-            w["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().filter(|w| w["alive"] == true).count() == 2)
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let w = get(&http, &format!("{u2}/api/v1/workers")).await;
+        if w["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().filter(|w| w["alive"] == true).count() == 2)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both workers register: {w}; NATS: {}",
+            nats_state(&c.cluster).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // `aiflow status` on the standby names its role, the leader and the workers.
     let out = std::process::Command::new(BIN)

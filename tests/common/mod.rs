@@ -38,6 +38,22 @@ pub(crate) struct Cluster {
     pub(crate) cluster: String,
 }
 
+impl Drop for Cluster {
+    /// The cluster's NATS streams go with it, also when a test failed.
+    fn drop(&mut self) {
+        let cluster = self.cluster.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(delete_streams(&cluster));
+            }
+        })
+        .join();
+    }
+}
+
 impl Cluster {
     /// Starts a server replica and waits for its banner; returns it and its base URL.
     pub(crate) fn server(&self, node: &str) -> (Proc, String) {
@@ -113,10 +129,13 @@ impl Cluster {
             .args(extra)
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("AIFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(name))
             .spawn()
             .expect("start aiflow worker");
         Proc {
@@ -165,6 +184,14 @@ pub(crate) fn embedded(data_dir: &Path, extra: &[&str]) -> (Proc, String) {
         },
         url,
     )
+}
+
+/// Where a process's output goes: a file in `AIFLOW_TEST_LOG_DIR` when set, else nowhere.
+pub(crate) fn log_file(name: &str) -> Stdio {
+    std::env::var("AIFLOW_TEST_LOG_DIR")
+        .ok()
+        .and_then(|d| std::fs::File::create(Path::new(&d).join(format!("{name}.log"))).ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 pub(crate) async fn get(http: &reqwest::Client, url: &str) -> Value {
@@ -247,6 +274,28 @@ pub(crate) fn reachable(what: &str, hostport: &str) -> bool {
     ok
 }
 
+/// What NATS holds of a cluster (for failure messages).
+pub(crate) async fn nats_state(cluster: &str) -> String {
+    let mut out = String::new();
+    if let Ok(client) = async_nats::connect(NATS).await {
+        let js = async_nats::jetstream::new(client);
+        let upper = cluster.to_uppercase();
+        for what in ["EVENTS", "TASKS", "REPORTS", "CLAIMS", "WORKERS"] {
+            match js.get_stream(format!("{upper}_{what}")).await {
+                Ok(mut s) => match s.info().await {
+                    Ok(i) => out.push_str(&format!(
+                        "{what}: {} messages, {} consumers; ",
+                        i.state.messages, i.state.consumer_count
+                    )),
+                    Err(e) => out.push_str(&format!("{what}: info failed {e}; ")),
+                },
+                Err(e) => out.push_str(&format!("{what}: {e}; ")),
+            }
+        }
+    }
+    out
+}
+
 pub(crate) async fn delete_streams(cluster: &str) {
     if let Ok(client) = async_nats::connect(NATS).await {
         let js = async_nats::jetstream::new(client);
@@ -257,10 +306,19 @@ pub(crate) async fn delete_streams(cluster: &str) {
     }
 }
 
+/// A name no other test (of this run or another) uses: the low bits of the clock, the process
+/// and a counter, so names taken in the same instant by two tests differ.
 pub(crate) fn uuid_hex() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{:x}{:04x}{:06x}",
+        n & 0xf,
+        std::process::id() & 0xffff,
+        (nanos >> 10) & 0xff_ffff
+    )
 }
