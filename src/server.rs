@@ -274,7 +274,8 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         scheduler["leader"] =
             serde_json::json!({"node": l.holder, "url": l.url, "epoch": l.epoch, "since": l.since});
     }
-    if let Some(f) = h.scheduler.fabric() {
+    // Not while NATS is away: the answer would wait for its request timeout, past a probe's.
+    if bus_ok && let Some(f) = h.scheduler.fabric() {
         scheduler["workers"] = f.workers().await.map_or(serde_json::Value::Null, |w| {
             serde_json::json!(w.iter().filter(|w| w.alive).count())
         });

@@ -39,6 +39,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     db_url: String,
     cluster: String,
+    nats: String,
 }
 
 impl Cluster {
@@ -48,7 +49,7 @@ impl Cluster {
             .args(["server", "--listen", "127.0.0.1:0", "--dags", "none"])
             .arg("--data-dir")
             .arg(self.dir.path().join(node))
-            .args(["--database", &self.db_url, "--nats", NATS])
+            .args(["--database", &self.db_url, "--nats", &self.nats])
             .args(["--cluster", &self.cluster])
             .args([
                 "--nats-stream",
@@ -98,7 +99,7 @@ impl Cluster {
     /// Starts a worker on the default queue, its jobs talking to `server`.
     fn worker(&self, name: &str, server: &str) -> Proc {
         let child = Command::new(BIN)
-            .args(["--server", server, "worker", "--nats", NATS])
+            .args(["--server", server, "worker", "--nats", &self.nats])
             .args(["--cluster", &self.cluster, "--name", name, "--slots", "4"])
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
@@ -216,6 +217,7 @@ async fn leader_and_worker_die_mid_flight_and_nothing_is_lost_or_repeated() {
         dir: tempfile::tempdir().unwrap(),
         db_url: db.url.clone(),
         cluster: format!("t{}", &uuid_hex()[..10]),
+        nats: NATS.into(),
     };
     let result = run(&cluster).await;
     delete_streams(&cluster.cluster).await;
@@ -458,4 +460,171 @@ async fn run(c: &Cluster) {
         },
     )
     .await;
+}
+
+/// A private `nats-server` with JetStream on its own port and store (the shared one on 4222 is
+/// left alone), killed when dropped.
+struct PrivateNats {
+    bin: std::path::PathBuf,
+    port: u16,
+    store: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl PrivateNats {
+    fn start(bin: std::path::PathBuf) -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut n = PrivateNats {
+            bin,
+            port,
+            store: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        n.up();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = Command::new(&self.bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.proc = Some(Proc {
+            child,
+            name: "nats".into(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+fn nats_server_bin() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("nats-server"))
+        .chain([std::path::PathBuf::from("/usr/sbin/nats-server")])
+        .find(|p| p.is_file())
+}
+
+/// NATS is killed (-9) and started again under a running deployment: the leader subscribes to
+/// the events again after the restart (NATS forgot its consumers), the worker takes tasks
+/// again, and every event starts exactly one execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_loses_no_event() {
+    if !reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let Some(bin) = nats_server_bin() else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: no nats-server binary on PATH; the NATS restart test runs a private one !!!!!!!!\n"
+        );
+        return;
+    };
+    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+        return;
+    };
+    let mut nats = PrivateNats::start(bin);
+    let c = Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        db_url: db.url.clone(),
+        cluster: format!("r{}", &uuid_hex()[..10]),
+        nats: nats.url(),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let (_s1, u1) = c.server("s1");
+    wait_for("s1 to lead", Duration::from_secs(15), || async {
+        role(&http, &u1).await == "leader"
+    })
+    .await;
+    let _w1 = c.worker("w1", &u1);
+    let graph = json!({
+        "name": "ingest",
+        "nodes": [{"name": "work", "op": "transform", "job": {"command": ["sh", "-c", "echo work"]}}],
+        "triggers": [{"event": {"key": "data/*"}}]
+    });
+    post(&http, &format!("{u1}/api/v1/workflows"), &graph).await;
+    let done = |n: usize| {
+        let (http, u1) = (http.clone(), u1.clone());
+        async move {
+            let e = executions(&http, &u1, "ingest").await;
+            e.len() == n && e.iter().all(|x| x["state"] == "SUCCEEDED")
+        }
+    };
+    post(
+        &http,
+        &format!("{u1}/api/v1/events"),
+        &json!({"key": "data/0", "value": "0", "idempotency_key": "data-0"}),
+    )
+    .await;
+    wait_for("the first execution", Duration::from_secs(30), || done(1)).await;
+
+    nats.kill9();
+    eprintln!("killed nats-server (-9)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.up();
+    eprintln!("nats-server started again");
+    // The server reconnects on its own; the event is sent until it is stored (the key makes a
+    // repeat of a send that was stored but not answered harmless).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .post(format!("{u1}/api/v1/events"))
+            .json(&json!({"key": "data/1", "value": "1", "idempotency_key": "data-1"}))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not take events again after NATS restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(
+        "the event sent after the NATS restart to run its job",
+        Duration::from_secs(45),
+        || done(2),
+    )
+    .await;
+    let all = executions(&http, &u1, "ingest").await;
+    let mut values: Vec<String> = all
+        .iter()
+        .map(|x| x["trigger"]["offset"].to_string())
+        .collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 2, "one execution per event: {all:?}");
+    drop(db);
 }

@@ -19,7 +19,7 @@ use sqlx::AnyConnection;
 use sqlx::Row;
 
 /// The advisory lock key ("aiflow" in ASCII).
-const LOCK_KEY: i64 = 0x0061_6966_6c6f_77;
+const LOCK_KEY: i64 = 0x6169_666c_6f77;
 /// PostgreSQL ends the lock session when the leader has not pinged it for this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
 /// How often the leader pings its lock session.

@@ -482,22 +482,46 @@ async fn lead(
         .map_err(Error::bus)?;
     let feed = tx.clone();
     let mut feed_shutdown = shutdown.clone();
+    let feed_bus = bus.clone();
     tokio::spawn(async move {
+        // The offset of the last event handed to the loop: a subscription that fails (NATS
+        // restarted and forgot its consumer, a network cut) is made again after it, so no event
+        // is skipped or handled twice.
+        let mut last = from;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            tokio::select! {
+            let failed = tokio::select! {
                 next = events.next() => match next {
                     Some(Ok(e)) => {
+                        last = e.offset;
+                        backoff = Duration::from_millis(100);
                         if feed.send(Command::Event(e)).await.is_err() {
                             break;
                         }
+                        continue;
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "event subscription failed");
-                        break;
-                    }
-                    None => break,
+                    Some(Err(e)) => e.to_string(),
+                    None => "the subscription ended".to_string(),
                 },
                 () = until_shutdown(&mut feed_shutdown) => break,
+            };
+            tracing::warn!(error = %failed, after = last.0, retry_in_ms = backoff.as_millis() as u64, "event subscription failed; subscribing again");
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = until_shutdown(&mut feed_shutdown) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                match feed_bus.subscribe(EventFilter::default(), last).await {
+                    Ok(s) => {
+                        tracing::info!(after = last.0, "event subscription made again");
+                        events = s;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to the events again")
+                    }
+                }
             }
         }
     });
