@@ -40,6 +40,10 @@ pub const DEFAULT_CLUSTER: &str = "aiflow";
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A task whose worker has not heartbeated for this long is delivered again.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long one pull of a worker waits for tasks. Short enough that a pull NATS forgot (it
+/// restarted) is made again within seconds (the client gives up 5 s after this), long enough
+/// that an idle worker costs nothing.
+const PULL_WAIT: Duration = Duration::from_secs(5);
 /// The claim of the value when the scheduler stopped a task nobody had taken.
 const CANCELLED: &str = "cancelled";
 
@@ -670,21 +674,36 @@ pub async fn run_worker(
         config.queues.join(", "),
         config.slots
     );
+    // One long poll per queue at a time, for as many tasks as there are free slots (a queue's
+    // share of them when there are several queues, so one idle queue does not hold them all).
+    let per_pull = if config.queues.len() > 1 {
+        (config.slots / config.queues.len()).max(1)
+    } else {
+        config.slots.max(1)
+    };
     let mut pullers = Vec::new();
     for queue in &config.queues {
         let consumer = tasks_consumer(&state.fabric, queue).await?;
         let (state, slots, queue) = (state.clone(), slots.clone(), queue.clone());
         let mut stop = shutdown.clone();
         pullers.push(tokio::spawn(async move {
-            loop {
-                let permit = tokio::select! {
+            'pull: loop {
+                let first = tokio::select! {
                     p = slots.clone().acquire_owned() => p.expect("semaphore"),
                     () = stopped(&mut stop) => break,
                 };
+                let mut permits = vec![first];
+                while permits.len() < per_pull {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
+                    }
+                }
+                // NATS answers as tasks come, up to one per permit, or at the end of PULL_WAIT.
                 let batch = consumer
-                    .fetch()
-                    .max_messages(1)
-                    .expires(Duration::from_secs(30))
+                    .batch()
+                    .max_messages(permits.len())
+                    .expires(PULL_WAIT)
                     .messages();
                 let next = tokio::select! {
                     b = batch => b,
@@ -694,24 +713,36 @@ pub async fn run_worker(
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(queue, error = %e, "cannot pull tasks");
+                        drop(permits);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                 };
-                let msg = tokio::select! {
-                    m = msgs.next() => m,
-                    () = stopped(&mut stop) => break,
-                };
-                match msg {
-                    Some(Ok(m)) => {
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            take(state, m).await;
-                            drop(permit);
-                        });
+                loop {
+                    let msg = tokio::select! {
+                        m = msgs.next() => m,
+                        () = stopped(&mut stop) => break 'pull,
+                    };
+                    match msg {
+                        Some(Ok(m)) => {
+                            let Some(permit) = permits.pop() else {
+                                // More than asked for: another worker (or this one) takes it.
+                                let _ = m.ack_with(AckKind::Nak(None)).await;
+                                continue;
+                            };
+                            let state = state.clone();
+                            tokio::spawn(async move {
+                                take(state, m).await;
+                                drop(permit);
+                            });
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(queue, error = %e, "pull");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            break;
+                        }
+                        None => break,
                     }
-                    Some(Err(e)) => tracing::debug!(queue, error = %e, "pull"),
-                    None => {}
                 }
             }
         }));
@@ -831,8 +862,15 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
             asked: asked.clone(),
         },
     );
-    let _ = state.report(&task, ReportKind::Started).await;
+    // The claim is won: the process starts while the `started` report is on its way (it is not
+    // on the path to the process); the `ended` report goes only after it was stored, so the
+    // scheduler always gets them in order.
+    let started = {
+        let (state, task) = (state.clone(), task.clone());
+        tokio::spawn(async move { state.report(&task, ReportKind::Started).await })
+    };
     let mut outcome = run_task(&state, &task, stop_rx).await;
+    let _ = started.await;
     if outcome == Outcome::Stopped && !asked.load(std::sync::atomic::Ordering::Relaxed) {
         // This worker is shutting down: the attempt was interrupted, and is retried under the
         // job's policy rather than counted as stopped by a user.
@@ -934,12 +972,17 @@ async fn ship_log(
         {
             let mut buf = Vec::new();
             if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                // The chunks go out back to back; their acknowledgements are awaited together.
+                let mut acks = Vec::new();
                 for chunk in buf.chunks(64 * 1024) {
                     match js.publish(subject.clone(), chunk.to_vec().into()).await {
-                        Ok(ack) => {
-                            let _ = ack.await;
-                        }
+                        Ok(ack) => acks.push(ack),
                         Err(e) => tracing::warn!(error = %e, "cannot ship a log chunk"),
+                    }
+                }
+                for ack in acks {
+                    if let Err(e) = ack.await {
+                        tracing::warn!(error = %e, "a log chunk was not stored");
                     }
                 }
                 sent += buf.len() as u64;
@@ -953,7 +996,9 @@ async fn ship_log(
             _ = done.changed() => {}
         }
     }
-    if let Ok(ack) = js.publish(subject, Vec::<u8>::new().into()).await {
-        let _ = ack.await;
+    // The end marker is sent, not waited for: the `ended` report that follows on the same
+    // connection is stored after it, and a reader that misses it stops at its timeout.
+    if let Err(e) = js.publish(subject, Vec::<u8>::new().into()).await {
+        tracing::warn!(error = %e, "cannot send the end of a log");
     }
 }
