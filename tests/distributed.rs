@@ -14,21 +14,10 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_and_worker_die_mid_flight_and_nothing_is_lost_or_repeated() {
-    if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
-        return;
-    }
-    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+    let Some(c) = Cluster::start("t").await else {
         return;
     };
-    let cluster = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        db_url: db.url.clone(),
-        cluster: format!("t{}", &uuid_hex()[..10]),
-    };
-    let result = run(&cluster).await;
-    delete_streams(&cluster.cluster).await;
-    drop(db);
-    let () = result;
+    run(&c).await;
 }
 
 async fn run(c: &Cluster) {
@@ -298,21 +287,10 @@ async fn run(c: &Cluster) {
 /// worker that has them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_restart_and_resources_reach_remote_workers() {
-    if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
-        return;
-    }
-    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+    let Some(c) = Cluster::start("t").await else {
         return;
     };
-    let c = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        db_url: db.url.clone(),
-        cluster: format!("t{}", &uuid_hex()[..10]),
-    };
-    let result = control(&c).await;
-    delete_streams(&c.cluster).await;
-    drop(db);
-    let () = result;
+    control(&c).await;
 }
 
 async fn control(c: &Cluster) {

@@ -361,25 +361,20 @@ async fn postgres_and_nats_restarted_under_load() {
         );
         return;
     }
-    if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
-        return;
-    }
-    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+    let Some(c) = Cluster::start("f").await else {
         return;
     };
-    let c = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        db_url: db.url.clone(),
-        cluster: format!("f{}", &uuid_hex()[..10]),
-    };
-    let result = restarts(&c).await;
-    // Whatever happened, the services are left running.
-    if std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
-        nats_start();
+    // Whatever happens, the services are left running.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
+                nats_start();
+            }
+        }
     }
-    delete_streams(&c.cluster).await;
-    drop(db);
-    let () = result;
+    let _restore = Restore;
+    restarts(&c).await;
 }
 
 async fn restarts(c: &Cluster) {

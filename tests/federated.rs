@@ -26,25 +26,10 @@ fn repo() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_averaging_runs_its_rounds_on_one_worker_per_site() {
-    if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
-        return;
-    }
-    let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
+    let Some(c) = Cluster::start("fl").await else {
         return;
     };
-    let cluster = std::sync::Arc::new(Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        db_url: db.url.clone(),
-        cluster: format!("fl{}", &uuid_hex()[..10]),
-    });
-    // Run in a task so that a failed assertion still leaves no streams behind.
-    let c = cluster.clone();
-    let result = tokio::spawn(async move { run(&c).await }).await;
-    delete_streams(&cluster.cluster).await;
-    drop(db);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    run(&c).await;
 }
 
 /// The decoded `value` of an event.

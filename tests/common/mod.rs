@@ -32,10 +32,14 @@ impl Proc {
     }
 }
 
+/// A distributed deployment under test: a fresh PostgreSQL database, a cluster name of its own
+/// on the shared NATS, and a folder for its processes' data. Its NATS streams and database go
+/// when it is dropped, also after a failed assertion.
 pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) db_url: String,
     pub(crate) cluster: String,
+    _db: aiflow_db::testing::TestDb,
 }
 
 impl Drop for Cluster {
@@ -55,6 +59,21 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// A new cluster named `<prefix><unique>`, or `None` (after a loud notice) when
+    /// PostgreSQL or NATS is not running here.
+    pub(crate) async fn start(prefix: &str) -> Option<Cluster> {
+        if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
+            return None;
+        }
+        let db = aiflow_db::testing::TestDb::postgres().await?;
+        Some(Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            db_url: db.url.clone(),
+            cluster: format!("{prefix}{}", &uuid_hex()[..10]),
+            _db: db,
+        })
+    }
+
     /// Starts a server replica and waits for its banner; returns it and its base URL.
     pub(crate) fn server(&self, node: &str) -> (Proc, String) {
         let mut child = Command::new(BIN)
