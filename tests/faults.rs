@@ -475,7 +475,11 @@ async fn restarts(c: &Cluster) {
                     jobs(&http, &base, x["id"].as_str().unwrap()).await
                 );
             }
-            panic!("{} executions of {N}", offsets.len());
+            let missing: Vec<&i64> = sent.iter().filter(|o| !offsets.contains(o)).collect();
+            panic!(
+                "{} executions of {N}; events without one: {missing:?}",
+                offsets.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };

@@ -500,7 +500,7 @@ async fn lead(
         shutdown: shutdown.clone(),
     };
     core.resume().await?;
-    core.reload_triggers().await;
+    core.reload_triggers().await?;
     core.flush().await;
     let mut events = bus
         .subscribe(EventFilter::default(), from)
@@ -650,6 +650,9 @@ impl Core {
                         // committed in one transaction, then their actions take effect.
                         self.handle(cmd).await;
                         for _ in 0..BATCH {
+                            if self.deposed {
+                                break;
+                            }
                             match rx.try_recv() {
                                 Ok(cmd) => self.handle(cmd).await,
                                 Err(_) => break,
@@ -1070,7 +1073,17 @@ impl Core {
                     self.enqueue(&execution, &job).await;
                 }
             }
-            Command::Reload => self.reload_triggers().await,
+            Command::Reload => {
+                if let Err(e) = self.reload_triggers().await {
+                    // The old triggers stay; try again shortly.
+                    tracing::warn!(error = %e, "cannot reread the workflows' triggers; again in 1 s");
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = tx.send(Command::Reload).await;
+                    });
+                }
+            }
             Command::Started {
                 execution,
                 job,
@@ -1097,7 +1110,7 @@ impl Core {
                 let d = *d;
                 self.pending.delayed_done.push(d.id.clone());
                 if let Err(e) = self
-                    .start_execution(&d.workflow, d.trigger, Some(d.event))
+                    .start_triggered(&d.workflow, d.trigger, Some(d.event))
                     .await
                 {
                     tracing::warn!(workflow = d.workflow, error = %e, "a delayed event trigger could not start an execution");
@@ -1106,7 +1119,9 @@ impl Core {
         }
     }
 
-    async fn reload_triggers(&mut self) {
+    /// Rereads the triggers of the active workflows. A store that does not answer leaves the
+    /// triggers as they were and fails (a workflow that is gone or unreadable is skipped).
+    async fn reload_triggers(&mut self) -> Result<(), Error> {
         let mut triggers = Vec::new();
         let mut timers = Vec::new();
         let mut cursor = None;
@@ -1123,16 +1138,21 @@ impl Core {
                 cursor: cursor.clone(),
                 ..Default::default()
             };
-            let Ok(page) = self.store.list_workflows(&q).await else {
-                break;
-            };
+            let page = self.store.list_workflows(&q).await?;
             for info in page
                 .items
                 .iter()
                 .filter(|w| !w.paused && w.latest_version > 0)
             {
-                let Ok(wf) = self.load_workflow(&info.name).await else {
-                    continue;
+                let wf = match self.load_workflow(&info.name).await {
+                    Ok(wf) => wf,
+                    Err(Error::Meta(aiflow_meta::Error::Db(e))) => {
+                        return Err(Error::Store(e.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(workflow = %info.name, error = %e, "a workflow's triggers cannot be read; skipped");
+                        continue;
+                    }
                 };
                 for (i, t) in wf.triggers.iter().enumerate() {
                     let all_of = matches!(t, WorkflowTrigger::AllOf { .. });
@@ -1178,6 +1198,7 @@ impl Core {
         }
         self.triggers = triggers;
         self.timers = timers;
+        Ok(())
     }
 
     /// Notes that part `part` of the `all_of` trigger `trigger` happened; true when that
@@ -1248,7 +1269,10 @@ impl Core {
         }
         for (name, trigger) in starts {
             tracing::info!(workflow = name, %trigger, "time trigger fired");
-            if let Err(e) = self.start_execution(&name, trigger, None).await {
+            if let Err(e) = self.start_triggered(&name, trigger, None).await {
+                if self.deposed {
+                    return;
+                }
                 tracing::warn!(workflow = name, error = %e, "time trigger could not start an execution");
             }
         }
@@ -1263,6 +1287,35 @@ impl Core {
         let wf: Workflow = serde_json::from_value(version.workflow_doc)
             .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?;
         Ok(Arc::new(wf))
+    }
+
+    /// Starts an execution for a trigger. A store that does not answer is waited for (the
+    /// trigger must not be lost with the event that fired it): this retries while this replica
+    /// leads; when it stops leading it is deposed and the next leader handles the event again.
+    async fn start_triggered(
+        &mut self,
+        name: &str,
+        trigger: serde_json::Value,
+        event: Option<Event>,
+    ) -> Result<String, Error> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self
+                .start_execution(name, trigger.clone(), event.clone())
+                .await
+            {
+                Err(Error::Meta(aiflow_meta::Error::Db(e))) => {
+                    if self.lease_lost.as_ref().is_some_and(|l| *l.borrow()) {
+                        self.depose();
+                        return Err(Error::Stopped);
+                    }
+                    tracing::warn!(workflow = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the store to start a triggered execution; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn start_execution(
@@ -1415,9 +1468,12 @@ impl Core {
             }
             for (name, trigger) in starts {
                 if let Err(e) = self
-                    .start_execution(&name, trigger, Some(event.clone()))
+                    .start_triggered(&name, trigger, Some(event.clone()))
                     .await
                 {
+                    if self.deposed {
+                        return; // handled again by the next leader
+                    }
                     tracing::warn!(workflow = name, error = %e, "event trigger could not start an execution");
                 }
             }
@@ -2061,6 +2117,9 @@ impl Core {
     /// starts, and job launches into free slots. Actions may change state again (a launch that
     /// fails), so this repeats until nothing is left.
     async fn flush(&mut self) {
+        if self.deposed {
+            return;
+        }
         for _ in 0..16 {
             let (batch, offset) = self.take_batch();
             if !batch.is_empty() {
