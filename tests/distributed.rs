@@ -164,14 +164,7 @@ async fn run(c: &Cluster) {
     }
     // Logs of remote attempts are served by any replica.
     let first = all[0]["id"].as_str().unwrap();
-    let log = http
-        .get(format!("{u2}/api/v1/executions/{first}/jobs/after/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = job_log(&http, &u2, first, "after", "").await;
     assert!(log.contains("after on w"), "remote log: {log}");
 
     // A worker dies mid-task: after the heartbeat timeout the attempt is lost and retried.
@@ -198,14 +191,7 @@ async fn run(c: &Cluster) {
     // The job names its worker first thing; its log (shipped from the worker) tells which.
     let deadline = Instant::now() + Duration::from_secs(15);
     let victim = loop {
-        let log = http
-            .get(format!("{u2}/api/v1/executions/{id}/jobs/long/logs"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        let log = job_log(&http, &u2, &id, "long", "").await;
         if let Some(w) = log.lines().find_map(|l| l.strip_prefix("running on ")) {
             break w.trim().to_string();
         }
@@ -258,12 +244,7 @@ async fn run(c: &Cluster) {
     wait_for(
         "the restarted worker to register",
         Duration::from_secs(15),
-        || async {
-            let w = get(&http, &format!("{u2}/api/v1/workers")).await;
-            w["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().filter(|w| w["alive"] == true).count() == 2)
-        },
+        || async { alive_workers(&http, &u2).await == 2 },
     )
     .await;
     let again = post(
@@ -360,14 +341,7 @@ async fn control(c: &Cluster) {
         },
     )
     .await;
-    let log = http
-        .get(format!("{u}/api/v1/executions/{id}/jobs/train/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = job_log(&http, &u, &id, "train", "").await;
     assert!(
         log.contains("trained on gpu"),
         "ran on the worker with a GPU: {log}"
@@ -415,16 +389,7 @@ async fn control(c: &Cluster) {
         .filter(|l| l.starts_with("serving attempt"))
         .find_map(|l| l.split(" pid ").nth(1)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("serve printed its pid: {log}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the stopped process {pid} is gone"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_gone(pid, Duration::from_secs(15), "the stopped serve process").await;
     report(
         "distributed: RESTART and STOP reached the worker running the task; a GPU job waited for a GPU worker",
     );

@@ -82,14 +82,7 @@ async fn a_flooding_job_and_a_forking_job_leave_the_server_serving() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_succeeded(&http, &base, &id, Duration::from_secs(60)).await;
-    let log = http
-        .get(format!("{base}/api/v1/executions/{id}/jobs/flood/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = job_log(&http, &base, &id, "flood", "").await;
     assert!(
         (log.len() as u64) <= limit + 4096,
         "the log is kept under its limit: {} bytes",
@@ -104,29 +97,18 @@ async fn a_flooding_job_and_a_forking_job_leave_the_server_serving() {
         "the newest output is kept"
     );
     // The child the forking job left behind was killed with its process group.
-    let fork_log = http
-        .get(format!("{base}/api/v1/executions/{id}/jobs/fork/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fork_log = job_log(&http, &base, &id, "fork", "").await;
     let pid: u32 = fork_log
         .lines()
         .find_map(|l| l.strip_prefix("child "))
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("the fork job printed its child: {fork_log}"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the forked child {pid} outlived its job"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_gone(
+        pid,
+        Duration::from_secs(5),
+        "the forked child, which outlived its job",
+    )
+    .await;
     report(&format!(
         "faults: a job wrote 40 MB (log kept at {} bytes with a marker), a job forked a child and exited (child killed); slowest /healthz meanwhile {} ms",
         log.len(),

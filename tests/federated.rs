@@ -57,12 +57,7 @@ async fn run(c: &Cluster) {
     wait_for(
         "the four workers to register",
         Duration::from_secs(20),
-        || async {
-            let w = get(&http, &format!("{url}/api/v1/workers")).await;
-            w["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().filter(|w| w["alive"] == true).count() == 4)
-        },
+        || async { alive_workers(&http, &url).await == 4 },
     )
     .await;
 

@@ -213,6 +213,46 @@ pub(crate) fn log_file(name: &str) -> Stdio {
         .map_or_else(Stdio::null, Stdio::from)
 }
 
+/// The plain-text log of a job (`logs_query` like `?attempt=2`, or empty).
+pub(crate) async fn job_log(
+    http: &reqwest::Client,
+    base: &str,
+    execution: &str,
+    job: &str,
+    logs_query: &str,
+) -> String {
+    http.get(format!(
+        "{base}/api/v1/executions/{execution}/jobs/{job}/logs{logs_query}"
+    ))
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap_or_default()
+}
+
+/// How many registered workers are alive.
+pub(crate) async fn alive_workers(http: &reqwest::Client, base: &str) -> usize {
+    get(http, &format!("{base}/api/v1/workers")).await["items"]
+        .as_array()
+        .map_or(0, |i| i.iter().filter(|w| w["alive"] == true).count())
+}
+
+/// Waits until process `pid` is gone (or a zombie); fails after `timeout`.
+pub(crate) async fn wait_gone(pid: u32, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (pid {pid}) is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) async fn get(http: &reqwest::Client, url: &str) -> Value {
     let r = http.get(url).send().await.expect("GET");
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
