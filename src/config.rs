@@ -90,6 +90,9 @@ pub(crate) struct Config {
     pub(crate) job_log_max_bytes: u64,
     /// Lifetime of a job's token when the job has no timeout (seconds).
     pub(crate) job_token_ttl_s: u64,
+    /// Stop running local jobs when the server stops (by default they keep running, each
+    /// under a supervisor of its own, and the next server re-adopts them).
+    pub(crate) stop_jobs_on_exit: bool,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             publish_burst_per_token: 200,
             job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
+            stop_jobs_on_exit: false,
         }
     }
 }
@@ -192,6 +196,10 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "AIFLOW_JOB_TOKEN_TTL_S")]
     pub(crate) job_token_ttl_s: Option<u64>,
     /// Print the merged configuration and exit.
+    /// Stop running local jobs when the server stops (default: they keep running and the next
+    /// server re-adopts them).
+    #[arg(long, env = "AIFLOW_STOP_JOBS_ON_EXIT")]
+    pub(crate) stop_jobs_on_exit: bool,
     #[arg(long)]
     pub(crate) print_config: bool,
 }
@@ -241,6 +249,7 @@ impl Config {
             config.cluster.clone_from(v);
         }
         config.auth |= args.auth;
+        config.stop_jobs_on_exit |= args.stop_jobs_on_exit;
         config.insecure |= args.insecure;
         if let Some(v) = args.max_body_bytes {
             config.max_body_bytes = v;

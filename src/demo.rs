@@ -47,6 +47,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         dags: Some(args.dags.clone()),
+        // The demo's jobs end with it, unless the server keeps running.
+        stop_jobs_on_exit: !args.keep_running,
         ..Config::default()
     };
     let running = server::start(&config).await?;

@@ -93,6 +93,9 @@ enum Command {
     /// API tokens: create, list, revoke (docs/security.md).
     #[command(subcommand)]
     Token(cli::token::TokenCmd),
+    /// Run one job attempt from its folder, detached from the server (started by the server).
+    #[command(hide = true)]
+    Supervise { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -113,8 +116,21 @@ fn main() -> ExitCode {
         Command::Metric(cmd) => cli::meta::run_metric(cmd, &ctx),
         Command::Artifact(cmd) => cli::meta::run_artifact(cmd, &ctx),
         Command::Token(cmd) => cli::token::run(cmd, &ctx),
+        Command::Supervise { dir } => run_supervisor(&dir),
     };
     cli::finish(result)
+}
+
+/// `aiflow supervise DIR`: a job attempt's supervisor (scheduler/src/supervisor.rs). It has no
+/// terminal and nobody reads its stderr: what goes wrong is in the job's log or its status.
+fn run_supervisor(dir: &std::path::Path) -> cli::CliResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
+    rt.block_on(aiflow_scheduler::supervisor::supervise(dir))
+        .map_err(|e| cli::CliError::from(anyhow::anyhow!("supervise {}: {e}", dir.display())))?;
+    Ok(())
 }
 
 fn run_demo(args: demo::DemoArgs) -> cli::CliResult {

@@ -112,6 +112,12 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             job_tokens: config.auth.then(|| tokens.clone()),
             job_token_ttl: Duration::from_secs(config.job_token_ttl_s),
             log_max_bytes: (config.job_log_max_bytes > 0).then_some(config.job_log_max_bytes),
+            // Local jobs outlive the server under `aiflow supervise` unless asked otherwise.
+            supervisor: if config.stop_jobs_on_exit {
+                None
+            } else {
+                std::env::current_exe().ok()
+            },
         },
         shutdown_rx.clone(),
     )

@@ -16,7 +16,7 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
 /// Everything needed to run one attempt of one job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LaunchSpec {
     pub workflow: String,
     pub execution: String,
@@ -33,7 +33,7 @@ pub struct LaunchSpec {
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Succeeded,
     /// A command exited non-zero, died of a signal, or could not start.
@@ -56,6 +56,25 @@ pub struct RunningJob {
 }
 
 impl RunningJob {
+    /// A handle, and the executor's side of it.
+    pub(crate) fn parts() -> (RunningJob, crate::supervisor::Parts) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel();
+        let (pid_tx, pid_rx) = watch::channel(None);
+        (
+            RunningJob {
+                pid: pid_rx,
+                stop: stop_tx,
+                done: done_rx,
+            },
+            crate::supervisor::Parts {
+                pid: pid_tx,
+                stop: stop_rx,
+                done: done_tx,
+            },
+        )
+    }
+
     /// Process id of the command running now (or last), once one has started.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
@@ -93,6 +112,9 @@ pub struct LocalExecutor {
     pub grace: Duration,
     /// Largest size of one attempt's log; past it the oldest half is dropped (none: no limit).
     pub log_max_bytes: Option<u64>,
+    /// Run each attempt under a supervisor process of its own, so it outlives this process
+    /// (none: attempts are tasks of this process and end with it).
+    pub supervisor: Option<crate::supervisor::Supervisor>,
 }
 
 /// Default of [`LocalExecutor::log_max_bytes`]: 64 MiB.
@@ -103,6 +125,7 @@ impl Default for LocalExecutor {
         Self {
             grace: Duration::from_secs(10),
             log_max_bytes: Some(DEFAULT_LOG_MAX_BYTES),
+            supervisor: None,
         }
     }
 }
@@ -113,9 +136,12 @@ impl LocalExecutor {
     /// waits for fork/exec. A log that cannot be opened, or a command that cannot start, fails
     /// the attempt with the reason (in the log when there is one).
     pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = oneshot::channel();
-        let (pid_tx, pid_rx) = watch::channel(None);
+        let (handle, parts) = RunningJob::parts();
+        let crate::supervisor::Parts {
+            pid: pid_tx,
+            stop: stop_rx,
+            done: done_tx,
+        } = parts;
         let grace = self.grace;
         let max = self.log_max_bytes;
         tokio::spawn(async move {
@@ -132,11 +158,7 @@ impl LocalExecutor {
             };
             let _ = done_tx.send(outcome);
         });
-        Ok(RunningJob {
-            pid: pid_rx,
-            stop: stop_tx,
-            done: done_rx,
-        })
+        Ok(handle)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod remote;
 pub mod rules;
 pub mod service;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 mod trace;
 pub mod triggers;

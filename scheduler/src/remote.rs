@@ -919,6 +919,7 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
     let executor = LocalExecutor {
         grace: config.grace,
         log_max_bytes: config.log_max_bytes,
+        supervisor: None,
     };
     let running = match executor.launch(spec).await {
         Ok(r) => r,

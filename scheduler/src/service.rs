@@ -67,12 +67,22 @@ pub struct SchedulerConfig {
     pub job_token_ttl: Duration,
     /// Largest size of one job attempt's log (none: no limit).
     pub log_max_bytes: Option<u64>,
+    /// The `aiflow` binary that supervises each local job attempt (`aiflow supervise`), so
+    /// jobs outlive this process and the next one re-adopts them. None: attempts are tasks
+    /// of this process and end with it (`aiflow server --stop-jobs-on-exit`).
+    pub supervisor: Option<PathBuf>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
 pub const DEFAULT_JOB_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl SchedulerConfig {
+    /// Where supervised job attempts keep their folders.
+    #[must_use]
+    pub fn attempts_root(&self) -> PathBuf {
+        self.data_dir.join("attempts")
+    }
+
     /// Embedded defaults: local processes, no NATS.
     #[must_use]
     pub fn local(data_dir: PathBuf, server_url: String) -> SchedulerConfig {
@@ -88,6 +98,7 @@ impl SchedulerConfig {
             job_tokens: None,
             job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
+            supervisor: None,
         }
     }
 }
@@ -478,6 +489,10 @@ async fn lead(
         executor: LocalExecutor {
             grace: config.stop_grace,
             log_max_bytes: config.log_max_bytes,
+            supervisor: config
+                .supervisor
+                .clone()
+                .map(|program| crate::supervisor::Supervisor { program }),
         },
         fabric: config.fabric.clone(),
         fence,
@@ -1785,35 +1800,19 @@ impl Core {
             });
             return;
         }
-        match self.executor.launch(launch).await {
-            Ok(mut running) => {
-                rt.stopper = Some(running.stopper());
+        let launched = match (&self.executor.supervisor, &rt.row) {
+            (Some(sup), Some(row)) => {
+                let dir = crate::supervisor::attempt_dir(&self.config.attempts_root(), id, row);
+                sup.launch(&self.executor, launch, dir).await
+            }
+            _ => self.executor.launch(launch).await,
+        };
+        match launched {
+            Ok(running) => {
                 rt.launched = true;
                 exec.running += 1;
                 self.running_total += 1;
-                let tx = self.tx.clone();
-                let (execution, job_name) = (id.to_string(), job.to_string());
-                tokio::spawn(async move {
-                    // RUNNING once the process exists; the loop never waits for fork/exec.
-                    if running.started().await {
-                        let _ = tx
-                            .send(Command::Started {
-                                execution: execution.clone(),
-                                job: job_name.clone(),
-                                attempt,
-                            })
-                            .await;
-                    }
-                    let outcome = running.wait().await;
-                    let _ = tx
-                        .send(Command::JobEnded {
-                            execution,
-                            job: job_name,
-                            attempt,
-                            outcome,
-                        })
-                        .await;
-                });
+                self.follow(id, job, attempt, running);
             }
             Err(e) => {
                 tracing::warn!(workflow = %launch_workflow, execution = id, job, attempt, error = %e, "cannot open the job log");
@@ -1828,6 +1827,41 @@ impl Core {
                 .await;
             }
         }
+    }
+
+    /// Hands a running attempt's start and end to the loop; the loop never waits for
+    /// fork/exec.
+    fn follow(&mut self, id: &str, job: &str, attempt: u32, mut running: crate::RunningJob) {
+        if let Some(rt) = self
+            .executions
+            .get_mut(id)
+            .and_then(|e| e.jobs.get_mut(job))
+        {
+            rt.stopper = Some(running.stopper());
+        }
+        let tx = self.tx.clone();
+        let (execution, job_name) = (id.to_string(), job.to_string());
+        tokio::spawn(async move {
+            // RUNNING once the process exists.
+            if running.started().await {
+                let _ = tx
+                    .send(Command::Started {
+                        execution: execution.clone(),
+                        job: job_name.clone(),
+                        attempt,
+                    })
+                    .await;
+            }
+            let outcome = running.wait().await;
+            let _ = tx
+                .send(Command::JobEnded {
+                    execution,
+                    job: job_name,
+                    attempt,
+                    outcome,
+                })
+                .await;
+        });
     }
 
     /// A remote worker's report on an attempt. Reports of an attempt that is not the job's
@@ -2149,6 +2183,20 @@ impl Core {
                     }
                 };
                 self.obs.progress().set_commit_failing(false);
+                if !batch.finished.is_empty() {
+                    // Finished executions' attempt folders are no longer needed for re-adoption.
+                    let root = self.config.attempts_root();
+                    let dirs: Vec<PathBuf> = batch
+                        .finished
+                        .iter()
+                        .map(|id| crate::supervisor::execution_dir(&root, id))
+                        .collect();
+                    tokio::task::spawn_blocking(move || {
+                        for d in dirs {
+                            let _ = std::fs::remove_dir_all(d);
+                        }
+                    });
+                }
                 if let Some(o) = offset {
                     self.saved = o;
                     self.saved_at = std::time::Instant::now();
@@ -2347,6 +2395,7 @@ impl Core {
                 continue;
             };
             let (state, attempt, stop_asked) = (rt.state, rt.attempt, rt.stop_asked);
+            let row = rt.row.clone();
             if self.config.remote {
                 // Remote attempts live on their workers: reports and heartbeats say how they go.
                 match state {
@@ -2376,7 +2425,35 @@ impl Core {
                 }
             }
             if matches!(state, JobState::Queued | JobState::Running)
-                && let Some(row) = &rt.row
+                && let Some(row) = &row
+                && let Some(adopted) = crate::supervisor::adopt(crate::supervisor::attempt_dir(
+                    &self.config.attempts_root(),
+                    &id,
+                    row,
+                ))
+            {
+                // The attempt outlived the previous process: follow it again (its outcome
+                // comes at once when it ended meanwhile).
+                tracing::info!(execution = %id, job, attempt, started = adopted.started, running = adopted.running, "job attempt re-adopted");
+                if let Some(exec) = self.executions.get_mut(&id)
+                    && let Some(rt) = exec.jobs.get_mut(&job)
+                {
+                    rt.launched = true;
+                    exec.running += 1;
+                    self.running_total += 1;
+                }
+                self.follow(&id, &job, attempt, adopted.job);
+                if stop_asked {
+                    self.pending.effects.push(Effect::Stop {
+                        id: id.clone(),
+                        job: job.clone(),
+                        attempt,
+                    });
+                }
+                continue;
+            }
+            if matches!(state, JobState::Queued | JobState::Running)
+                && let Some(row) = &row
             {
                 let killed = durable::kill_leftovers(row);
                 if killed > 0 {

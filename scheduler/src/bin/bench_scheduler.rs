@@ -61,6 +61,7 @@ async fn env(max_running: usize) -> Env {
             job_tokens: None,
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
+            supervisor: None,
         },
         rx,
     )

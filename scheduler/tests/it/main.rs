@@ -42,6 +42,7 @@ async fn start(
             job_tokens: None,
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
+            supervisor: None,
         },
         rx,
     )
