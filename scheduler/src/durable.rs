@@ -91,6 +91,8 @@ pub(crate) enum MetaWrite {
     ExecState {
         id: String,
         state: &'static str,
+        /// Why it ended so, kept in the execution's `properties.reason`.
+        reason: Option<String>,
     },
     JobCreate {
         row: String,
@@ -291,12 +293,18 @@ async fn write_meta(
         .bind(*state)
         .bind(trigger.as_ref().map(ToString::to_string))
         .bind(now),
-        MetaWrite::ExecState { id, state } => sqlx::query(
-            "UPDATE workflow_executions SET state = $1, updated_at = $2, ended_at = $2 WHERE id = $3",
+        MetaWrite::ExecState { id, state, reason } => sqlx::query(
+            "UPDATE workflow_executions SET state = $1, updated_at = $2, ended_at = $2, \
+             properties = COALESCE($4, properties) WHERE id = $3",
         )
         .bind(*state)
         .bind(now)
-        .bind(id),
+        .bind(id)
+        .bind(
+            reason
+                .as_ref()
+                .map(|r| serde_json::json!({ "reason": r }).to_string()),
+        ),
         MetaWrite::JobCreate {
             row,
             execution,

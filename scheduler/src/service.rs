@@ -908,6 +908,10 @@ struct Exec {
     active: usize,
     /// Job name → index in `workflow.jobs`.
     index: HashMap<String, usize>,
+    /// When the execution started (its `max_duration_s` counts from here).
+    started_at: chrono::DateTime<Utc>,
+    /// Why the execution is being stopped as FAILED (its `max_duration_s` was reached).
+    expired: Option<String>,
 }
 
 impl Exec {
@@ -937,11 +941,27 @@ impl Exec {
             stopping: false,
             running: 0,
             active: 0,
+            started_at: Utc::now(),
+            expired: None,
         }
     }
 
     fn spec(&self, job: &str) -> Option<&aiflow_translator::Job> {
         self.index.get(job).map(|&i| &self.workflow.jobs[i])
+    }
+
+    /// The reason to stop this execution as FAILED when it has run longer than its
+    /// `max_duration_s` at `now`.
+    fn over_time(&self, now: chrono::DateTime<Utc>) -> Option<String> {
+        let max = self.workflow.max_duration_s?;
+        let limit = chrono::Duration::seconds(i64::try_from(max).unwrap_or(i64::MAX / 1_000_000));
+        let ran = now.signed_duration_since(self.started_at);
+        (ran >= limit).then(|| {
+            format!(
+                "max_duration_s: the execution ran {} s, longer than its limit of {max} s",
+                ran.num_seconds()
+            )
+        })
     }
 }
 
@@ -1237,6 +1257,7 @@ impl Core {
     }
 
     async fn on_tick(&mut self, now: chrono::DateTime<Utc>) {
+        self.expire_overdue(now).await;
         let mut fired_parts = Vec::new();
         let mut starts = Vec::new();
         for t in &mut self.timers {
@@ -1289,6 +1310,46 @@ impl Core {
                     return;
                 }
                 tracing::warn!(workflow = name, error = %e, "time trigger could not start an execution");
+            }
+        }
+    }
+
+    /// Stops, as FAILED, every execution that has run longer than its `max_duration_s`: its
+    /// jobs get the usual grace period, and `why` shows the limit for each job it stopped.
+    async fn expire_overdue(&mut self, now: chrono::DateTime<Utc>) {
+        let overdue: Vec<(String, String)> = self
+            .executions
+            .values()
+            .filter(|e| e.expired.is_none())
+            .filter_map(|e| e.over_time(now).map(|why| (e.id.clone(), why)))
+            .collect();
+        for (id, why) in overdue {
+            tracing::warn!(execution = %id, reason = %why, "execution over its time limit; stopping it");
+            let Some(exec) = self.executions.get_mut(&id) else {
+                continue;
+            };
+            exec.expired = Some(why.clone());
+            let active: Vec<String> = exec
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state.is_active())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for job in active {
+                self.pending.records.push(Record {
+                    execution: id.clone(),
+                    job,
+                    rule: usize::MAX,
+                    offset: None,
+                    signal: format!("clock {}", now.to_rfc3339()),
+                    met: "[]".into(),
+                    fired: Some("STOP".into()),
+                    decision: "STOP".into(),
+                    explanation: why.clone(),
+                });
+            }
+            if let Err(e) = self.stop_execution(&id).await {
+                tracing::warn!(execution = %id, error = %e, "cannot stop an execution over its time limit");
             }
         }
     }
@@ -1421,15 +1482,14 @@ impl Core {
         let offset = event.offset;
         let own = event.sender.as_deref() == Some(SENDER);
         if !own {
-            let target = event
-                .context
-                .as_ref()
-                .and_then(|c| c.get("execution"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            let ids: Vec<String> = match target {
-                Some(id) if self.executions.contains_key(&id) => vec![id],
-                _ => self.executions.keys().cloned().collect(),
+            // An event that names an execution reaches that one only, and none when it is not
+            // running; an event that names none reaches every running execution.
+            let ids: Vec<String> = match event.context.as_ref().and_then(|c| c.get("execution")) {
+                None | Some(serde_json::Value::Null) => self.executions.keys().cloned().collect(),
+                Some(serde_json::Value::String(id)) if self.executions.contains_key(id) => {
+                    vec![id.clone()]
+                }
+                Some(_) => Vec::new(),
             };
             for id in ids {
                 self.evaluate_signal(&id, Signal::Event(&event)).await;
@@ -2118,7 +2178,11 @@ impl Core {
             .map(|(k, v)| (k.clone(), v.state))
             .collect();
         let done = if exec.stopping {
-            (!states.values().any(|s| s.is_active())).then_some(WorkflowState::Stopped)
+            (!states.values().any(|s| s.is_active())).then_some(if exec.expired.is_some() {
+                WorkflowState::Failed
+            } else {
+                WorkflowState::Stopped
+            })
         } else {
             outcome(&exec.workflow, &states, &exec.memory)
         };
@@ -2130,6 +2194,7 @@ impl Core {
         self.pending.meta.push(MetaWrite::ExecState {
             id: exec.id.clone(),
             state: state.as_str(),
+            reason: exec.expired.clone(),
         });
         self.publish_workflow_status(id, state).await;
         Obs::execution_state(state.as_str());
@@ -2365,6 +2430,13 @@ impl Core {
                 row.trigger_event.clone(),
             );
             exec.stopping = row.stopping;
+            // The time limit holds across restarts: it counts from the stored start.
+            if let Ok(info) = self.store.get_workflow_execution(&row.id).await {
+                exec.started_at = info.started_at.unwrap_or(info.created_at);
+            }
+            if exec.stopping {
+                exec.expired = exec.over_time(Utc::now());
+            }
             for (i, m) in rules.remove(&row.id).unwrap_or_default() {
                 if let Some(slot) = exec.memory.get_mut(i) {
                     *slot = m;

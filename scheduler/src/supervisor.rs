@@ -32,6 +32,9 @@ const CLAIM: &str = "claim";
 const PID: &str = "pid";
 const STATUS: &str = "status.json";
 
+/// How often a supervisor checks that its attempt's folder still exists.
+const FOLDER_CHECK: Duration = Duration::from_secs(2);
+
 /// How often an adopted attempt's folder and supervisor are looked at.
 const ADOPTED_POLL: Duration = Duration::from_millis(200);
 
@@ -284,7 +287,10 @@ async fn follow_child(
         }
     }
     let _ = child.wait().await;
-    recorded(dir, "the job's supervisor ended without recording an outcome")
+    recorded(
+        dir,
+        "the job's supervisor ended without recording an outcome",
+    )
 }
 
 /// Follows a supervisor a previous server started, by its folder and process.
@@ -368,16 +374,21 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
     ] {
         terms.push(tokio::signal::unix::signal(kind)?);
     }
+    let claim_path = dir.join(CLAIM);
     tokio::spawn(async move {
         let [term, int, hup] = &mut terms[..] else {
             return;
         };
+        let mut check = tokio::time::interval(FOLDER_CHECK);
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 // A closed terminal is no reason to stop a job.
                 _ = hup.recv() => {}
+                // The attempt's folder was deleted (its data folder removed): nobody can
+                // adopt the job any more, so it stops.
+                _ = check.tick() => if !claim_path.exists() { break },
             }
         }
         let _ = stopper.send(true);

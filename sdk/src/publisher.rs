@@ -141,6 +141,29 @@ impl std::fmt::Debug for Cmd {
     }
 }
 
+/// Inside a job (`AIFLOW_EXECUTION` set), an event whose context names no execution gets
+/// `context.execution` = the job's execution, so the scheduler routes it to that execution
+/// only. A context the caller set (or one that is not an object) is kept as it is.
+#[must_use]
+pub fn with_job_execution(event: NewEvent) -> NewEvent {
+    match std::env::var("AIFLOW_EXECUTION") {
+        Ok(id) if !id.is_empty() => add_execution(event, &id),
+        _ => event,
+    }
+}
+
+fn add_execution(mut event: NewEvent, id: &str) -> NewEvent {
+    match &mut event.context {
+        None => event.context = Some(serde_json::json!({ "execution": id })),
+        Some(serde_json::Value::Object(map)) => {
+            map.entry("execution")
+                .or_insert_with(|| serde_json::Value::String(id.to_string()));
+        }
+        Some(_) => {}
+    }
+    event
+}
+
 impl Publisher {
     /// A publisher configured from `AIFLOW_URL` and `AIFLOW_TOKEN` ([`Client::from_env`]).
     /// Must be called inside a tokio runtime.
@@ -176,6 +199,7 @@ impl Publisher {
     /// Queues an event without waiting. Fails when the event is invalid or the buffer is full
     /// (the event is handed back), or after `close`.
     pub fn send(&self, event: NewEvent) -> Result<(), PublishError> {
+        let event = with_job_execution(event);
         event
             .validate(&self.limits)
             .map_err(|e| PublishError::Invalid {
@@ -440,5 +464,31 @@ fn retryable(e: &Error) -> bool {
         Error::Connect { .. } => true,
         Error::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
         _ => false,
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_from_a_job_name_its_execution_unless_the_caller_did() {
+        let plain = add_execution(NewEvent::new("k", "v"), "e1");
+        assert_eq!(plain.context, Some(serde_json::json!({"execution": "e1"})));
+        let named =
+            NewEvent::new("k", "v").context(serde_json::json!({"execution": "other", "x": 1}));
+        assert_eq!(
+            add_execution(named, "e1").context,
+            Some(serde_json::json!({"execution": "other", "x": 1}))
+        );
+        let other = NewEvent::new("k", "v").context(serde_json::json!({"x": 1}));
+        assert_eq!(
+            add_execution(other, "e1").context,
+            Some(serde_json::json!({"execution": "e1", "x": 1}))
+        );
+        let list = NewEvent::new("k", "v").context(serde_json::json!([1]));
+        assert_eq!(
+            add_execution(list, "e1").context,
+            Some(serde_json::json!([1]))
+        );
     }
 }

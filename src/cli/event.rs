@@ -205,7 +205,8 @@ fn send(args: SendArgs, ctx: &Ctx) -> CliResult {
                 .map_err(|e| CliError::Usage(format!("--context is not JSON: {e}")))
         })
         .transpose()?;
-    let event = NewEvent {
+    // Run inside a job, the event names the job's execution unless --context names one.
+    let event = aiflow_sdk::publisher::with_job_execution(NewEvent {
         namespace: args.namespace,
         key: args.key,
         value: args.value,
@@ -213,7 +214,7 @@ fn send(args: SendArgs, ctx: &Ctx) -> CliResult {
         sender: args.sender,
         context,
         idempotency_key: args.idempotency_key,
-    };
+    });
     let client = ctx.client();
     let stored = runtime().block_on(async { client.events().publish(&event).await })?;
     ctx.print(&stored, |e| table(std::slice::from_ref(e)));

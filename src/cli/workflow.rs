@@ -214,6 +214,9 @@ pub(crate) fn run_execution(cmd: ExecutionCmd, ctx: &Ctx) -> CliResult {
                 let out = serde_json::json!({"execution": e, "jobs": jobs});
                 ctx.print(&out, |_| {
                     let mut s = format!("{} {} version {} {}\n", e.id, e.workflow, e.workflow_version, e.state);
+                    if let Some(reason) = e.properties.get("reason").and_then(|r| r.as_str()) {
+                        s.push_str(&format!("reason: {reason}\n"));
+                    }
                     s.push_str(&table(
                         &["job", "attempt", "state", "started", "ended"],
                         jobs.iter()
