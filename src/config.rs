@@ -90,6 +90,12 @@ pub(crate) struct Config {
     pub(crate) job_log_max_bytes: u64,
     /// Lifetime of a job's token when the job has no timeout (seconds).
     pub(crate) job_token_ttl_s: u64,
+    /// Origins (`scheme://host[:port]`) besides the server's own whose browser requests are
+    /// served (`*`: any); others get 403 (docs/security.md).
+    pub(crate) allowed_origins: Vec<String>,
+    /// With authentication off: `Host` names served besides the loopback ones (`name` or
+    /// `name:port`; `*`: any); others get 403, against DNS rebinding.
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Config {
             publish_burst_per_token: 200,
             job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -191,6 +199,22 @@ pub(crate) struct ServerArgs {
     /// Lifetime in seconds of a job's token when the job has no timeout [default: 86400].
     #[arg(long, env = "AIFLOW_JOB_TOKEN_TTL_S")]
     pub(crate) job_token_ttl_s: Option<u64>,
+    /// Also serve browser requests from this origin (scheme://host[:port], or * for any);
+    /// repeat for more. Added to the config file's `allowed_origins`.
+    #[arg(
+        long = "allowed-origin",
+        env = "AIFLOW_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Vec<String>,
+    /// With auth off: also serve requests sent to this Host name (name or name:port, or * for
+    /// any); repeat for more. Added to the config file's `allowed_hosts`.
+    #[arg(
+        long = "allowed-host",
+        env = "AIFLOW_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_hosts: Vec<String>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -263,6 +287,16 @@ impl Config {
         if let Some(v) = args.job_token_ttl_s {
             config.job_token_ttl_s = v;
         }
+        for o in &args.allowed_origins {
+            if !config.allowed_origins.contains(o) {
+                config.allowed_origins.push(o.clone());
+            }
+        }
+        for h in &args.allowed_hosts {
+            if !config.allowed_hosts.contains(h) {
+                config.allowed_hosts.push(h.clone());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -327,6 +361,26 @@ impl Config {
         }
         if self.job_token_ttl_s < 60 {
             bail!("job_token_ttl_s: must be at least 60");
+        }
+        for o in &self.allowed_origins {
+            let o = o.trim();
+            let ok = o == "*"
+                || o.split_once("://").is_some_and(|(scheme, rest)| {
+                    !scheme.is_empty()
+                        && !rest.trim_end_matches('/').is_empty()
+                        && !rest.trim_end_matches('/').contains('/')
+                });
+            if !ok {
+                bail!(
+                    "allowed_origins: {o:?} is not an origin such as https://example.org:8443 (or *)"
+                );
+            }
+        }
+        for h in &self.allowed_hosts {
+            let h = h.trim();
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                bail!("allowed_hosts: {h:?} is not a host name such as aiflow.internal (or *)");
+            }
         }
         if self.nats_stream.is_empty()
             || !self

@@ -753,3 +753,240 @@ async fn publish_rate_and_stream_count_per_token() {
     drop(third);
     server.stop();
 }
+
+/// One raw HTTP/1.1 request with the headers given (the `Host` among them, as a DNS-rebound
+/// page would send it); returns the status and the body.
+fn raw(url: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // A chunked body: the JSON object is between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, json)
+}
+
+#[test]
+fn cross_site_submits_and_rebound_hosts_are_refused_with_auth_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    let doc = json!({"name": "pwn", "nodes": [{"name": "a", "job": {"command": ["sh", "-c", "touch pwned"]}}]}).to_string();
+    let json_type = ("Content-Type", "application/json");
+
+    // What a page on another site can send without asking first: text/plain, a form,
+    // multipart. All refused before anything is stored.
+    for ty in [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (s, b) = raw(
+            &url,
+            "POST",
+            "/api/v1/workflows",
+            &[("Content-Type", ty)],
+            &doc,
+        );
+        assert_eq!(s, 415, "{ty}: {b}");
+        assert_eq!(b["error"]["code"], "unsupported_media_type", "{b}");
+        assert_eq!(b["error"]["field"], "content-type", "{b}");
+    }
+    let (s, _) = raw(&url, "POST", "/api/v1/workflows", &[], &doc);
+    assert_eq!(s, 415, "no Content-Type");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows/pwn", &[], "");
+    assert_eq!(s, 404, "nothing was stored");
+
+    // A foreign Origin, even with a JSON body (a page cannot send one without a preflight,
+    // but a non-browser proxy might relay it), and an empty-bodied start.
+    let evil = ("Origin", "http://evil.example");
+    let (s, b) = raw(&url, "POST", "/api/v1/workflows", &[evil, json_type], &doc);
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "origin", "{b}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[evil],
+        "",
+    );
+    assert_eq!(s, 403);
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[evil], "");
+    assert_eq!(s, 403, "reads from a foreign origin too");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[("Sec-Fetch-Site", "cross-site")],
+        "",
+    );
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "sec-fetch-site", "{b}");
+
+    // DNS rebinding: the page's own name arrives as Host.
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let rebound = format!("evil.example:{port}");
+    for path in ["/api/v1/workflows", "/", "/healthz"] {
+        let (s, b) = raw(&url, "GET", path, &[("Host", &rebound)], "");
+        assert_eq!(s, 403, "{path}: {b}");
+    }
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Host", &rebound), json_type],
+        &doc,
+    );
+    assert_eq!(s, 403);
+    assert_eq!(b["error"]["field"], "host", "{b}");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows/pwn", &[], "");
+    assert_eq!(s, 404, "still nothing stored");
+
+    // The web UI's own requests (same origin) and loopback names are served.
+    let own = format!("http://127.0.0.1:{port}");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[
+            ("Origin", &own),
+            json_type,
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        &doc.replace("touch pwned", "true"),
+    );
+    assert_eq!(s, 201, "{b}");
+    let localhost = format!("localhost:{port}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[
+            ("Host", &localhost),
+            ("Origin", &format!("http://localhost:{port}")),
+            json_type,
+        ],
+        "{}",
+    );
+    assert_eq!(s, 201);
+    for host in [format!("[::1]:{port}"), "127.0.0.1".to_string()] {
+        let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[("Host", &host)], "");
+        assert_eq!(s, 200, "{host}");
+    }
+    // A link followed from another site still opens the UI.
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/",
+        &[
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Sec-Fetch-Mode", "navigate"),
+        ],
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(!dir.path().join("pwned").exists());
+}
+
+#[test]
+fn allowed_origins_and_hosts_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--allowed-origin",
+            "https://dash.example.org",
+            "--allowed-host",
+            "aiflow.internal",
+        ],
+    );
+    let url = server.url.clone();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let doc =
+        json!({"name": "ok", "nodes": [{"name": "a", "job": {"command": ["true"]}}]}).to_string();
+    let json_type = ("Content-Type", "application/json");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Origin", "https://dash.example.org"), json_type],
+        &doc,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Origin", "https://other.example.org"), json_type],
+        &doc,
+    );
+    assert_eq!(s, 403);
+    let internal = format!("aiflow.internal:{port}");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[("Host", &internal)], "");
+    assert_eq!(s, 200);
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[("Host", &format!("elsewhere.internal:{port}"))],
+        "",
+    );
+    assert_eq!(s, 403);
+    drop(server);
+
+    // With authentication on, any Host is served (the token is what protects), and the
+    // config file's lists add to the flags'.
+    let admin = bootstrap_token(dir.path(), "admin");
+    std::fs::write(
+        dir.path().join("aiflow.toml"),
+        "allowed_origins = [\"http://ui.example\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &["--auth"]);
+    let url = server.url.clone();
+    let bearer = format!("Bearer {admin}");
+    let auth = ("Authorization", bearer.as_str());
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Host", &format!("aiflow.example.net:{port}"))],
+        "",
+    );
+    assert_eq!(s, 200);
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Origin", "http://ui.example")],
+        "",
+    );
+    assert_eq!(s, 200, "allowed in the config file");
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(s, 403);
+}
