@@ -264,7 +264,9 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     let writable = db_ok && within(h.db.ping_write()).await;
     // The store answers reads but the scheduler cannot write (a full disk, say).
     let storing = !h.scheduler.progress().commit_failing();
-    let ready = writable && bus_ok && storing;
+    // The loop ended (a fault stopped it): nothing starts or stops any more.
+    let looping = h.scheduler.loop_running();
+    let ready = writable && bus_ok && storing && looping;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -282,7 +284,13 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     };
     let mut scheduler = serde_json::json!({
         "role": role.name(),
-        "status": if storing { "ok" } else { "cannot store its state (retrying)" },
+        "status": if !looping {
+            "stopped: the scheduler loop is not running (see the server's log)"
+        } else if storing {
+            "ok"
+        } else {
+            "cannot store its state (retrying)"
+        },
     });
     if let aiflow_scheduler::leader::Role::Leader { epoch } = role {
         scheduler["epoch"] = epoch.into();

@@ -990,3 +990,208 @@ fn allowed_origins_and_hosts_are_honoured() {
     );
     assert_eq!(s, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_numbers_are_refused_with_422_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    let huge = 10_000_000_000_000_u64;
+    for (job, trigger, field) in [
+        (
+            json!({"command": ["true"], "retries": 1, "retry_backoff_s": huge}),
+            None,
+            "nodes[0].job.retry_backoff_s",
+        ),
+        (
+            json!({"command": ["true"], "timeout_s": u64::MAX}),
+            None,
+            "nodes[0].job.timeout_s",
+        ),
+        (
+            json!({"command": ["true"], "resources": {"cpus": 1e308}}),
+            None,
+            "nodes[0].job.resources.cpus",
+        ),
+        (
+            json!({"command": ["true"]}),
+            Some(json!({"event": {"key": "k"}, "delay_s": huge})),
+            "triggers[0].delay_s",
+        ),
+    ] {
+        let mut doc = json!({"name": "absurd", "nodes": [{"name": "a", "job": job}]});
+        if let Some(t) = trigger {
+            doc["triggers"] = json!([t]);
+        }
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/workflows", Some(&admin), Some(doc))
+            .await;
+        assert_eq!(s, 422, "{field}: {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    // `aiflow graph validate` says the same, without a server.
+    let path = dir.path().join("absurd.json");
+    std::fs::write(
+        &path,
+        json!({"name": "absurd", "nodes": [{"name": "a", "job": {"command": ["true"], "retries": 1, "retry_backoff_s": huge}}]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["graph", "validate"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nodes[0].job.retry_backoff_s") && stderr.contains("largest allowed"),
+        "{stderr}"
+    );
+
+    // A token's lifetime too.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"role": "viewer", "expires_in_s": 99_999_999_999_999_u64})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"]["field"], "expires_in_s", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"role": "viewer", "expires_in_s": 86_400})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(b["expires_at"].clone()).unwrap();
+    assert!(expires > chrono::Utc::now(), "{b}");
+}
+
+/// An older server stored what this one refuses: a job with a retry backoff of 10^13 s and an
+/// event trigger delayed as long, with an attempt of it running when the server died. The
+/// server starts anyway, reports the workflow under `load_errors`, and keeps running others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_workflow_with_absurd_numbers_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let bad = json!({"name": "old", "nodes": [{"name": "a", "job": {"command": ["sh", "-c", "sleep 30; exit 1"], "retries": 1, "retry_backoff_s": 1}}],
+        "triggers": [{"event": {"key": "go"}, "delay_s": 1}]});
+    let good = json!({"name": "good", "nodes": [{"name": "a", "job": {"command": ["true"]}}]});
+    for doc in [bad, good] {
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/workflows", None, Some(doc))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/old/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let old_id = e["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, jobs, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs"),
+                None,
+                None,
+            )
+            .await;
+        if jobs[0]["state"] == "RUNNING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{jobs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server dies with the attempt running (SIGKILL: nothing is tidied up).
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    drop(server);
+
+    // The database now holds what an older server accepted.
+    let db_path = dir.path().join("data").join("aiflow.db");
+    {
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db_path.display()))
+            .await
+            .unwrap();
+        let (id, text): (i64, String) = sqlx::query_as(
+            "SELECT v.id, v.workflow FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id WHERE w.name = 'old'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        let mut wf: Value = serde_json::from_str(&text).unwrap();
+        wf["jobs"][0]["retry_backoff_s"] = json!(10_000_000_000_000_u64);
+        wf["triggers"][0]["delay_s"] = json!(10_000_000_000_000_u64);
+        sqlx::query("UPDATE workflow_versions SET workflow = $1 WHERE id = $2")
+            .bind(wf.to_string())
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+
+    // It starts, twice (the second start sees what the first one stored).
+    for round in 0..2 {
+        let server = Server::start(dir.path(), &[]);
+        let http = Http::new(&server.url);
+        let (s, r, _) = http.call(M::GET, "/readyz", None, None).await;
+        assert_eq!(s, 200, "round {round}: {r}");
+        // The lost attempt is retried after the (cut) backoff: it waits RETRYING.
+        let (_, jobs, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs"),
+                None,
+                None,
+            )
+            .await;
+        assert!(
+            jobs.as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["state"] == "RETRYING"),
+            "round {round}: {jobs}"
+        );
+        // Its trigger is not armed, and it says why.
+        let (_, list, _) = http.call(M::GET, "/api/v1/workflows", None, None).await;
+        let errors = list["load_errors"].as_array().unwrap();
+        assert!(
+            errors.iter().any(|e| e["file"] == "(stored workflow old)"
+                && e["error"].as_str().unwrap().contains("triggers[0].delay_s")),
+            "round {round}: {list}"
+        );
+        let (s, _, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(json!({"key": "go", "value": "x"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        // Other workflows run.
+        let (s, e, _) = http
+            .call(M::POST, "/api/v1/workflows/good/executions", None, None)
+            .await;
+        assert_eq!(s, 201, "{e}");
+        let e = finished(&http, "", e["id"].as_str().unwrap()).await;
+        assert_eq!(e["state"], "SUCCEEDED", "{e}");
+        let (s, r, _) = http.call(M::GET, "/readyz", None, None).await;
+        assert_eq!(s, 200, "round {round}: {r}");
+        let log = server.stop();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}

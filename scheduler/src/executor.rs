@@ -273,7 +273,10 @@ async fn run_attempt(
     grace: Duration,
     pid_tx: watch::Sender<Option<u32>>,
 ) -> Outcome {
-    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    // A timeout too far to reach (a stored document from before its maximum) is none.
+    let deadline = spec
+        .timeout
+        .and_then(|t| tokio::time::Instant::now().checked_add(t));
     for (i, argv) in spec.commands.iter().enumerate() {
         let header = format!(
             "[aiflow] {} attempt {} command {}/{}: {}\n",
