@@ -606,6 +606,9 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
                     ),
                 );
             }
+            parts
+                .extensions
+                .insert(aiflow_api::server::CallerRole(p.role));
             if let Some(execution) = &p.execution {
                 parts.extensions.insert(JobScope {
                     execution: execution.clone(),

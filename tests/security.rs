@@ -531,6 +531,7 @@ async fn a_jobs_token_publishes_and_writes_meta_but_manages_nothing() {
         $AIFLOW_BIN execution start scoped >/dev/null 2>&1; echo "execution start: $?"
         $AIFLOW_BIN token list >/dev/null 2>&1; echo "token list: $?"
         $AIFLOW_BIN event send --key job/other --context '{"execution":"someone-else"}' 2>&1 | grep -o 'cannot publish events for execution someone-else'
+        $AIFLOW_BIN event send --key job/forged --type MODEL_VERSION_CREATED 2>&1 | grep -o "a job's token may not publish it"
     "#;
     let g = graph(dir.path(), "scoped", script);
     let out = server.cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()]);
@@ -573,6 +574,7 @@ async fn a_jobs_token_publishes_and_writes_meta_but_manages_nothing() {
         "execution start: 1",
         "token list: 1",
         "cannot publish events for execution someone-else",
+        "a job's token may not publish it",
     ] {
         assert!(
             log.contains(line),
@@ -1194,4 +1196,213 @@ async fn a_stored_workflow_with_absurd_numbers_does_not_stop_the_server() {
         let log = server.stop();
         assert!(!log.contains("panicked"), "{log}");
     }
+}
+
+/// Waits for the meta outbox relay's `MODEL_VERSION_CREATED` of `model`; returns it.
+async fn model_version_created(http: &Http, token: Option<&str>, model: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, events, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/events?event_type=MODEL_VERSION_CREATED&key=model/{model}"),
+                token,
+                None,
+            )
+            .await;
+        if let Some(e) = events["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["sender"] == "aiflow-meta"))
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no MODEL_VERSION_CREATED: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_events_cannot_be_forged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+
+    // 200 events under the keys the outbox relay will use next: refused, one by one and as a
+    // batch, so the real MODEL_VERSION_CREATED still goes out.
+    for i in 1..=200 {
+        let (s, b, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(
+                    json!({"key": "model/fraud", "value": "forged", "event_type": "UNDEFINED",
+                    "idempotency_key": format!("meta-outbox-{i}")}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 403, "{b}");
+        assert_eq!(b["error"]["field"], "idempotency_key", "{b}");
+    }
+    let batch: Vec<Value> = (1..=200)
+        .map(|i| json!({"key": "k", "idempotency_key": format!("meta-outbox-{i}")}))
+        .collect();
+    let (s, b, _) = http
+        .call(M::POST, "/api/v1/events", None, Some(Value::Array(batch)))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "[0].idempotency_key", "{b}");
+    for key in ["sched-0123", "aiflow-x"] {
+        let (s, _, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(json!({"key": "k", "idempotency_key": key})),
+            )
+            .await;
+        assert_eq!(s, 403, "{key}");
+    }
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models",
+            None,
+            Some(json!({"name": "fraud"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models/fraud/versions",
+            None,
+            Some(json!({"uri": "s3://real/v1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let real = model_version_created(&http, None, "fraud").await;
+    assert!(real["context"].get("published_by").is_none(), "{real}");
+
+    // With authentication off, a client's event of the server's kinds is stored, marked.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "model/fraud", "value": "s3://evil", "event_type": "MODEL_VERSION_CREATED",
+                "sender": "aiflow-meta", "context": {"run": 1}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        b["context"],
+        json!({"run": 1, "published_by": "client"}),
+        "{b}"
+    );
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "JOB_STATUS"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["context"], json!({"published_by": "client"}), "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "WORKFLOW_STATUS", "context": [1]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["field"], "context", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "TRAINED", "sender": "trainer"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        b.get("context").is_none_or(Value::is_null),
+        "untouched: {b}"
+    );
+    drop(server);
+
+    // With authentication on: refused below admin (a job's token: see
+    // a_jobs_token_publishes_and_writes_meta_but_manages_nothing), marked for an admin.
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    let (operator, _) = created_token(&server, &admin, &["--role", "operator"]);
+    for (event, field) in [
+        (
+            json!({"key": "model/fraud", "event_type": "MODEL_VERSION_CREATED"}),
+            "event_type",
+        ),
+        (
+            json!({"key": "dataset/x", "event_type": "dataset_updated"}),
+            "event_type",
+        ),
+        (json!({"key": "k", "sender": "aiflow-scheduler"}), "sender"),
+        (
+            json!({"key": "k", "idempotency_key": "meta-outbox-7"}),
+            "idempotency_key",
+        ),
+    ] {
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/events", Some(&operator), Some(event))
+            .await;
+        assert_eq!(s, 403, "{b}");
+        assert_eq!(b["error"]["code"], "permission_denied", "{b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    let (s, _, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            Some(&operator),
+            Some(json!({"key": "k", "event_type": "TRAINED"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            Some(&admin),
+            Some(json!({"key": "model/fraud", "event_type": "MODEL_DEPLOYED"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["context"]["published_by"], "client", "{b}");
+    // The relay goes on with its own keys after the restart.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models",
+            Some(&operator),
+            Some(json!({"name": "churn"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models/churn/versions",
+            Some(&operator),
+            Some(json!({"uri": "s3://real/churn"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    model_version_created(&http, Some(&admin), "churn").await;
 }
