@@ -55,7 +55,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     config.check_exposure()?;
     let addr = config.listen_addr()?;
-    std::fs::create_dir_all(&config.data_dir)
+    crate::config::private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
     let db_url = config.database_url();
     let db = Db::connect(&DbConfig::new(&db_url))

@@ -1406,3 +1406,64 @@ async fn the_servers_own_events_cannot_be_forged() {
     assert_eq!(s, 201, "{b}");
     model_version_created(&http, Some(&admin), "churn").await;
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_database_and_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // The first token, before any server: the folder and the database are made private.
+    bootstrap_token(dir.path(), "admin");
+    assert_eq!(mode(&data), 0o700, "data folder");
+    assert_eq!(mode(&data.join("aiflow.db")), 0o600, "database");
+    std::fs::remove_dir_all(&data).unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    assert_eq!(mode(&data), 0o700, "data folder");
+    for f in ["aiflow.db", "aiflow.db-wal", "aiflow.db-shm"] {
+        let p = data.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    assert!(data.join("aiflow.db-wal").exists(), "WAL mode");
+    let g = graph(dir.path(), "logged", "echo secret-output");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows",
+            None,
+            Some(serde_json::from_str(&std::fs::read_to_string(g).unwrap()).unwrap()),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/logged/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&http, "", &id).await["state"], "SUCCEEDED");
+    let log = data.join("logs").join(&id).join("a-1.log");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("secret-output"),
+        "{}",
+        log.display()
+    );
+    assert_eq!(mode(&log), 0o600, "job log");
+    drop(server);
+
+    // A database an older server left readable by all is narrowed at the next start.
+    std::fs::set_permissions(
+        data.join("aiflow.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _server = Server::start(dir.path(), &[]);
+    assert_eq!(mode(&data.join("aiflow.db")), 0o600, "narrowed");
+}

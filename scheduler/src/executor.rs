@@ -148,6 +148,7 @@ async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .read(true)
         .append(true)
+        .mode(0o600) // a job's output may hold secrets: its owner only
         .open(path)
         .await?;
     Ok(file.into_std().await)
