@@ -1167,6 +1167,31 @@ async fn a_stored_workflow_with_absurd_numbers_does_not_stop_the_server() {
                 .any(|j| j["state"] == "RETRYING"),
             "round {round}: {jobs}"
         );
+        // `limit` is honoured on the list of its attempts (two: the lost one and the retry).
+        assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+        let (s, first, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs?limit=1"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(first.as_array().unwrap().len(), 1, "{first}");
+        assert_eq!(first[0]["attempt"], 1, "oldest first: {first}");
+        for bad in ["0", "1001"] {
+            let (s, b, _) = http
+                .call(
+                    M::GET,
+                    &format!("/api/v1/executions/{old_id}/jobs?limit={bad}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(s, 400, "{b}");
+            assert_eq!(b["error"]["field"], "limit", "{b}");
+        }
         // Its trigger is not armed, and it says why.
         let (_, list, _) = http.call(M::GET, "/api/v1/workflows", None, None).await;
         let errors = list["load_errors"].as_array().unwrap();
