@@ -1492,3 +1492,46 @@ async fn the_data_folder_database_and_logs_are_private() {
     let _server = Server::start(dir.path(), &[]);
     assert_eq!(mode(&data.join("aiflow.db")), 0o600, "narrowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_terminal_escapes_instead_of_obeying_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let nasty = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31mred\rover\u{202e}txt";
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "nasty", "value": nasty})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let out = Command::new(BIN)
+        .args(["--server", &server.url, "--output", "table"])
+        .args(["event", "list", "--key", "nasty"])
+        .env_remove("AIFLOW_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !table.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r', '\u{202e}']),
+        "{table:?}"
+    );
+    assert!(table.contains("\\u001b]0;pwned\\u0007"), "{table}");
+    // JSON output keeps the value, escaped.
+    let out = server.cli(None, &["event", "list", "--key", "nasty"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"][0]["value"], nasty, "{v}");
+    // So do error messages naming it.
+    let out = server.cli(None, &["workflow", "show", "\u{1b}[2Jnope"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
