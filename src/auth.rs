@@ -26,6 +26,13 @@ pub(crate) struct Limits {
     pub(crate) max_streams_per_token: usize,
     pub(crate) publish_rate_per_token: f64,
     pub(crate) publish_burst_per_token: u32,
+    /// Origins besides the server's own that may call it (`*`: any).
+    pub(crate) allowed_origins: Vec<String>,
+    /// `Host` names accepted besides the loopback ones, when `check_host` is on (`*`: any).
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Only loopback `Host` names (and `allowed_hosts`) are served: on with authentication
+    /// off, against DNS rebinding.
+    pub(crate) check_host: bool,
 }
 
 impl Limits {
@@ -36,6 +43,17 @@ impl Limits {
             max_streams_per_token: config.max_streams_per_token,
             publish_rate_per_token: config.publish_rate_per_token,
             publish_burst_per_token: config.publish_burst_per_token,
+            allowed_origins: config
+                .allowed_origins
+                .iter()
+                .map(|o| normalize_origin(o))
+                .collect(),
+            allowed_hosts: config
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
+            check_host: !config.auth,
         }
     }
 }
@@ -273,9 +291,217 @@ fn with_query(uri: &Uri, edit: impl FnOnce(&mut Vec<String>)) -> Uri {
         .unwrap_or_else(|_| uri.clone())
 }
 
+/// `scheme://host[:port]` in lower case without a trailing `/` (how browsers send `Origin`).
+pub(crate) fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Splits `host[:port]` (also `[v6]:port`) into the host, without brackets, and the port.
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (authority, None),
+    }
+}
+
+/// Names that always mean this machine: `localhost` (and `*.localhost`, which browsers resolve
+/// to loopback), 127.0.0.0/8 and `::1`.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host the request was sent to: the `Host` header, or the URI's authority (HTTP/2).
+fn request_host(parts: &axum::http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+/// With authentication off, only a loopback `Host` (or an allowed one) is served: a web page
+/// whose name was rebound to 127.0.0.1 sends its own name. A request without a `Host` (an
+/// HTTP/1.0 probe) is no browser's and passes.
+fn host_refused(limits: &Limits, host: Option<&str>) -> Option<Response> {
+    if !limits.check_host {
+        return None;
+    }
+    let host = host?.trim();
+    let (name, _) = split_host_port(host);
+    let lower = host.to_ascii_lowercase();
+    let name_lower = name.to_ascii_lowercase();
+    let allowed = is_loopback_host(name)
+        || limits
+            .allowed_hosts
+            .iter()
+            .any(|a| a == "*" || *a == lower || *a == name_lower);
+    if allowed {
+        return None;
+    }
+    Some(
+        HttpError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!(
+                "Host {host:?} is not served: with authentication off only loopback names (localhost, 127.0.0.1, [::1]) are, and those given with --allowed-host"
+            ),
+        )
+        .field("host")
+        .into_response(),
+    )
+}
+
+/// `scheme://host[:port]` → (scheme, host, port with the scheme's default).
+fn origin_parts(origin: &str) -> Option<(&str, &str, Option<u16>)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let (host, port) = split_host_port(rest);
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        },
+    };
+    Some((scheme, host, port))
+}
+
+/// Whether `origin` is the server's own: the same host and port the request was sent to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let (Some((scheme, o_host, o_port)), Some(host)) = (origin_parts(origin), host) else {
+        return false;
+    };
+    let (h_host, h_port) = split_host_port(host.trim());
+    let h_port = match h_port {
+        Some(p) => p.parse::<u16>().ok(),
+        None => match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        },
+    };
+    o_host.eq_ignore_ascii_case(h_host) && o_port == h_port
+}
+
+/// A browser says where a request comes from (`Origin`, `Sec-Fetch-Site`): one from another
+/// site is refused unless its origin is allowed. A link followed to the web UI (a top-level
+/// navigation, which carries no `Origin` on `GET`) still opens it.
+fn origin_refused(
+    limits: &Limits,
+    parts: &axum::http::request::Parts,
+    host: Option<&str>,
+) -> Option<Response> {
+    let allowed = |o: &str| {
+        let o = normalize_origin(o);
+        same_origin(&o, host) || limits.allowed_origins.iter().any(|a| a == "*" || *a == o)
+    };
+    let header_str = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let refused = |field: &str, message: String| {
+        Some(
+            HttpError::new(StatusCode::FORBIDDEN, "permission_denied", message)
+                .field(field)
+                .into_response(),
+        )
+    };
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !allowed(origin) {
+            return refused(
+                "origin",
+                format!(
+                    "requests from origin {origin:?} are refused: only the server's own origin and those given with --allowed-origin are served"
+                ),
+            );
+        }
+        return None;
+    }
+    let navigation = matches!(parts.method, Method::GET | Method::HEAD)
+        && header_str("sec-fetch-mode") == Some("navigate");
+    if header_str("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site"))
+        && !navigation
+        && !limits.allowed_origins.iter().any(|a| a == "*")
+    {
+        return refused(
+            "sec-fetch-site",
+            "a cross-site request without an Origin is refused".to_string(),
+        );
+    }
+    None
+}
+
+/// Routes under `/api/v1` read JSON bodies only: a body of another type (a form, text/plain,
+/// which browsers send across sites without asking first) is refused with 415.
+fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
+    if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+        || !parts.uri.path().starts_with("/api/v1/")
+    {
+        return None;
+    }
+    let has_body = match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(len) => len.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0),
+        None => parts.headers.contains_key(header::TRANSFER_ENCODING),
+    };
+    if !has_body {
+        return None;
+    }
+    let ty = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ty
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        return None;
+    }
+    let shown = if ty.is_empty() { "none" } else { ty };
+    Some(
+        HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be JSON sent with Content-Type: application/json, not {shown}"),
+        )
+        .field("content-type")
+        .into_response(),
+    )
+}
+
 /// The middleware.
 pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    // 0. Cross-site requests and DNS rebinding: a foreign `Host` (authentication off), a
+    //    foreign `Origin`, then a body that is not JSON.
+    let host = request_host(&parts);
+    if let Some(refused) = host_refused(&g.limits, host.as_deref())
+        .or_else(|| origin_refused(&g.limits, &parts, host.as_deref()))
+        .or_else(|| media_type_refused(&parts))
+    {
+        return refused;
+    }
     // 1. Body size: a declared length over the limit is refused before reading; a body
     //    without one stops being read at the limit (the route answers 413).
     let max_body = g.limits.max_body_bytes;
@@ -380,6 +606,9 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
                     ),
                 );
             }
+            parts
+                .extensions
+                .insert(aiflow_api::server::CallerRole(p.role));
             if let Some(execution) = &p.execution {
                 parts.extensions.insert(JobScope {
                     execution: execution.clone(),
@@ -545,6 +774,9 @@ mod tests {
                 max_streams_per_token: 1,
                 publish_rate_per_token: 2.0,
                 publish_burst_per_token: 3,
+                allowed_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
+                check_host: true,
             },
         );
         for _ in 0..3 {
@@ -558,6 +790,200 @@ mod tests {
         assert!(
             g.open_stream("t").is_some(),
             "a closed stream frees its slot"
+        );
+    }
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> axum::http::request::Parts {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::empty()).unwrap().into_parts().0
+    }
+
+    fn site_limits(origins: &[&str], hosts: &[&str]) -> Limits {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_page_size: 1000,
+            max_streams_per_token: 1,
+            publish_rate_per_token: 0.0,
+            publish_burst_per_token: 1,
+            allowed_origins: origins.iter().map(|o| normalize_origin(o)).collect(),
+            allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            check_host: true,
+        }
+    }
+
+    #[test]
+    fn only_loopback_and_allowed_host_names_are_served_with_auth_off() {
+        let l = site_limits(&[], &["aiflow.internal", "box:9000"]);
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST:1",
+            "127.0.0.1:8080",
+            "127.1.2.3",
+            "[::1]:8080",
+            "[::1]",
+            "app.localhost:80",
+            "aiflow.internal:8080",
+            "box:9000",
+        ] {
+            assert!(host_refused(&l, Some(ok)).is_none(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "box:9001",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:80",
+        ] {
+            assert!(host_refused(&l, Some(bad)).is_some(), "{bad}");
+        }
+        assert!(host_refused(&l, None).is_none(), "no Host: not a browser");
+        let any = site_limits(&[], &["*"]);
+        assert!(host_refused(&any, Some("evil.example")).is_none());
+        let auth_on = Limits {
+            check_host: false,
+            ..site_limits(&[], &[])
+        };
+        assert!(host_refused(&auth_on, Some("evil.example")).is_none());
+    }
+
+    #[test]
+    fn foreign_origins_are_refused_and_the_own_one_served() {
+        let l = site_limits(&["https://dash.example.org/"], &[]);
+        let check = |method: Method, headers: &[(&str, &str)]| {
+            let p = parts(method, "/api/v1/workflows", headers);
+            let host = request_host(&p);
+            origin_refused(&l, &p, host.as_deref()).map(|r| r.status())
+        };
+        let host = ("host", "127.0.0.1:8080");
+        assert_eq!(
+            check(Method::POST, &[host, ("origin", "http://127.0.0.1:8080")]),
+            None
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                &[("host", "localhost"), ("origin", "http://localhost")]
+            ),
+            None,
+            "default port"
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                &[host, ("origin", "https://dash.example.org")]
+            ),
+            None,
+            "allowed"
+        );
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:8081",
+            "http://127.0.0.1",
+            "null",
+        ] {
+            assert_eq!(
+                check(Method::POST, &[host, ("origin", origin)]),
+                Some(StatusCode::FORBIDDEN),
+                "{origin}"
+            );
+        }
+        assert_eq!(
+            check(Method::POST, &[host, ("origin", "https://127.0.0.1:8080")]),
+            None,
+            "behind a TLS proxy the scheme differs; host and port decide"
+        );
+        assert_eq!(
+            check(Method::GET, &[host, ("origin", "http://evil.example")]),
+            Some(StatusCode::FORBIDDEN),
+            "also reads"
+        );
+        assert_eq!(
+            check(Method::POST, &[host, ("sec-fetch-site", "cross-site")]),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(
+                Method::GET,
+                &[
+                    host,
+                    ("sec-fetch-site", "cross-site"),
+                    ("sec-fetch-mode", "navigate")
+                ]
+            ),
+            None,
+            "a link followed to the UI"
+        );
+        assert_eq!(
+            check(Method::POST, &[host, ("sec-fetch-site", "same-origin")]),
+            None
+        );
+        assert_eq!(check(Method::POST, &[host]), None, "no browser");
+    }
+
+    #[test]
+    fn api_bodies_must_be_json() {
+        let check = |method: Method, path: &str, headers: &[(&str, &str)]| {
+            media_type_refused(&parts(method, path, headers)).map(|r| r.status())
+        };
+        let len = ("content-length", "12");
+        let refused = Some(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(check(Method::POST, "/api/v1/workflows", &[len]), refused);
+        for ty in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert_eq!(
+                check(
+                    Method::POST,
+                    "/api/v1/workflows",
+                    &[len, ("content-type", ty)]
+                ),
+                refused,
+                "{ty}"
+            );
+        }
+        assert_eq!(
+            check(
+                Method::PATCH,
+                "/api/v1/models/m",
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("content-type", "text/plain")
+                ]
+            ),
+            refused
+        );
+        for ty in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert_eq!(
+                check(Method::PUT, "/api/v1/x", &[len, ("content-type", ty)]),
+                None,
+                "{ty}"
+            );
+        }
+        assert_eq!(
+            check(
+                Method::POST,
+                "/api/v1/executions/e/stop",
+                &[("content-length", "0")]
+            ),
+            None,
+            "no body"
+        );
+        assert_eq!(
+            check(Method::GET, "/api/v1/workflows", &[len]),
+            None,
+            "reads"
         );
     }
 }

@@ -93,6 +93,12 @@ pub(crate) struct Config {
     /// Stop running local jobs when the server stops (by default they keep running, each
     /// under a supervisor of its own, and the next server re-adopts them).
     pub(crate) stop_jobs_on_exit: bool,
+    /// Origins (`scheme://host[:port]`) besides the server's own whose browser requests are
+    /// served (`*`: any); others get 403 (docs/security.md).
+    pub(crate) allowed_origins: Vec<String>,
+    /// With authentication off: `Host` names served besides the loopback ones (`name` or
+    /// `name:port`; `*`: any); others get 403, against DNS rebinding.
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -120,6 +126,8 @@ impl Default for Config {
             job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
             stop_jobs_on_exit: false,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -195,6 +203,22 @@ pub(crate) struct ServerArgs {
     /// Lifetime in seconds of a job's token when the job has no timeout [default: 86400].
     #[arg(long, env = "AIFLOW_JOB_TOKEN_TTL_S")]
     pub(crate) job_token_ttl_s: Option<u64>,
+    /// Also serve browser requests from this origin (scheme://host[:port], or * for any);
+    /// repeat for more. Added to the config file's `allowed_origins`.
+    #[arg(
+        long = "allowed-origin",
+        env = "AIFLOW_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Vec<String>,
+    /// With auth off: also serve requests sent to this Host name (name or name:port, or * for
+    /// any); repeat for more. Added to the config file's `allowed_hosts`.
+    #[arg(
+        long = "allowed-host",
+        env = "AIFLOW_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_hosts: Vec<String>,
     /// Print the merged configuration and exit.
     /// Stop running local jobs when the server stops (default: they keep running and the next
     /// server re-adopts them).
@@ -272,6 +296,16 @@ impl Config {
         if let Some(v) = args.job_token_ttl_s {
             config.job_token_ttl_s = v;
         }
+        for o in &args.allowed_origins {
+            if !config.allowed_origins.contains(o) {
+                config.allowed_origins.push(o.clone());
+            }
+        }
+        for h in &args.allowed_hosts {
+            if !config.allowed_hosts.contains(h) {
+                config.allowed_hosts.push(h.clone());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -337,6 +371,26 @@ impl Config {
         if self.job_token_ttl_s < 60 {
             bail!("job_token_ttl_s: must be at least 60");
         }
+        for o in &self.allowed_origins {
+            let o = o.trim();
+            let ok = o == "*"
+                || o.split_once("://").is_some_and(|(scheme, rest)| {
+                    !scheme.is_empty()
+                        && !rest.trim_end_matches('/').is_empty()
+                        && !rest.trim_end_matches('/').contains('/')
+                });
+            if !ok {
+                bail!(
+                    "allowed_origins: {o:?} is not an origin such as https://example.org:8443 (or *)"
+                );
+            }
+        }
+        for h in &self.allowed_hosts {
+            let h = h.trim();
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                bail!("allowed_hosts: {h:?} is not a host name such as aiflow.internal (or *)");
+            }
+        }
         if self.nats_stream.is_empty()
             || !self
                 .nats_stream
@@ -400,6 +454,32 @@ impl Config {
     pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only (0700): it holds the
+/// database, the job logs and the jobs' token key. A folder that exists keeps its mode; one
+/// that others may read is warned about.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the data folder may be read by other users (it holds the database and job logs); consider chmod 700"
+                );
+            }
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(test)]

@@ -159,6 +159,10 @@ fn describe() {
         "1 when this process runs the scheduler loop"
     );
     describe_counter!(
+        "aiflow_scheduler_panics_total",
+        "Panics the scheduler loop caught (the command failed alone), by what it handled"
+    );
+    describe_counter!(
         "aiflow_scheduler_events_handled_total",
         "Events the scheduler handled"
     );

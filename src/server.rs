@@ -55,7 +55,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     config.check_exposure()?;
     let addr = config.listen_addr()?;
-    std::fs::create_dir_all(&config.data_dir)
+    crate::config::private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
     let db_url = config.database_url();
     let db = Db::connect(&DbConfig::new(&db_url))
@@ -270,7 +270,9 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     let writable = db_ok && within(h.db.ping_write()).await;
     // The store answers reads but the scheduler cannot write (a full disk, say).
     let storing = !h.scheduler.progress().commit_failing();
-    let ready = writable && bus_ok && storing;
+    // The loop ended (a fault stopped it): nothing starts or stops any more.
+    let looping = h.scheduler.loop_running();
+    let ready = writable && bus_ok && storing && looping;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -288,7 +290,13 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     };
     let mut scheduler = serde_json::json!({
         "role": role.name(),
-        "status": if storing { "ok" } else { "cannot store its state (retrying)" },
+        "status": if !looping {
+            "stopped: the scheduler loop is not running (see the server's log)"
+        } else if storing {
+            "ok"
+        } else {
+            "cannot store its state (retrying)"
+        },
     });
     if let aiflow_scheduler::leader::Role::Leader { epoch } = role {
         scheduler["epoch"] = epoch.into();

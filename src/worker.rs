@@ -98,7 +98,7 @@ pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<
         .connect(&args.nats)
         .await
         .with_context(|| format!("NATS at {}", args.nats))?;
-    std::fs::create_dir_all(&args.data_dir)
+    crate::config::private_dir(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
     let config = aiflow_scheduler::remote::WorkerConfig {
         name: args

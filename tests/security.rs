@@ -531,6 +531,7 @@ async fn a_jobs_token_publishes_and_writes_meta_but_manages_nothing() {
         $AIFLOW_BIN execution start scoped >/dev/null 2>&1; echo "execution start: $?"
         $AIFLOW_BIN token list >/dev/null 2>&1; echo "token list: $?"
         $AIFLOW_BIN event send --key job/other --context '{"execution":"someone-else"}' 2>&1 | grep -o 'cannot publish events for execution someone-else'
+        $AIFLOW_BIN event send --key job/forged --type MODEL_VERSION_CREATED 2>&1 | grep -o "a job's token may not publish it"
     "#;
     let g = graph(dir.path(), "scoped", script);
     let out = server.cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()]);
@@ -573,6 +574,7 @@ async fn a_jobs_token_publishes_and_writes_meta_but_manages_nothing() {
         "execution start: 1",
         "token list: 1",
         "cannot publish events for execution someone-else",
+        "a job's token may not publish it",
     ] {
         assert!(
             log.contains(line),
@@ -752,4 +754,784 @@ async fn publish_rate_and_stream_count_per_token() {
     }
     drop(third);
     server.stop();
+}
+
+/// One raw HTTP/1.1 request with the headers given (the `Host` among them, as a DNS-rebound
+/// page would send it); returns the status and the body.
+fn raw(url: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // A chunked body: the JSON object is between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, json)
+}
+
+#[test]
+fn cross_site_submits_and_rebound_hosts_are_refused_with_auth_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    let doc = json!({"name": "pwn", "nodes": [{"name": "a", "job": {"command": ["sh", "-c", "touch pwned"]}}]}).to_string();
+    let json_type = ("Content-Type", "application/json");
+
+    // What a page on another site can send without asking first: text/plain, a form,
+    // multipart. All refused before anything is stored.
+    for ty in [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (s, b) = raw(
+            &url,
+            "POST",
+            "/api/v1/workflows",
+            &[("Content-Type", ty)],
+            &doc,
+        );
+        assert_eq!(s, 415, "{ty}: {b}");
+        assert_eq!(b["error"]["code"], "unsupported_media_type", "{b}");
+        assert_eq!(b["error"]["field"], "content-type", "{b}");
+    }
+    let (s, _) = raw(&url, "POST", "/api/v1/workflows", &[], &doc);
+    assert_eq!(s, 415, "no Content-Type");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows/pwn", &[], "");
+    assert_eq!(s, 404, "nothing was stored");
+
+    // A foreign Origin, even with a JSON body (a page cannot send one without a preflight,
+    // but a non-browser proxy might relay it), and an empty-bodied start.
+    let evil = ("Origin", "http://evil.example");
+    let (s, b) = raw(&url, "POST", "/api/v1/workflows", &[evil, json_type], &doc);
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "origin", "{b}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[evil],
+        "",
+    );
+    assert_eq!(s, 403);
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[evil], "");
+    assert_eq!(s, 403, "reads from a foreign origin too");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[("Sec-Fetch-Site", "cross-site")],
+        "",
+    );
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "sec-fetch-site", "{b}");
+
+    // DNS rebinding: the page's own name arrives as Host.
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let rebound = format!("evil.example:{port}");
+    for path in ["/api/v1/workflows", "/", "/healthz"] {
+        let (s, b) = raw(&url, "GET", path, &[("Host", &rebound)], "");
+        assert_eq!(s, 403, "{path}: {b}");
+    }
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Host", &rebound), json_type],
+        &doc,
+    );
+    assert_eq!(s, 403);
+    assert_eq!(b["error"]["field"], "host", "{b}");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows/pwn", &[], "");
+    assert_eq!(s, 404, "still nothing stored");
+
+    // The web UI's own requests (same origin) and loopback names are served.
+    let own = format!("http://127.0.0.1:{port}");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[
+            ("Origin", &own),
+            json_type,
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        &doc.replace("touch pwned", "true"),
+    );
+    assert_eq!(s, 201, "{b}");
+    let localhost = format!("localhost:{port}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows/pwn/executions",
+        &[
+            ("Host", &localhost),
+            ("Origin", &format!("http://localhost:{port}")),
+            json_type,
+        ],
+        "{}",
+    );
+    assert_eq!(s, 201);
+    for host in [format!("[::1]:{port}"), "127.0.0.1".to_string()] {
+        let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[("Host", &host)], "");
+        assert_eq!(s, 200, "{host}");
+    }
+    // A link followed from another site still opens the UI.
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/",
+        &[
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Sec-Fetch-Mode", "navigate"),
+        ],
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(!dir.path().join("pwned").exists());
+}
+
+#[test]
+fn allowed_origins_and_hosts_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--allowed-origin",
+            "https://dash.example.org",
+            "--allowed-host",
+            "aiflow.internal",
+        ],
+    );
+    let url = server.url.clone();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let doc =
+        json!({"name": "ok", "nodes": [{"name": "a", "job": {"command": ["true"]}}]}).to_string();
+    let json_type = ("Content-Type", "application/json");
+    let (s, b) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Origin", "https://dash.example.org"), json_type],
+        &doc,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = raw(
+        &url,
+        "POST",
+        "/api/v1/workflows",
+        &[("Origin", "https://other.example.org"), json_type],
+        &doc,
+    );
+    assert_eq!(s, 403);
+    let internal = format!("aiflow.internal:{port}");
+    let (s, _) = raw(&url, "GET", "/api/v1/workflows", &[("Host", &internal)], "");
+    assert_eq!(s, 200);
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[("Host", &format!("elsewhere.internal:{port}"))],
+        "",
+    );
+    assert_eq!(s, 403);
+    drop(server);
+
+    // With authentication on, any Host is served (the token is what protects), and the
+    // config file's lists add to the flags'.
+    let admin = bootstrap_token(dir.path(), "admin");
+    std::fs::write(
+        dir.path().join("aiflow.toml"),
+        "allowed_origins = [\"http://ui.example\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &["--auth"]);
+    let url = server.url.clone();
+    let bearer = format!("Bearer {admin}");
+    let auth = ("Authorization", bearer.as_str());
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Host", &format!("aiflow.example.net:{port}"))],
+        "",
+    );
+    assert_eq!(s, 200);
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Origin", "http://ui.example")],
+        "",
+    );
+    assert_eq!(s, 200, "allowed in the config file");
+    let (s, _) = raw(
+        &url,
+        "GET",
+        "/api/v1/workflows",
+        &[auth, ("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_numbers_are_refused_with_422_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    let huge = 10_000_000_000_000_u64;
+    for (job, trigger, field) in [
+        (
+            json!({"command": ["true"], "retries": 1, "retry_backoff_s": huge}),
+            None,
+            "nodes[0].job.retry_backoff_s",
+        ),
+        (
+            json!({"command": ["true"], "timeout_s": u64::MAX}),
+            None,
+            "nodes[0].job.timeout_s",
+        ),
+        (
+            json!({"command": ["true"], "resources": {"cpus": 1e308}}),
+            None,
+            "nodes[0].job.resources.cpus",
+        ),
+        (
+            json!({"command": ["true"]}),
+            Some(json!({"event": {"key": "k"}, "delay_s": huge})),
+            "triggers[0].delay_s",
+        ),
+    ] {
+        let mut doc = json!({"name": "absurd", "nodes": [{"name": "a", "job": job}]});
+        if let Some(t) = trigger {
+            doc["triggers"] = json!([t]);
+        }
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/workflows", Some(&admin), Some(doc))
+            .await;
+        assert_eq!(s, 422, "{field}: {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    // `aiflow graph validate` says the same, without a server.
+    let path = dir.path().join("absurd.json");
+    std::fs::write(
+        &path,
+        json!({"name": "absurd", "nodes": [{"name": "a", "job": {"command": ["true"], "retries": 1, "retry_backoff_s": huge}}]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["graph", "validate"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nodes[0].job.retry_backoff_s") && stderr.contains("largest allowed"),
+        "{stderr}"
+    );
+
+    // A token's lifetime too.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"role": "viewer", "expires_in_s": 99_999_999_999_999_u64})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"]["field"], "expires_in_s", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"role": "viewer", "expires_in_s": 86_400})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(b["expires_at"].clone()).unwrap();
+    assert!(expires > chrono::Utc::now(), "{b}");
+}
+
+/// An older server stored what this one refuses: a job with a retry backoff of 10^13 s and an
+/// event trigger delayed as long, with an attempt of it running when the server died. The
+/// server starts anyway, reports the workflow under `load_errors`, and keeps running others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_workflow_with_absurd_numbers_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let bad = json!({"name": "old", "nodes": [{"name": "a", "job": {"command": ["sh", "-c", "sleep 30; exit 1"], "retries": 1, "retry_backoff_s": 1}}],
+        "triggers": [{"event": {"key": "go"}, "delay_s": 1}]});
+    let good = json!({"name": "good", "nodes": [{"name": "a", "job": {"command": ["true"]}}]});
+    for doc in [bad, good] {
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/workflows", None, Some(doc))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/old/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let old_id = e["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, jobs, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs"),
+                None,
+                None,
+            )
+            .await;
+        if jobs[0]["state"] == "RUNNING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{jobs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server dies with the attempt running (SIGKILL: nothing is tidied up).
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    drop(server);
+
+    // The database now holds what an older server accepted.
+    let db_path = dir.path().join("data").join("aiflow.db");
+    {
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db_path.display()))
+            .await
+            .unwrap();
+        let (id, text): (i64, String) = sqlx::query_as(
+            "SELECT v.id, v.workflow FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id WHERE w.name = 'old'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        let mut wf: Value = serde_json::from_str(&text).unwrap();
+        wf["jobs"][0]["retry_backoff_s"] = json!(10_000_000_000_000_u64);
+        wf["triggers"][0]["delay_s"] = json!(10_000_000_000_000_u64);
+        sqlx::query("UPDATE workflow_versions SET workflow = $1 WHERE id = $2")
+            .bind(wf.to_string())
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+
+    // It starts, twice (the second start sees what the first one stored).
+    for round in 0..2 {
+        let server = Server::start(dir.path(), &[]);
+        let http = Http::new(&server.url);
+        let (s, r, _) = http.call(M::GET, "/readyz", None, None).await;
+        assert_eq!(s, 200, "round {round}: {r}");
+        // The lost attempt is retried after the (cut) backoff: it waits RETRYING.
+        let (_, jobs, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs"),
+                None,
+                None,
+            )
+            .await;
+        assert!(
+            jobs.as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["state"] == "RETRYING"),
+            "round {round}: {jobs}"
+        );
+        // `limit` is honoured on the list of its attempts (two: the lost one and the retry).
+        assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+        let (s, first, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/executions/{old_id}/jobs?limit=1"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(first.as_array().unwrap().len(), 1, "{first}");
+        assert_eq!(first[0]["attempt"], 1, "oldest first: {first}");
+        for bad in ["0", "1001"] {
+            let (s, b, _) = http
+                .call(
+                    M::GET,
+                    &format!("/api/v1/executions/{old_id}/jobs?limit={bad}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(s, 400, "{b}");
+            assert_eq!(b["error"]["field"], "limit", "{b}");
+        }
+        // Its trigger is not armed, and it says why.
+        let (_, list, _) = http.call(M::GET, "/api/v1/workflows", None, None).await;
+        let errors = list["load_errors"].as_array().unwrap();
+        assert!(
+            errors.iter().any(|e| e["file"] == "(stored workflow old)"
+                && e["error"].as_str().unwrap().contains("triggers[0].delay_s")),
+            "round {round}: {list}"
+        );
+        let (s, _, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(json!({"key": "go", "value": "x"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        // Other workflows run.
+        let (s, e, _) = http
+            .call(M::POST, "/api/v1/workflows/good/executions", None, None)
+            .await;
+        assert_eq!(s, 201, "{e}");
+        let e = finished(&http, "", e["id"].as_str().unwrap()).await;
+        assert_eq!(e["state"], "SUCCEEDED", "{e}");
+        let (s, r, _) = http.call(M::GET, "/readyz", None, None).await;
+        assert_eq!(s, 200, "round {round}: {r}");
+        let log = server.stop();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+/// Waits for the meta outbox relay's `MODEL_VERSION_CREATED` of `model`; returns it.
+async fn model_version_created(http: &Http, token: Option<&str>, model: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, events, _) = http
+            .call(
+                M::GET,
+                &format!("/api/v1/events?event_type=MODEL_VERSION_CREATED&key=model/{model}"),
+                token,
+                None,
+            )
+            .await;
+        if let Some(e) = events["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["sender"] == "aiflow-meta"))
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no MODEL_VERSION_CREATED: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_events_cannot_be_forged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+
+    // 200 events under the keys the outbox relay will use next: refused, one by one and as a
+    // batch, so the real MODEL_VERSION_CREATED still goes out.
+    for i in 1..=200 {
+        let (s, b, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(
+                    json!({"key": "model/fraud", "value": "forged", "event_type": "UNDEFINED",
+                    "idempotency_key": format!("meta-outbox-{i}")}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 403, "{b}");
+        assert_eq!(b["error"]["field"], "idempotency_key", "{b}");
+    }
+    let batch: Vec<Value> = (1..=200)
+        .map(|i| json!({"key": "k", "idempotency_key": format!("meta-outbox-{i}")}))
+        .collect();
+    let (s, b, _) = http
+        .call(M::POST, "/api/v1/events", None, Some(Value::Array(batch)))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "[0].idempotency_key", "{b}");
+    for key in ["sched-0123", "aiflow-x"] {
+        let (s, _, _) = http
+            .call(
+                M::POST,
+                "/api/v1/events",
+                None,
+                Some(json!({"key": "k", "idempotency_key": key})),
+            )
+            .await;
+        assert_eq!(s, 403, "{key}");
+    }
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models",
+            None,
+            Some(json!({"name": "fraud"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models/fraud/versions",
+            None,
+            Some(json!({"uri": "s3://real/v1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let real = model_version_created(&http, None, "fraud").await;
+    assert!(real["context"].get("published_by").is_none(), "{real}");
+
+    // With authentication off, a client's event of the server's kinds is stored, marked.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "model/fraud", "value": "s3://evil", "event_type": "MODEL_VERSION_CREATED",
+                "sender": "aiflow-meta", "context": {"run": 1}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        b["context"],
+        json!({"run": 1, "published_by": "client"}),
+        "{b}"
+    );
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "JOB_STATUS"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["context"], json!({"published_by": "client"}), "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "WORKFLOW_STATUS", "context": [1]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["field"], "context", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "k", "event_type": "TRAINED", "sender": "trainer"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        b.get("context").is_none_or(Value::is_null),
+        "untouched: {b}"
+    );
+    drop(server);
+
+    // With authentication on: refused below admin (a job's token: see
+    // a_jobs_token_publishes_and_writes_meta_but_manages_nothing), marked for an admin.
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    let (operator, _) = created_token(&server, &admin, &["--role", "operator"]);
+    for (event, field) in [
+        (
+            json!({"key": "model/fraud", "event_type": "MODEL_VERSION_CREATED"}),
+            "event_type",
+        ),
+        (
+            json!({"key": "dataset/x", "event_type": "dataset_updated"}),
+            "event_type",
+        ),
+        (json!({"key": "k", "sender": "aiflow-scheduler"}), "sender"),
+        (
+            json!({"key": "k", "idempotency_key": "meta-outbox-7"}),
+            "idempotency_key",
+        ),
+    ] {
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/events", Some(&operator), Some(event))
+            .await;
+        assert_eq!(s, 403, "{b}");
+        assert_eq!(b["error"]["code"], "permission_denied", "{b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    let (s, _, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            Some(&operator),
+            Some(json!({"key": "k", "event_type": "TRAINED"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            Some(&admin),
+            Some(json!({"key": "model/fraud", "event_type": "MODEL_DEPLOYED"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["context"]["published_by"], "client", "{b}");
+    // The relay goes on with its own keys after the restart.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models",
+            Some(&operator),
+            Some(json!({"name": "churn"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/models/churn/versions",
+            Some(&operator),
+            Some(json!({"uri": "s3://real/churn"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    model_version_created(&http, Some(&admin), "churn").await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_database_and_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // The first token, before any server: the folder and the database are made private.
+    bootstrap_token(dir.path(), "admin");
+    assert_eq!(mode(&data), 0o700, "data folder");
+    assert_eq!(mode(&data.join("aiflow.db")), 0o600, "database");
+    std::fs::remove_dir_all(&data).unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    assert_eq!(mode(&data), 0o700, "data folder");
+    for f in ["aiflow.db", "aiflow.db-wal", "aiflow.db-shm"] {
+        let p = data.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    assert!(data.join("aiflow.db-wal").exists(), "WAL mode");
+    let g = graph(dir.path(), "logged", "echo secret-output");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows",
+            None,
+            Some(serde_json::from_str(&std::fs::read_to_string(g).unwrap()).unwrap()),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/logged/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&http, "", &id).await["state"], "SUCCEEDED");
+    let log = data.join("logs").join(&id).join("a-1.log");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("secret-output"),
+        "{}",
+        log.display()
+    );
+    assert_eq!(mode(&log), 0o600, "job log");
+    drop(server);
+
+    // A database an older server left readable by all is narrowed at the next start.
+    std::fs::set_permissions(
+        data.join("aiflow.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _server = Server::start(dir.path(), &[]);
+    assert_eq!(mode(&data.join("aiflow.db")), 0o600, "narrowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_terminal_escapes_instead_of_obeying_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let nasty = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31mred\rover\u{202e}txt";
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            None,
+            Some(json!({"key": "nasty", "value": nasty})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let out = Command::new(BIN)
+        .args(["--server", &server.url, "--output", "table"])
+        .args(["event", "list", "--key", "nasty"])
+        .env_remove("AIFLOW_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !table.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r', '\u{202e}']),
+        "{table:?}"
+    );
+    assert!(table.contains("\\u001b]0;pwned\\u0007"), "{table}");
+    // JSON output keeps the value, escaped.
+    let out = server.cli(None, &["event", "list", "--key", "nasty"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"][0]["value"], nasty, "{v}");
+    // So do error messages naming it.
+    let out = server.cli(None, &["workflow", "show", "\u{1b}[2Jnope"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }

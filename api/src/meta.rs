@@ -770,6 +770,14 @@ pub struct JobExecutionInfo {
     pub updated_at: DateTime<Utc>,
 }
 
+/// `GET /executions/{id}/jobs`: the answer is a list (not a page), oldest attempt first; `limit`
+/// (1..=1000) keeps its first `limit` attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionJobsQuery {
+    pub limit: Option<u32>,
+}
+
 /// `GET /executions` filters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -126,6 +126,12 @@ pub struct JobScope {
     pub execution: String,
 }
 
+/// Request extension set by the server's authentication with the caller's role (authentication
+/// on). Routes that must tell admins from other callers read it; it is absent with
+/// authentication off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerRole(pub crate::auth::Role);
+
 /// Middleware: every error answer of the API carries the JSON error body, also those that
 /// axum's own extractors write as plain text (a path segment that is not UTF-8, a query string
 /// that does not deserialise, a wrong method). Headers such as `Allow` are kept.

@@ -87,6 +87,48 @@ impl Backend {
     }
 }
 
+/// The SQLite file of `url` is readable by its owner only (0600): it holds the jobs' token key
+/// and the hashes of API tokens. A missing file is created so (SQLite gives its `-wal` and `-shm`
+/// files the same mode); an existing one, and those files, are narrowed to it.
+fn private_sqlite_file(url: &str) {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return; // in memory
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        if created.is_ok() {
+            return;
+        }
+        for file in [
+            path.to_string(),
+            format!("{path}-wal"),
+            format!("{path}-shm"),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&file)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => tracing::info!(file, "database file narrowed to mode 0600"),
+                    Err(e) => {
+                        tracing::warn!(file, error = %e, "cannot narrow the database file to mode 0600");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -129,6 +171,9 @@ impl Db {
             Backend::Sqlite if !config.url.contains('?') => format!("{}?mode=rwc", config.url),
             _ => config.url.clone(),
         };
+        if backend == Backend::Sqlite {
+            private_sqlite_file(&config.url);
+        }
         let options = AnyConnectOptions::from_str(&url)
             .map_err(connect_err)?
             .disable_statement_logging();

@@ -22,6 +22,9 @@ use sqlx::any::AnyRow;
 use crate::error::{Error, Result};
 use crate::store::sql::{from_us, now_us};
 
+/// The longest `expires_in_s` of a token: ten years (a token that should outlive it is made
+/// without an expiry).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Prefix of people's and scripts' tokens.
 pub const TOKEN_PREFIX: &str = "afl_";
 /// Prefix of jobs' tokens.
@@ -175,6 +178,16 @@ impl Tokens {
         let now = now_us();
         let expires_at = match expires_in {
             Some(d) => {
+                if d > MAX_TOKEN_LIFETIME {
+                    return Err(Error::unprocessable(
+                        "expires_in_s",
+                        format!(
+                            "expires_in_s {} is over the longest token lifetime of {} s (10 years); leave it out for a token that does not expire",
+                            d.as_secs(),
+                            MAX_TOKEN_LIFETIME.as_secs()
+                        ),
+                    ));
+                }
                 let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
                 if us <= 0 {
                     return Err(Error::unprocessable(
@@ -249,7 +262,9 @@ impl Tokens {
     /// A job's token for `execution`, valid for `ttl` and while the execution runs.
     #[must_use]
     pub fn job_token(&self, execution: &str, ttl: Duration) -> String {
-        let expiry = Utc::now().timestamp().saturating_add(ttl.as_secs() as i64);
+        let expiry = Utc::now()
+            .timestamp()
+            .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         format!(
             "{JOB_TOKEN_PREFIX}{expiry}_{}_{execution}",
             self.job_mac(expiry, execution)

@@ -95,7 +95,15 @@ fn add_error_responses(op: &mut Operation) {
     if has_body {
         add("413", "the body is over the size limit");
         add("422", "the body does not have the expected shape");
+        add(
+            "415",
+            "the body is not sent as `Content-Type: application/json`",
+        );
     }
+    add(
+        "403",
+        "a request from another site's page (`Origin`), or to a `Host` that is not served",
+    );
 }
 
 #[cfg(test)]
@@ -128,8 +136,11 @@ mod tests {
                 .cloned()
                 .collect()
         };
-        assert_eq!(codes("/a/{name}", "get"), ["200", "400"]);
-        assert_eq!(codes("/b", "post"), ["201", "400", "413", "422"]);
+        assert_eq!(codes("/a/{name}", "get"), ["200", "400", "403"]);
+        assert_eq!(
+            codes("/b", "post"),
+            ["201", "400", "403", "413", "415", "422"]
+        );
         assert_eq!(
             v["paths"]["/b"]["post"]["responses"]["422"]["description"],
             "own words"
@@ -138,6 +149,6 @@ mod tests {
             v["paths"]["/b"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/ErrorBody"
         );
-        assert_eq!(codes("/c", "get"), ["200"]);
+        assert_eq!(codes("/c", "get"), ["200", "403"]);
     }
 }

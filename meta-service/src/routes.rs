@@ -658,11 +658,22 @@ async fn get_job_execution(State(s): State<Store>, Path(id): Path<String>) -> R<
     ok(s.get_job_execution(&id).await)
 }
 
-#[utoipa::path(get, path = "/executions/{id}/jobs", tag = "executions", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<JobExecutionInfo>), (status = 404, body = ErrorBody)))]
+/// Every attempt of every job of an execution, oldest first (a list, not a page); `limit` keeps
+/// the first `limit` attempts.
+#[utoipa::path(get, path = "/executions/{id}/jobs", tag = "executions", params(("id" = String, Path), aiflow_api::meta::ExecutionJobsQuery),
+    responses((status = 200, body = Vec<JobExecutionInfo>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_execution_jobs(
     State(s): State<Store>,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<aiflow_api::meta::ExecutionJobsQuery>,
 ) -> R<Vec<JobExecutionInfo>> {
-    ok(s.list_job_executions(&id).await)
+    let limit = match q.limit {
+        None => None,
+        Some(n) => Some(crate::store::sql::page_limit(
+            Some(n),
+            n,
+            aiflow_api::page::MAX_LIMIT,
+        )?),
+    };
+    ok(s.list_job_executions_limited(&id, limit).await)
 }

@@ -5,9 +5,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiflow_api::auth::Role;
 use aiflow_api::event::{EventCount, EventQuery};
 use aiflow_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
-use aiflow_api::server::{HttpError, JobScope, decode_json};
+use aiflow_api::server::{CallerRole, HttpError, JobScope, decode_json};
 use aiflow_api::{ErrorBody, Event, NewEvent, Offset, Page};
 use axum::Json;
 use axum::body::Bytes;
@@ -95,7 +96,7 @@ pub enum PublishAnswer {
         (status = 201, description = "stored", body = PublishAnswer),
         (status = 400, description = "invalid event; `field` names it", body = ErrorBody),
         (status = 401, description = "authentication on: no valid token", body = ErrorBody),
-        (status = 403, description = "the token's role may not publish, or a job's token names another execution", body = ErrorBody),
+        (status = 403, description = "the token's role may not publish, a job's token names another execution, or a server event type, `aiflow-*` sender or reserved idempotency key (`field` names it)", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "wrong type in the body", body = ErrorBody),
         (status = 429, description = "the token's publish rate is used up; see `Retry-After`", body = ErrorBody),
@@ -106,8 +107,13 @@ async fn publish_events(
     State(state): State<AppState>,
     TraceParent(traceparent): TraceParent,
     scope: Option<axum::Extension<JobScope>>,
+    role: Option<axum::Extension<CallerRole>>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    let caller = Caller {
+        role: role.map(|axum::Extension(CallerRole(r))| r),
+        job: scope.is_some(),
+    };
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         let mut events: Vec<NewEvent> = decode(&body)?;
@@ -115,6 +121,9 @@ async fn publish_events(
             for (i, e) in events.iter().enumerate() {
                 in_scope(e, scope).map_err(|err| err.field(format!("[{i}].context.execution")))?;
             }
+        }
+        for (i, e) in events.iter_mut().enumerate() {
+            from_client(e, caller).map_err(|(err, field)| err.field(format!("[{i}].{field}")))?;
         }
         if let Some(tp) = &traceparent {
             events.iter_mut().for_each(|e| carry_traceparent(e, tp));
@@ -135,12 +144,107 @@ async fn publish_events(
         if let Some(axum::Extension(scope)) = &scope {
             in_scope(&event, scope).map_err(|err| err.field("context.execution"))?;
         }
+        from_client(&mut event, caller).map_err(|(err, field)| err.field(field))?;
         if let Some(tp) = &traceparent {
             carry_traceparent(&mut event, tp);
         }
         let stored = state.bus.publish(event).await?;
         Ok(created(&stored, 256))
     }
+}
+
+/// Idempotency key prefixes of the server's own events (the meta outbox relay's
+/// `meta-outbox-<id>`, the scheduler's `sched-<uuid>`, and `aiflow-` for any to come): no client
+/// may use them, so no client can store an event under a key the server will use and suppress
+/// the server's event.
+pub(crate) const RESERVED_KEY_PREFIXES: [&str; 3] = ["meta-outbox-", "sched-", "aiflow-"];
+/// The server's senders start with this (`aiflow-meta`, `aiflow-scheduler`).
+pub(crate) const RESERVED_SENDER_PREFIX: &str = "aiflow-";
+/// What the server adds to the context of an event of its own kinds that a client published
+/// (authentication off, or an admin's token): `"published_by": "client"`.
+pub(crate) const CLIENT_MARK: &str = "published_by";
+
+/// Whether `event_type` is one the server publishes: `MODEL_*`, `DATASET_*`, `JOB_STATUS`,
+/// `WORKFLOW_STATUS` (compared without regard to case).
+#[must_use]
+pub(crate) fn is_server_event_type(event_type: &str) -> bool {
+    let t = event_type.to_ascii_uppercase();
+    t.starts_with("MODEL_")
+        || t.starts_with("DATASET_")
+        || t == "JOB_STATUS"
+        || t == "WORKFLOW_STATUS"
+}
+
+/// Who publishes: the role of the token (none with authentication off) and whether it is a
+/// job's.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    role: Option<Role>,
+    job: bool,
+}
+
+/// The server's own events cannot be forged (docs/security.md): a reserved idempotency key is
+/// refused from everyone; an `aiflow-*` sender or a server event type is refused from a job's
+/// token and from tokens below admin, and marked `context.published_by = "client"` otherwise
+/// (an admin's token, or authentication off). Errors name the field.
+fn from_client(event: &mut NewEvent, caller: Caller) -> Result<(), (HttpError, &'static str)> {
+    let forbidden =
+        |message: String| HttpError::new(StatusCode::FORBIDDEN, "permission_denied", message);
+    if let Some(k) = &event.idempotency_key
+        && let Some(prefix) = RESERVED_KEY_PREFIXES.iter().find(|p| k.starts_with(*p))
+    {
+        return Err((
+            forbidden(format!(
+                "idempotency keys starting with {prefix:?} are the server's own; choose another"
+            )),
+            "idempotency_key",
+        ));
+    }
+    let sender = event
+        .sender
+        .as_deref()
+        .filter(|s| s.to_ascii_lowercase().starts_with(RESERVED_SENDER_PREFIX));
+    let server_type = event
+        .event_type
+        .as_deref()
+        .filter(|t| is_server_event_type(t));
+    let (field, what) = match (sender, server_type) {
+        (Some(s), _) => ("sender", format!("sender {s:?}")),
+        (None, Some(t)) => ("event_type", format!("event type {t:?}")),
+        (None, None) => return Ok(()),
+    };
+    let admin = caller.role == Some(Role::Admin) && !caller.job;
+    if caller.role.is_some() && !admin {
+        let who = if caller.job {
+            "a job's token"
+        } else {
+            "a token below admin"
+        };
+        return Err((
+            forbidden(format!(
+                "{what} is the server's own: {who} may not publish it (senders aiflow-*, types MODEL_*, DATASET_*, JOB_STATUS, WORKFLOW_STATUS)"
+            )),
+            field,
+        ));
+    }
+    match &mut event.context {
+        None => event.context = Some(serde_json::json!({ CLIENT_MARK: "client" })),
+        Some(serde_json::Value::Object(m)) => {
+            m.insert(CLIENT_MARK.into(), "client".into());
+        }
+        Some(_) => {
+            return Err((
+                HttpError::invalid(
+                    "context",
+                    format!(
+                        "an event with {what} from a client needs an object context (or none): the server marks it published_by=client"
+                    ),
+                ),
+                "context",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A job's token publishes for its own workflow execution only: an event whose context names

@@ -33,6 +33,36 @@ fn error_key(file: &Path) -> String {
     format!("dags.error.{}", file.display())
 }
 
+/// Key of the load error of a stored workflow (one an older version of the server accepted).
+fn stored_error_key(name: &str) -> String {
+    format!("dags.error.stored.{name}")
+}
+
+/// Records that the latest stored version of workflow `name` is refused by this version's
+/// checks: `GET /workflows` lists it under `load_errors`, as a file of the dags folder.
+pub(crate) async fn record_stored_error(store: &aiflow_meta::Store, name: &str, error: &str) {
+    let record = DagLoadError {
+        file: format!("(stored workflow {name})"),
+        error: error.to_string(),
+        at: Utc::now(),
+    };
+    let text = serde_json::to_string(&record).unwrap_or_default();
+    if let Err(e) = crate::durable::kv_set(&store.db().pool, &stored_error_key(name), &text).await {
+        tracing::warn!(error = %e, "cannot record a stored workflow's load error");
+    }
+}
+
+/// Forgets the load error of stored workflow `name` (a new version was submitted).
+pub(crate) async fn clear_stored_error(store: &aiflow_meta::Store, name: &str) {
+    let r = sqlx::query("DELETE FROM aiflow_kv WHERE k = $1")
+        .bind(stored_error_key(name))
+        .execute(&store.db().pool)
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot clear a stored workflow's load error");
+    }
+}
+
 /// Submits every `*.json` document of `dir` (sorted by name) and records load errors.
 pub async fn load_dir(scheduler: &Scheduler, dir: &Path) -> LoadReport {
     let mut report = LoadReport::default();

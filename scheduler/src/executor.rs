@@ -170,6 +170,7 @@ async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .read(true)
         .append(true)
+        .mode(0o600) // a job's output may hold secrets: its owner only
         .open(path)
         .await?;
     Ok(file.into_std().await)
@@ -295,7 +296,10 @@ async fn run_attempt(
     grace: Duration,
     pid_tx: watch::Sender<Option<u32>>,
 ) -> Outcome {
-    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    // A timeout too far to reach (a stored document from before its maximum) is none.
+    let deadline = spec
+        .timeout
+        .and_then(|t| tokio::time::Instant::now().checked_add(t));
     for (i, argv) in spec.commands.iter().enumerate() {
         let header = format!(
             "[aiflow] {} attempt {} command {}/{}: {}\n",

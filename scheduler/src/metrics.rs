@@ -60,6 +60,29 @@ impl Progress {
     }
 }
 
+/// Runs `fut`, catching a panic in it: the panic is logged with `what` was being handled and
+/// counted in `aiflow_scheduler_panics_total`, and `None` is returned, so that one bad command
+/// (a bug, or an input nothing refused) fails alone instead of stopping the scheduler loop.
+pub(crate) async fn guarded<T>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(v) => Some(v),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            tracing::error!(handling = what, panic = %message, "the scheduler caught a panic; what it was handling failed, the loop goes on");
+            counter!("aiflow_scheduler_panics_total", "in" => what).increment(1);
+            None
+        }
+    }
+}
+
 /// One attempt between QUEUED and its process running.
 struct Clock {
     attempt: u32,
@@ -199,5 +222,27 @@ impl Obs {
     /// A workflow execution entered `state` (`RUNNING`, `SUCCEEDED`, …).
     pub(crate) fn execution_state(state: &str) {
         counter!("aiflow_workflow_executions_total", "state" => state.to_string()).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_one_command_is_caught_and_the_next_runs() {
+        let mut handled = Vec::new();
+        for i in 0..3 {
+            let r = guarded("test", async {
+                if i == 1 {
+                    let huge = std::hint::black_box(u64::MAX);
+                    let _ = std::time::Instant::now() + std::time::Duration::from_secs(huge);
+                }
+                i
+            })
+            .await;
+            handled.push(r);
+        }
+        assert_eq!(handled, [Some(0), None, Some(2)]);
     }
 }

@@ -76,6 +76,19 @@ pub struct SchedulerConfig {
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
 pub const DEFAULT_JOB_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest wait the scheduler computes (a retry's backoff, a trigger's delay): longer ones
+/// are cut to it, so clock arithmetic never overflows whatever a stored document says.
+pub const MAX_WAIT: Duration = Duration::from_secs(100 * 366 * 86_400);
+
+/// Now plus `d` (at most [`MAX_WAIT`]), without overflowing.
+fn later(d: Duration) -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    chrono::TimeDelta::from_std(d.min(MAX_WAIT))
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
 impl SchedulerConfig {
     /// Where supervised job attempts keep their folders.
     #[must_use]
@@ -270,6 +283,13 @@ impl Scheduler {
         ))
     }
 
+    /// Whether the scheduler loop is still there to take commands (`false` once it has ended:
+    /// shut down, or stopped by a fault).
+    #[must_use]
+    pub fn loop_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Stores a new version of a workflow from an AI graph or workflow document; an unchanged
     /// document stores nothing.
     pub async fn submit(&self, doc: serde_json::Value) -> Result<Submitted, Error> {
@@ -321,6 +341,7 @@ impl Scheduler {
                 workflow: workflow_json,
             })
             .await?;
+        crate::dags::clear_stored_error(&self.store, &stored.workflow).await;
         let _ = self.tx.send(Command::Reload).await;
         Ok(Submitted {
             workflow: stored.workflow,
@@ -640,6 +661,24 @@ async fn spawn_report_feed(
 }
 
 impl Core {
+    /// [`Core::handle`], with a panic in it caught: logged, counted, and that command alone
+    /// fails (its caller, if any, gets an error) while the loop goes on.
+    async fn handle_guarded(&mut self, cmd: Command) {
+        let what = match &cmd {
+            Command::Start { .. } => "start",
+            Command::Stop { .. } => "stop",
+            Command::Event(_) => "event",
+            Command::JobEnded { .. } => "job_ended",
+            Command::Retry { .. } => "retry",
+            Command::Reload => "reload",
+            Command::Started { .. } => "started",
+            Command::Tick(_) => "tick",
+            Command::Report(..) => "report",
+            Command::Delayed(_) => "delayed",
+        };
+        crate::metrics::guarded(what, self.handle(cmd)).await;
+    }
+
     /// The loop: handles commands in batches, each batch committed in one transaction.
     /// Returns `true` when this replica lost the leader lease (and must stand by), `false` on
     /// shutdown.
@@ -663,17 +702,17 @@ impl Core {
                     Some(cmd) => {
                         // Every command waiting now is handled, then all their changes are
                         // committed in one transaction, then their actions take effect.
-                        self.handle(cmd).await;
+                        self.handle_guarded(cmd).await;
                         for _ in 0..BATCH {
                             if self.deposed {
                                 break;
                             }
                             match rx.try_recv() {
-                                Ok(cmd) => self.handle(cmd).await,
+                                Ok(cmd) => self.handle_guarded(cmd).await,
                                 Err(_) => break,
                             }
                         }
-                        self.flush().await;
+                        crate::metrics::guarded("commit", self.flush()).await;
                         if self.deposed {
                             return true;
                         }
@@ -1186,6 +1225,14 @@ impl Core {
                     }
                     Err(e) => {
                         tracing::warn!(workflow = %info.name, error = %e, "a workflow's triggers cannot be read; skipped");
+                        if let Error::Invalid(v) = &e {
+                            crate::dags::record_stored_error(
+                                &self.store,
+                                &info.name,
+                                &v.to_string(),
+                            )
+                            .await;
+                        }
                         continue;
                     }
                 };
@@ -1362,6 +1409,9 @@ impl Core {
             .await?;
         let wf: Workflow = serde_json::from_value(version.workflow_doc)
             .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?;
+        // An older server may have stored what this one refuses (say, a retry_backoff_s of
+        // 10^13): such a workflow is not run, and says why.
+        aiflow_translator::validate_workflow(&wf).map_err(Error::Invalid)?;
         Ok(Arc::new(wf))
     }
 
@@ -1530,10 +1580,7 @@ impl Core {
                     let d = Delayed {
                         id: uuid::Uuid::new_v4().simple().to_string(),
                         workflow: wf.name.clone(),
-                        fire_at: Utc::now()
-                            + chrono::Duration::seconds(
-                                i64::try_from(delay_s).unwrap_or(i64::MAX / 1_000_000),
-                            ),
+                        fire_at: later(Duration::from_secs(delay_s)),
                         trigger,
                         event: event.clone(),
                     };
@@ -2059,7 +2106,9 @@ impl Core {
             // Exponential backoff with jitter: base · 2^(attempt-1) · [1, 1.25).
             let base = backoff.saturating_mul(1 << (attempt - 1).min(10)) as f64;
             let jitter = 1.0 + f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 262_140.0;
-            let delay = Duration::from_secs_f64(base * jitter);
+            let delay = Duration::try_from_secs_f64(base * jitter)
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT);
             // The next attempt gets a new number when it is queued.
             if let Some(rt) = self
                 .executions
@@ -2074,7 +2123,7 @@ impl Core {
                     });
                 }
                 let next = new_attempt(&mut self.pending.meta, rt, id, job, JobState::Retrying);
-                rt.retry_at = Some(Utc::now() + delay);
+                rt.retry_at = Some(later(delay));
                 self.pending.jobs.insert((id.to_string(), job.to_string()));
                 // The scheduled retry names the attempt it launches.
                 self.pending.effects.push(Effect::Retry {

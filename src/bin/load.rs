@@ -265,7 +265,7 @@ async fn one_request(
                     "key": format!("load/{conn}"),
                     "value": seq.to_string(),
                     "event_type": "LOAD",
-                    "sender": "aiflow-load",
+                    "sender": "load-test",
                 }))
                 .send()
                 .await

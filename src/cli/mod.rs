@@ -27,12 +27,42 @@ pub(crate) struct Ctx {
     pub(crate) output: Output,
 }
 
-/// Writes to stdout; a closed pipe (`aiflow … | head`) ends the program quietly, as Unix
-/// tools do, instead of a panic.
+/// Characters a terminal would act on instead of showing (escape sequences, carriage returns,
+/// C1 controls such as CSI, bidirectional overrides) are written as `\uXXXX`: a value in an
+/// event or a token's name cannot move the cursor, recolour or retitle the terminal, or hide
+/// text. Newlines and tabs stay. In JSON output, `\uXXXX` is the same character.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes to stdout (through [`printable`]); a closed pipe (`aiflow … | head`) ends the
+/// program quietly, as Unix tools do, instead of a panic.
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    let text = match args.as_str() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(args.to_string()),
+    };
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+    if let Err(e) = out
+        .write_all(printable(&text).as_bytes())
+        .and_then(|()| out.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -122,13 +152,13 @@ pub(crate) fn finish(result: CliResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(m)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", printable(&m));
             ExitCode::from(2)
         }
         Err(CliError::Failed(m, details)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", printable(&m));
             for d in details {
-                eprintln!("  {d}");
+                eprintln!("  {}", printable(&d));
             }
             ExitCode::from(1)
         }
@@ -143,4 +173,29 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ttext\n"), "plain\ttext\n");
+        assert!(matches!(
+            printable("ünïcode ✓"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}\u{1b}[2Jx\r\u{9b}31m"),
+            "\\u001b]0;pwned\\u0007\\u001b[2Jx\\u000d\\u009b31m"
+        );
+        assert_eq!(printable("abc\u{202e}fdp.exe"), "abc\\u202efdp.exe");
+        // In JSON the escape is the same character.
+        let json = printable("\"a\u{202e}b\u{9b}\"");
+        assert_eq!(
+            serde_json::from_str::<String>(&json).unwrap(),
+            "a\u{202e}b\u{9b}"
+        );
+    }
 }

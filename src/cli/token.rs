@@ -65,7 +65,7 @@ impl StoreArgs {
             (Some(url), _) => Some(url.clone()),
             (None, Some(dir)) => {
                 // The server makes its data folder too; the first token may come before it.
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::config::private_dir(dir);
                 Some(format!("sqlite:{}", dir.join("aiflow.db").display()))
             }
             (None, None) => None,

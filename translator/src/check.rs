@@ -1,6 +1,6 @@
 //! Checks shared by AI graphs and workflow documents.
 
-use crate::graph::{Catchup, EventCondition, JobSpec, Trigger};
+use crate::graph::{Catchup, EventCondition, JobSpec, Resources, Trigger};
 use crate::problem::Problems;
 use crate::schedule::{DEFAULT_TIMEZONE, normalize_cron, parse_cron, parse_timezone};
 use crate::workflow::WorkflowTrigger;
@@ -9,6 +9,77 @@ use crate::workflow::WorkflowTrigger;
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest event key or namespace, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
+
+/// Longest duration any setting may give (`timeout_s`, `max_duration_s`, `interval_s`,
+/// `delay_s`), in seconds: 366 days. Larger numbers are refused instead of overflowing a clock.
+pub const MAX_DURATION_S: u64 = 366 * 86_400;
+/// Largest `retry_backoff_s`: one day (the backoff doubles per attempt, up to 1024 times).
+pub const MAX_RETRY_BACKOFF_S: u64 = 86_400;
+/// Most `retries` of a job.
+pub const MAX_RETRIES: u32 = 1_000;
+/// Most `resources.cpus` of a job.
+pub const MAX_CPUS: f64 = 4_096.0;
+/// Most `resources.memory_mb` of a job: 16 TiB.
+pub const MAX_MEMORY_MB: u64 = 16 * 1024 * 1024;
+/// Most `resources.gpus` of a job.
+pub const MAX_GPUS: u32 = 1_024;
+
+/// A number of seconds over [`MAX_DURATION_S`] (or `max`) is a problem at `location`.
+pub(crate) fn check_at_most(value: Option<u64>, max: u64, location: &str, p: &mut Problems) {
+    if let Some(v) = value
+        && v > max
+    {
+        p.push(
+            location,
+            format!("{v} is over the largest allowed value {max}"),
+        );
+    }
+}
+
+/// The numbers of a job's settings, each under its documented maximum.
+pub(crate) fn check_job_numbers(
+    timeout_s: Option<u64>,
+    retries: Option<u32>,
+    retry_backoff_s: Option<u64>,
+    resources: Option<&Resources>,
+    loc: &str,
+    p: &mut Problems,
+) {
+    check_at_most(timeout_s, MAX_DURATION_S, &format!("{loc}.timeout_s"), p);
+    check_at_most(
+        retries.map(u64::from),
+        u64::from(MAX_RETRIES),
+        &format!("{loc}.retries"),
+        p,
+    );
+    check_at_most(
+        retry_backoff_s,
+        MAX_RETRY_BACKOFF_S,
+        &format!("{loc}.retry_backoff_s"),
+        p,
+    );
+    let Some(r) = resources else { return };
+    if let Some(cpus) = r.cpus
+        && !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS)
+    {
+        p.push(
+            format!("{loc}.resources.cpus"),
+            format!("cpus must be a positive number up to {MAX_CPUS}, got {cpus}"),
+        );
+    }
+    check_at_most(
+        r.memory_mb,
+        MAX_MEMORY_MB,
+        &format!("{loc}.resources.memory_mb"),
+        p,
+    );
+    check_at_most(
+        r.gpus.map(u64::from),
+        u64::from(MAX_GPUS),
+        &format!("{loc}.resources.gpus"),
+        p,
+    );
+}
 
 /// The fast path of [`check_name`]: `true` when the name is fine.
 pub(crate) fn is_plain_name(name: &str) -> bool {
@@ -117,14 +188,14 @@ pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut P
             );
         }
     }
-    if let Some(cpus) = spec.resources.as_ref().and_then(|r| r.cpus)
-        && !(cpus.is_finite() && cpus > 0.0)
-    {
-        p.push(
-            format!("{}.resources.cpus", loc()),
-            format!("cpus must be a positive number, got {cpus}"),
-        );
-    }
+    check_job_numbers(
+        spec.timeout_s,
+        spec.retries,
+        spec.retry_backoff_s,
+        spec.resources.as_ref(),
+        &loc(),
+        p,
+    );
 }
 
 /// Checks a trigger and returns its parsed form when it is valid.
@@ -181,6 +252,14 @@ pub(crate) fn check_trigger(
             "delay_s only applies to an event trigger",
         );
     }
+    let before = p.len();
+    check_at_most(t.delay_s, MAX_DURATION_S, &format!("{location}.delay_s"), p);
+    check_at_most(
+        t.interval_s,
+        MAX_DURATION_S,
+        &format!("{location}.interval_s"),
+        p,
+    );
     if let Some(cron) = &t.cron {
         let timezone = t.timezone.as_deref().unwrap_or(DEFAULT_TIMEZONE);
         let catchup = t.catchup.clone().unwrap_or_default();
@@ -194,10 +273,9 @@ pub(crate) fn check_trigger(
             );
             return None;
         }
-        return Some(WorkflowTrigger::Interval { interval_s });
+        return (p.len() == before).then_some(WorkflowTrigger::Interval { interval_s });
     }
     if let Some(event) = &t.event {
-        let before = p.len();
         check_event_condition(event, &format!("{location}.event"), p);
         return (p.len() == before).then(|| WorkflowTrigger::Event {
             event: event.clone(),
@@ -274,9 +352,21 @@ pub(crate) fn check_workflow_trigger(t: &WorkflowTrigger, location: &str, p: &mu
                     "interval must be at least 1 second",
                 );
             }
+            check_at_most(
+                Some(*interval_s),
+                MAX_DURATION_S,
+                &format!("{location}.interval_s"),
+                p,
+            );
         }
-        WorkflowTrigger::Event { event, .. } => {
+        WorkflowTrigger::Event { event, delay_s } => {
             check_event_condition(event, &format!("{location}.event"), p);
+            check_at_most(
+                Some(*delay_s),
+                MAX_DURATION_S,
+                &format!("{location}.delay_s"),
+                p,
+            );
         }
         WorkflowTrigger::AllOf { all_of } => {
             if all_of.is_empty() {

@@ -151,7 +151,30 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
         if job.queue.is_empty() {
             p.push(format!("{loc}.queue"), "queue name is empty");
         }
+        if job.timeout_s == Some(0) {
+            p.push(
+                format!("{loc}.timeout_s"),
+                "timeout must be at least 1 second",
+            );
+        }
+        crate::check::check_job_numbers(
+            job.timeout_s,
+            Some(job.retries),
+            job.retry_backoff_s,
+            job.resources.as_ref(),
+            &loc,
+            &mut p,
+        );
     }
+    if w.max_duration_s == Some(0) {
+        p.push("max_duration_s", "must be at least 1 second");
+    }
+    crate::check::check_at_most(
+        w.max_duration_s,
+        crate::check::MAX_DURATION_S,
+        "max_duration_s",
+        &mut p,
+    );
     for (k, rule) in w.rules.iter().enumerate() {
         let loc = format!("rules[{k}]");
         if !jobs.contains_key(rule.job.as_str()) {

@@ -31,7 +31,10 @@ pub mod schedule;
 mod translate;
 pub mod workflow;
 
-pub use check::{MAX_KEY_LEN, MAX_NAME_LEN};
+pub use check::{
+    MAX_CPUS, MAX_DURATION_S, MAX_GPUS, MAX_KEY_LEN, MAX_MEMORY_MB, MAX_NAME_LEN, MAX_RETRIES,
+    MAX_RETRY_BACKOFF_S,
+};
 pub use document::{Document, parse_graph, validate_workflow};
 pub use graph::{
     Action, AiGraph, AiNode, Catchup, Condition, ControlEdge, DataEdge, EventCondition, JobSpec,

@@ -42,6 +42,12 @@ pub fn translate(graph: &AiGraph) -> Result<Workflow, ValidationErrors> {
     if graph.max_duration_s == Some(0) {
         p.push("max_duration_s", "must be at least 1 second");
     }
+    crate::check::check_at_most(
+        graph.max_duration_s,
+        crate::check::MAX_DURATION_S,
+        "max_duration_s",
+        &mut p,
+    );
 
     let index = index_nodes(graph, &mut p);
     let data = DataGraph::build(graph, &index, &mut p);

@@ -456,12 +456,24 @@ impl Store {
 
     /// The job executions of one workflow execution, oldest first.
     pub async fn list_job_executions(&self, execution: &str) -> Result<Vec<JobExecutionInfo>> {
+        self.list_job_executions_limited(execution, None).await
+    }
+
+    /// The first `limit` job executions of an execution (all without one), oldest first.
+    pub async fn list_job_executions_limited(
+        &self,
+        execution: &str,
+        limit: Option<i64>,
+    ) -> Result<Vec<JobExecutionInfo>> {
         let _timer = aiflow_db::QueryTimer::new("meta", "list_job_executions");
         self.get_workflow_execution(execution).await?;
         let mut s = Sql::new(JE_SELECT);
         s.push(" WHERE workflow_execution_id = ")
             .bind(execution)
             .push(" ORDER BY created_at, id");
+        if let Some(n) = limit {
+            s.push(" LIMIT ").bind(n);
+        }
         let rows = s.query().fetch_all(&self.db.pool).await?;
         rows.iter().map(job_row).collect()
     }

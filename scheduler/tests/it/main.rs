@@ -629,3 +629,23 @@ async fn all_of_a_time_and_a_data_trigger_waits_for_both() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(runs().await.len(), 1);
 }
+
+/// When the loop has ended (here: its task is gone, as after a fault), the handle says so
+/// (`/readyz` answers 503 on it) and commands fail instead of waiting.
+#[tokio::test]
+async fn a_loop_that_has_ended_is_reported() {
+    let mut env = env().await;
+    assert!(env.scheduler.loop_running());
+    env.handle.abort();
+    let _ = (&mut env.handle).await;
+    assert!(!env.scheduler.loop_running());
+    let e = env
+        .scheduler
+        .start_execution("anything", json!({"type": "manual"}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not running"), "{e}");
+    // A new loop on the same store runs again.
+    let (scheduler, _shutdown, _handle) = start(&env.store, &env.bus, env.dir.path()).await;
+    assert!(scheduler.loop_running());
+}

@@ -271,3 +271,87 @@ fn finish_on_is_checked_and_translated_like_a_condition() {
         "{locs:?}"
     );
 }
+
+#[test]
+fn absurd_numbers_are_refused_naming_their_field() {
+    use aiflow_translator::{MAX_DURATION_S, MAX_RETRY_BACKOFF_S};
+    let huge = 10_000_000_000_000_u64;
+    let g = graph(json!({
+        "name": "absurd",
+        "max_duration_s": huge,
+        "nodes": [
+            {"name": "a", "job": {"command": ["true"], "timeout_s": u64::MAX, "retries": 1_000_000,
+                "retry_backoff_s": huge,
+                "resources": {"cpus": 1e308, "memory_mb": u64::MAX, "gpus": u32::MAX}}},
+            {"name": "b", "job": {"command": ["true"], "resources": {"cpus": -1.0}}},
+        ],
+        "triggers": [
+            {"event": {"key": "k"}, "delay_s": huge},
+            {"interval_s": huge},
+            {"all_of": [{"interval_s": 60}, {"event": {"key": "k"}, "delay_s": huge}]},
+        ]
+    }));
+    let e = translate(&g).unwrap_err();
+    let mut locs = locations(&e);
+    locs.sort_unstable();
+    assert_eq!(
+        locs,
+        [
+            "max_duration_s",
+            "nodes[0].job.resources.cpus",
+            "nodes[0].job.resources.gpus",
+            "nodes[0].job.resources.memory_mb",
+            "nodes[0].job.retries",
+            "nodes[0].job.retry_backoff_s",
+            "nodes[0].job.timeout_s",
+            "nodes[1].job.resources.cpus",
+            "triggers[0].delay_s",
+            "triggers[1].interval_s",
+            "triggers[2].all_of[1].delay_s",
+        ],
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("over the largest allowed value"),
+        "{e}"
+    );
+
+    // The largest allowed values pass.
+    let g = graph(json!({
+        "name": "big",
+        "max_duration_s": MAX_DURATION_S,
+        "nodes": [{"name": "a", "job": {"command": ["true"], "timeout_s": MAX_DURATION_S,
+            "retries": 1000, "retry_backoff_s": MAX_RETRY_BACKOFF_S,
+            "resources": {"cpus": 4096.0, "memory_mb": 16_777_216, "gpus": 1024}}}],
+        "triggers": [{"event": {"key": "k"}, "delay_s": MAX_DURATION_S}, {"interval_s": MAX_DURATION_S}]
+    }));
+    let wf = translate(&g).unwrap();
+
+    // A workflow document (written by hand, or stored by an older server) is checked the
+    // same way.
+    let mut doc = serde_json::to_value(&wf).unwrap();
+    doc["jobs"][0]["retry_backoff_s"] = json!(huge);
+    doc["jobs"][0]["timeout_s"] = json!(u64::MAX);
+    doc["jobs"][0]["resources"]["cpus"] = json!(1e308);
+    doc["triggers"][0]["delay_s"] = json!(huge);
+    doc["triggers"][1]["interval_s"] = json!(huge);
+    doc["max_duration_s"] = json!(huge);
+    let e = Document::from_value(doc)
+        .unwrap()
+        .into_workflow()
+        .unwrap_err();
+    let mut locs = locations(&e);
+    locs.sort_unstable();
+    assert_eq!(
+        locs,
+        [
+            "jobs[0].resources.cpus",
+            "jobs[0].retry_backoff_s",
+            "jobs[0].timeout_s",
+            "max_duration_s",
+            "triggers[0].delay_s",
+            "triggers[1].interval_s",
+        ],
+        "{e}"
+    );
+}
