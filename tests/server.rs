@@ -362,6 +362,44 @@ fn http_get(host: &str, path: &str) -> String {
 }
 
 #[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    for (shell, marker, option) in [
+        ("bash", "complete -F _aiflow", "--output"),
+        ("zsh", "#compdef aiflow", "--output"),
+        ("fish", "complete -c aiflow", "-l output"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        // Subcommands at every level and their options are in it.
+        for word in ["workflow", "execution", "dataset", "completion", option] {
+            assert!(script.contains(word), "{shell}: no {word:?}");
+        }
+    }
+    // The bash script is one bash can load.
+    let out = Command::new(BIN)
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    let check = Command::new("bash")
+        .args(["-n", "-c", &String::from_utf8_lossy(&out.stdout)])
+        .status();
+    if let Ok(status) = check {
+        assert!(status.success(), "bash -n refuses the script");
+    }
+    let bad = Command::new(BIN)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tcsh"));
+}
+
+#[test]
 fn print_config_merges_flags_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
