@@ -96,6 +96,47 @@ enum Command {
     /// Run one job attempt from its folder, detached from the server (started by the server).
     #[command(hide = true)]
     Supervise { dir: std::path::PathBuf },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(
+        after_help = "Examples:\n  aiflow completion bash > ~/.local/share/bash-completion/completions/aiflow\n  aiflow completion zsh > \"${fpath[1]}/_aiflow\"\n  aiflow completion fish > ~/.config/fish/completions/aiflow.fish\n  source <(aiflow completion bash)   # this shell only"
+    )]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script of the whole command tree to stdout.
+fn print_completion(args: &CompletionArgs) -> cli::CliResult {
+    use clap::CommandFactory;
+    let shell = match args.shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "aiflow", &mut script);
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, &script)
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        // `aiflow completion bash | head` is fine.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(cli::CliError::from(anyhow::Error::from(e)))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -117,6 +158,7 @@ fn main() -> ExitCode {
         Command::Artifact(cmd) => cli::meta::run_artifact(cmd, &ctx),
         Command::Token(cmd) => cli::token::run(cmd, &ctx),
         Command::Supervise { dir } => run_supervisor(&dir),
+        Command::Completion(args) => print_completion(&args),
     };
     cli::finish(result)
 }
@@ -210,7 +252,8 @@ mod cli_reference {
             "# CLI reference\n\n<!-- Generated from the clap definitions by `cargo test -p aiflow \
              cli_reference`; edit the code, not this file. -->\n\nEvery command takes `--server URL` \
              (env `AIFLOW_URL`), `--token TOKEN` (env `AIFLOW_TOKEN`) and `--output table|json`. \
-             Errors exit 1 with one line on stderr.\n\n",
+             Errors exit 1 with one line on stderr. Shell completion: `aiflow completion bash|zsh|fish` \
+             prints a script (examples under `aiflow completion`).\n\n",
         );
         render(&mut root, "aiflow", &mut text);
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md");

@@ -204,6 +204,27 @@ async fn a_full_disk_refuses_new_events_loses_nothing_and_recovers() {
         refused_status, 507,
         "a full disk answers 507 Insufficient Storage"
     );
+    // The meta routes say the same.
+    let mut meta_refused = None;
+    for i in 0..60 {
+        let r = http
+            .post(format!("{base}/api/v1/projects"))
+            .json(&json!({"name": format!("full-{i}"), "description": "x".repeat(1000)}))
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            let status = r.status().as_u16();
+            meta_refused = Some((status, r.json::<Value>().await.unwrap_or(Value::Null)));
+            break;
+        }
+    }
+    let (meta_status, body) = meta_refused.expect("a full disk refuses new projects");
+    assert_eq!(
+        (meta_status, &body["error"]["code"]),
+        (507, &json!("storage_full")),
+        "a meta write on a full disk answers 507 storage_full: {body}"
+    );
     let (code, body) = ready(&http, &base).await;
     assert_eq!(code, 503, "/readyz says not ready on a full disk: {body}");
     assert!(
@@ -256,7 +277,7 @@ async fn a_full_disk_refuses_new_events_loses_nothing_and_recovers() {
     accepted.sort_unstable();
     assert_eq!(offsets, accepted, "each accepted event handled once");
     report(&format!(
-        "faults: disk full: {refused} events refused with {refused_status}, {} accepted and handled once, /readyz 503 during, ready again after",
+        "faults: disk full: {refused} events refused with {refused_status}, a new project with {meta_status}, {} accepted and handled once, /readyz 503 during, ready again after",
         accepted.len()
     ));
 }

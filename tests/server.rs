@@ -172,6 +172,89 @@ fn health_docs_and_ui_are_served() {
     server.stop();
 }
 
+/// The served OpenAPI document is complete where validators and client generators look: every
+/// response has a description, the name and key rules are in the schemas, the main request bodies
+/// have examples, and the writes that can meet a full disk say 507 (.ci/openapi.sh validates the
+/// whole document with openapi-spec-validator).
+#[test]
+fn the_openapi_document_describes_every_response_and_the_name_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let host = server.url.trim_start_matches("http://").to_string();
+    let raw = http_get(&host, "/api/v1/openapi.json");
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: serde_json::Value = serde_json::from_str(body).expect("the document is JSON");
+    let mut responses = 0;
+    let mut undescribed = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (code, r) in op["responses"].as_object().into_iter().flatten() {
+                responses += 1;
+                if r["description"]
+                    .as_str()
+                    .is_none_or(|d| d.trim().is_empty())
+                {
+                    undescribed.push(format!("{method} {path} {code}"));
+                }
+            }
+        }
+    }
+    assert!(responses > 200, "{responses} responses");
+    assert!(
+        undescribed.is_empty(),
+        "{} responses without a description: {undescribed:?}",
+        undescribed.len()
+    );
+    let schemas = &doc["components"]["schemas"];
+    for schema in [
+        "NewProject",
+        "NewDataset",
+        "NewModel",
+        "NewMetric",
+        "NewArtifact",
+    ] {
+        let name = &schemas[schema]["properties"]["name"];
+        assert_eq!(
+            (&name["minLength"], &name["maxLength"]),
+            (&serde_json::json!(1), &serde_json::json!(200)),
+            "{schema}.name: {name}"
+        );
+        assert!(name["pattern"].is_string(), "{schema}.name: {name}");
+        assert!(
+            schemas[schema]["example"].is_object(),
+            "{schema} has an example"
+        );
+    }
+    let key = &schemas["NewEvent"]["properties"]["key"];
+    assert_eq!(key["maxLength"], 256, "NewEvent.key: {key}");
+    assert!(schemas["NewEvent"]["example"]["key"].is_string());
+    let codes = |path: &str, method: &str| -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert!(codes("/api/v1/projects", "post").contains(&"507".to_string()));
+    assert!(codes("/api/v1/events", "post").contains(&"507".to_string()));
+    assert!(!codes("/api/v1/projects", "get").contains(&"507".to_string()));
+    // What the pattern leaves out, the server refuses.
+    for bad in ["has space", ".hidden", "/rooted", "a?b", "a,b"] {
+        let body = serde_json::json!({ "name": bad }).to_string();
+        assert_eq!(http_post(&host, "/api/v1/projects", &body), 422, "{bad:?}");
+    }
+    let body = serde_json::json!({ "name": "x".repeat(201) }).to_string();
+    assert_eq!(
+        http_post(&host, "/api/v1/projects", &body),
+        422,
+        "201 characters"
+    );
+    let body = serde_json::json!({ "name": "ok-name_1.v2" }).to_string();
+    assert_eq!(http_post(&host, "/api/v1/projects", &body), 201);
+    server.stop();
+}
+
 /// What the web UI's workflow list reads: each trigger's next time, and the newest execution.
 #[test]
 fn triggers_tell_their_next_time_and_executions_list_newest_first() {
@@ -276,6 +359,44 @@ fn http_get(host: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    for (shell, marker, option) in [
+        ("bash", "complete -F _aiflow", "--output"),
+        ("zsh", "#compdef aiflow", "--output"),
+        ("fish", "complete -c aiflow", "-l output"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        // Subcommands at every level and their options are in it.
+        for word in ["workflow", "execution", "dataset", "completion", option] {
+            assert!(script.contains(word), "{shell}: no {word:?}");
+        }
+    }
+    // The bash script is one bash can load.
+    let out = Command::new(BIN)
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    let check = Command::new("bash")
+        .args(["-n", "-c", &String::from_utf8_lossy(&out.stdout)])
+        .status();
+    if let Ok(status) = check {
+        assert!(status.success(), "bash -n refuses the script");
+    }
+    let bad = Command::new(BIN)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tcsh"));
 }
 
 #[test]

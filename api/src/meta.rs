@@ -39,7 +39,13 @@ pub struct Project {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "recsys", "description": "recommendations", "tags": {"team": "ml"}}))]
 pub struct NewProject {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -128,10 +134,21 @@ pub struct Dataset {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "clicks", "project": "recsys", "uri": "s3://lake/clicks", "format": "parquet", "schema": [{"name": "user_id", "type": "int64"}], "kind": "batch"}))]
 pub struct NewDataset {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Name of an existing project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -188,6 +205,7 @@ pub struct DatasetVersion {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"uri": "s3://lake/clicks/2026-12-05", "row_count": 120000, "description": "one day of clicks"}))]
 pub struct NewDatasetVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -336,9 +354,20 @@ pub struct Model {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ranker", "project": "recsys", "description": "click-through ranker"}))]
 pub struct NewModel {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -371,6 +400,7 @@ pub struct ModelVersion {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"uri": "s3://models/ranker/3", "status": "READY", "input_dataset_versions": [{"dataset": "clicks", "version": 3}]}))]
 pub struct NewModelVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -511,13 +541,24 @@ pub struct Metric {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ranker-auc", "kind": "model", "subject": "ranker", "project": "recsys"}))]
 pub struct NewMetric {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     pub kind: MetricKind,
     /// A dataset or model name for those kinds (must exist); a job name for `job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -621,15 +662,27 @@ pub struct Artifact {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ranker-onnx", "uri": "s3://models/ranker/3/model.onnx", "project": "recsys", "kind": "onnx", "size": 1048576}))]
 pub struct NewArtifact {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     pub uri: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\s/.?&=@,%\x00-\x1f\x7f-\x9f][^\s?&=@,%\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// 64 lower-case hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-f]{64}$")]
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,

@@ -14,6 +14,21 @@ use sqlx::{AnyPool, ConnectOptions};
 
 pub mod testing;
 
+/// Whether a write failed for want of disk space: SQLite `SQLITE_FULL` (13), PostgreSQL
+/// `disk_full` (53100), or `ENOSPC` from the file system. Stores answer such a failure with 507
+/// `storage_full`.
+#[must_use]
+pub fn storage_full(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("13" | "53100"))
+                || d.message().contains("disk is full")
+        }
+        sqlx::Error::Io(e) => e.raw_os_error() == Some(28),
+        _ => false,
+    }
+}
+
 /// Times one store operation into `aiflow_store_query_duration_seconds{store, op}` when dropped.
 /// Both labels are fixed names (a store and a method), so the label set stays bounded.
 #[must_use = "the timer records when it is dropped"]

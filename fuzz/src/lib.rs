@@ -241,10 +241,10 @@ pub fn check_trigger(data: &[u8]) {
         }
         // Catching up on the newest tick: the same as walking forwards from `last`.
         if catchup == Catchup::Latest && now - last <= chrono::Duration::hours(1) {
+            let zone = zone.clone().expect("parsed above");
             let walked = parse_cron(expr)
                 .expect("parsed above")
-                .after(&last.with_timezone(&zone.clone().expect("parsed above")))
-                .map(|t| t.with_timezone(&Utc))
+                .after(last, &zone)
                 .take_while(|t| *t <= now)
                 .last();
             assert_eq!(due, walked.into_iter().collect::<Vec<_>>(), "latest tick");

@@ -79,6 +79,7 @@ impl Error {
             }
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Db(e) if aiflow_db::storage_full(e) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Db(_) | Self::Bus(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +103,14 @@ impl From<Error> for HttpError {
                     Some(f) => err.field(f),
                     None => err,
                 }
+            }
+            Error::Db(err) if aiflow_db::storage_full(&err) => {
+                tracing::error!(error = %err, "metadata store is full");
+                HttpError::new(
+                    status,
+                    "storage_full",
+                    "the metadata store has no space left on its disk; nothing was stored",
+                )
             }
             e @ (Error::Db(_) | Error::Bus(_)) => {
                 tracing::error!(error = %e, "meta service failure");

@@ -54,20 +54,7 @@ impl Error {
 }
 
 /// Errors as HTTP answers: invalid input is a 400 naming the field, an unreachable backend a
-/// 503, anything else a 500 whose details go to the log only.
-/// A write failed for want of disk space (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`, or
-/// `ENOSPC` from the file system).
-fn storage_full(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(d) => {
-            matches!(d.code().as_deref(), Some("13" | "53100"))
-                || d.message().contains("disk is full")
-        }
-        sqlx::Error::Io(e) => e.raw_os_error() == Some(28),
-        _ => false,
-    }
-}
-
+/// 503, a full disk a 507 `storage_full`, anything else a 500 whose details go to the log only.
 impl From<Error> for HttpError {
     fn from(e: Error) -> Self {
         match e {
@@ -80,7 +67,7 @@ impl From<Error> for HttpError {
                     "the event bus is unavailable",
                 )
             }
-            Error::Store(err) if storage_full(&err) => {
+            Error::Store(err) if aiflow_db::storage_full(&err) => {
                 tracing::error!(error = %err, "event store is full");
                 HttpError::new(
                     axum::http::StatusCode::INSUFFICIENT_STORAGE,

@@ -2,12 +2,9 @@
 //! between the last check and now, after the `catchup` policy. The clock is the caller's, so
 //! tests pass any times they like.
 
-use std::str::FromStr;
-
+use aiflow_translator::schedule::{parse_cron, parse_timezone};
 use aiflow_translator::{Catchup, WorkflowTrigger};
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Tz;
-use cron::Schedule;
 
 /// A tick later than this after its time counts as missed (the scheduler was down).
 pub const ON_TIME: Duration = Duration::seconds(30);
@@ -27,29 +24,25 @@ pub fn due(
     }
     match trigger {
         WorkflowTrigger::Cron {
-            schedule,
+            cron,
             timezone,
             catchup,
             ..
         } => {
-            let (Ok(schedule), Ok(tz)) = (Schedule::from_str(schedule), Tz::from_str(timezone))
-            else {
+            let (Ok(schedule), Ok(tz)) = (parse_cron(cron), parse_timezone(timezone)) else {
                 return Vec::new();
             };
             if *catchup == Catchup::All {
                 return schedule
-                    .after(&last.with_timezone(&tz))
-                    .map(|t| t.with_timezone(&Utc))
+                    .after(last, &tz)
                     .take_while(|t| *t <= now)
                     .take(1000)
                     .collect();
             }
             // The newest tick at or before now, found backwards from now: walking forwards
             // from `last` would stop at the 1000th tick after a long downtime.
-            let latest = now
-                .checked_add_signed(Duration::nanoseconds(1))
-                .and_then(|end| schedule.after(&end.with_timezone(&tz)).next_back())
-                .map(|t| t.with_timezone(&Utc))
+            let latest = schedule
+                .latest_at_or_before(now, &tz)
                 .filter(|t| *t > last && *t <= now);
             match catchup {
                 Catchup::Latest => latest.into_iter().collect(),
@@ -108,17 +101,12 @@ pub fn next_tick(
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     match trigger {
-        WorkflowTrigger::Cron {
-            schedule, timezone, ..
-        } => {
-            let schedule = Schedule::from_str(schedule).ok()?;
-            let tz = Tz::from_str(timezone).ok()?;
-            // The crate adds a second to `now` without checking; the last second has no next.
-            now.checked_add_signed(Duration::seconds(1))?;
-            schedule
-                .after(&now.with_timezone(&tz))
-                .next()
-                .map(|t| t.with_timezone(&Utc))
+        // Evaluated from what the user wrote, in our crontab dialect (the `schedule` field is
+        // informational: documents stored by older versions hold another form there).
+        WorkflowTrigger::Cron { cron, timezone, .. } => {
+            let schedule = parse_cron(cron).ok()?;
+            let tz = parse_timezone(timezone).ok()?;
+            schedule.next_after(now, &tz)
         }
         WorkflowTrigger::Interval { interval_s } => {
             let step = interval_step(*interval_s)?;
@@ -212,6 +200,56 @@ mod tests {
         let t = cron("0 9 * * *", "Europe/Paris", Catchup::None);
         assert_eq!(due(&t, at(7, 59, 0), at(8, 0, 1)), vec![at(8, 0, 0)]);
         assert!(due(&t, at(8, 30, 0), at(9, 0, 1)).is_empty());
+    }
+
+    #[test]
+    fn cron_triggers_follow_crontab() {
+        let ymd = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+        // Day of month or day of week: after Sunday 2026-12-06 comes Monday the 7th, not the
+        // first 1st that is a Monday (2027-02-01).
+        let t = cron("0 0 1 * 1", "UTC", Catchup::None);
+        assert_eq!(
+            next_tick(&t, None, ymd(2026, 12, 6, 0, 0)),
+            Some(ymd(2026, 12, 7, 0, 0))
+        );
+        assert_eq!(
+            next_tick(&t, None, ymd(2026, 12, 28, 0, 0)),
+            Some(ymd(2027, 1, 1, 0, 0))
+        );
+        // A macro, in the trigger's time zone.
+        let t = cron("@daily", "Europe/Berlin", Catchup::None);
+        assert_eq!(
+            next_tick(&t, None, ymd(2026, 12, 6, 12, 0)),
+            Some(ymd(2026, 12, 6, 23, 0))
+        );
+        // Sunday as 7.
+        let t = cron("0 0 * * 7", "UTC", Catchup::Latest);
+        assert_eq!(
+            due(&t, ymd(2026, 12, 10, 0, 0), ymd(2026, 12, 14, 0, 0)),
+            vec![ymd(2026, 12, 13, 0, 0)]
+        );
+        // New York, 2026-11-01: 01:30 comes twice and fires once; 2026-03-08: 02:30 does not
+        // exist and fires once, at 03:00 EDT.
+        let t = cron("30 1 * * *", "America/New_York", Catchup::All);
+        assert_eq!(
+            due(&t, ymd(2026, 11, 1, 0, 0), ymd(2026, 11, 1, 12, 0)),
+            vec![ymd(2026, 11, 1, 5, 30)]
+        );
+        let t = cron("30 2 * * *", "America/New_York", Catchup::All);
+        assert_eq!(
+            due(&t, ymd(2026, 3, 8, 0, 0), ymd(2026, 3, 8, 12, 0)),
+            vec![ymd(2026, 3, 8, 7, 0)]
+        );
+        // Every hour: both real hours of the repeated one fire.
+        let t = cron("0 * * * *", "America/New_York", Catchup::All);
+        assert_eq!(
+            due(&t, ymd(2026, 11, 1, 4, 30), ymd(2026, 11, 1, 7, 30)),
+            vec![
+                ymd(2026, 11, 1, 5, 0),
+                ymd(2026, 11, 1, 6, 0),
+                ymd(2026, 11, 1, 7, 0)
+            ]
+        );
     }
 
     #[test]

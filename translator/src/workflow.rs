@@ -155,7 +155,9 @@ pub enum WorkflowTrigger {
         cron: String,
         timezone: String,
         catchup: Catchup,
-        /// The expression with a seconds field, as evaluated.
+        /// For information: the `cron` crate form the expression comes down to (seconds first;
+        /// two joined by ` | ` when a day matching either day field runs). The scheduler
+        /// evaluates `cron`.
         schedule: String,
     },
     Interval {

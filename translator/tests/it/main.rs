@@ -1,6 +1,7 @@
 //! Integration tests of the translator (one test binary).
 
 mod cases;
+mod cron_table;
 mod fuzz;
 mod props;
 mod schemas;
