@@ -61,9 +61,12 @@ def _psql(sql: str) -> None:
 class Server:
     """An `aiflow server` on a free port with a temporary data folder."""
 
-    def __init__(self, tmp: Path, extra: list[str]):
+    def __init__(self, tmp: Path, extra: list[str], node: str = "a"):
+        self.extra = extra
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        tmp = tmp / node
+        tmp.mkdir(parents=True, exist_ok=True)
         self.log = open(tmp / "server.log", "wb")
         self.proc = subprocess.Popen(
             [
@@ -80,7 +83,11 @@ class Server:
             cwd=tmp,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("AIFLOW_TEST_LOG", "warn")},
+            env={
+                **os.environ,
+                "RUST_LOG": os.environ.get("AIFLOW_TEST_LOG", "warn"),
+                "AIFLOW_NODE": node,
+            },
         )
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -145,6 +152,7 @@ def server(request, tmp_path):
             f"MLFLOW{tag.upper()}_EVENTS",
         ]
     srv = Server(tmp_path, extra)
+    srv.shape = request.param
     try:
         yield srv
     finally:
@@ -276,6 +284,21 @@ def test_training_script_against_aiflow(server, tmp_path, monkeypatch):
         artifact_uri=f"runs:/{run_id}/report.txt", dst_path=str(tmp_path / "one")
     )
     assert Path(one).read_text() == "accuracy went up\n"
+
+    if server.shape == "distributed":
+        # Another replica on the same database serves the same artifacts.
+        replica = Server(tmp_path, server.extra, node="b")
+        try:
+            base = f"{replica.url}/api/2.0/mlflow-artifacts/artifacts"
+            root = f"{exp_id}/{run_id}/artifacts/model"
+            listed = replica.get(
+                "/api/2.0/mlflow-artifacts/artifacts?path=" + urllib.parse.quote(root)
+            )["files"]
+            assert {f["path"] for f in listed} == {"MLmodel", "sub", "weights.bin"}
+            with urllib.request.urlopen(f"{base}/{root}/weights.bin", timeout=30) as r:
+                assert r.read() == (data_dir / "model" / "weights.bin").read_bytes()
+        finally:
+            replica.stop()
 
     # ---- the registry
     source = f"mlflow-artifacts:/{exp_id}/{run_id}/artifacts/model"

@@ -43,12 +43,18 @@ pub(crate) struct Ml {
     artifacts: Arc<artifacts::Artifacts>,
 }
 
-/// The MLflow routes. Artifacts are files under `artifact_dir`; an upload over
-/// `max_artifact_bytes` is refused (413).
+/// The MLflow routes. Artifacts are files under `artifact_dir` on SQLite and rows of the
+/// database on PostgreSQL; an upload over `max_artifact_bytes` is refused (413).
 pub fn router(store: Store, artifact_dir: PathBuf, max_artifact_bytes: u64) -> axum::Router {
+    // PostgreSQL: every replica serves every artifact from the database; SQLite: files.
+    let db = (store.db().backend == aiflow_db::Backend::Postgres).then(|| store.clone());
     let st = Ml {
         store,
-        artifacts: Arc::new(artifacts::Artifacts::new(artifact_dir, max_artifact_bytes)),
+        artifacts: Arc::new(artifacts::Artifacts::new(
+            artifact_dir,
+            max_artifact_bytes,
+            db,
+        )),
     };
     axum::Router::new()
         .route("/api/2.0/mlflow/{*endpoint}", any(api))
