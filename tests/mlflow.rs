@@ -390,3 +390,130 @@ async fn mlflow_tracking_registry_and_artifacts_over_the_meta_store() {
         (404, Some("ENDPOINT_NOT_FOUND"))
     );
 }
+
+/// The distributed shape (PostgreSQL + NATS): artifacts live in the database, so a file uploaded
+/// through one replica is listed, downloaded and deleted through another; a registration through
+/// the MLflow API publishes `MODEL_VERSION_CREATED` on the NATS bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlflow_artifacts_and_registrations_reach_every_replica() {
+    let Some(c) = Cluster::start("ml").await else {
+        return;
+    };
+    let (_a, a) = c.server("a");
+    let (_b, b) = c.server("b");
+    let http = reqwest::Client::new();
+    let ml = Ml {
+        http: http.clone(),
+        base: a.clone(),
+    };
+    let exp = ml
+        .post("experiments/create", json!({"name": "shared"}))
+        .await["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = ml.post("runs/create", json!({"experiment_id": exp})).await["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = format!("{exp}/{run}/artifacts");
+    // Three chunks and a bit: 3 MiB + 10 bytes.
+    let payload: Vec<u8> = (0..(3 * 1024 * 1024 + 10))
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let r = http
+        .put(format!(
+            "{a}/api/2.0/mlflow-artifacts/artifacts/{root}/model/w.bin"
+        ))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    http.put(format!(
+        "{a}/api/2.0/mlflow-artifacts/artifacts/{root}/model/deep/x.txt"
+    ))
+    .body("x")
+    .send()
+    .await
+    .unwrap();
+    let listed: Value = http
+        .get(format!("{b}/api/2.0/mlflow-artifacts/artifacts"))
+        .query(&[("path", format!("{root}/model"))])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["files"],
+        json!([
+            {"path": "deep", "is_dir": true},
+            {"path": "w.bin", "is_dir": false, "file_size": payload.len()}
+        ])
+    );
+    let down = http
+        .get(format!(
+            "{b}/api/2.0/mlflow-artifacts/artifacts/{root}/model/w.bin"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        down.as_ref() == payload.as_slice(),
+        "replica b serves the bytes a stored"
+    );
+    // A file cannot go where a directory is.
+    let r = http
+        .put(format!(
+            "{b}/api/2.0/mlflow-artifacts/artifacts/{root}/model"
+        ))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .delete(format!(
+            "{b}/api/2.0/mlflow-artifacts/artifacts/{root}/model"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!(
+            "{a}/api/2.0/mlflow-artifacts/artifacts/{root}/model/w.bin"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    ml.post("registered-models/create", json!({"name": "shared_model"}))
+        .await;
+    ml.post(
+        "model-versions/create",
+        json!({"name": "shared_model", "source": format!("mlflow-artifacts:/{root}/model"), "run_id": run}),
+    )
+    .await;
+    wait_for(
+        "MODEL_VERSION_CREATED on replica b",
+        Duration::from_secs(30),
+        || async {
+            let ev = get(
+                &http,
+                &format!(
+                    "{b}/api/v1/events?key=model/shared_model&event_type=MODEL_VERSION_CREATED"
+                ),
+            )
+            .await;
+            ev["items"].as_array().is_some_and(|i| i.len() == 1)
+        },
+    )
+    .await;
+}
