@@ -585,7 +585,7 @@ fn run_id(req: &Req) -> MlResult<String> {
 }
 
 async fn active_run(s: &Store, req: &Req) -> MlResult<Run> {
-    let run = s.ml_run(&run_id(req)?).await?;
+    let run = s.ml_run_brief(&run_id(req)?).await?;
     if run.deleted {
         return Err(MlError::invalid(format!(
             "The run {} must be in the 'active' state. Current state is deleted.",

@@ -293,11 +293,28 @@ impl Store {
         Ok(id)
     }
 
-    /// Runs of the given experiments (all runs with `None`), with their data.
+    /// Runs of the given experiments (one run with `Some`), with their data.
     pub(crate) async fn ml_runs(
         &self,
         run_id: Option<&str>,
         experiments: &[i64],
+    ) -> Result<Vec<Run>> {
+        self.ml_runs_with(run_id, experiments, true).await
+    }
+
+    /// One run without its params, tags and metrics (to check it before logging to it).
+    pub(crate) async fn ml_run_brief(&self, id: &str) -> Result<Run> {
+        self.ml_runs_with(Some(id), &[], false)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("run", id))
+    }
+
+    async fn ml_runs_with(
+        &self,
+        run_id: Option<&str>,
+        experiments: &[i64],
+        data: bool,
     ) -> Result<Vec<Run>> {
         let mut s = Sql::new(RUN_SELECT);
         let mut scope = Sql::new("");
@@ -348,8 +365,8 @@ impl Store {
                 },
             );
         }
-        if runs.is_empty() {
-            return Ok(Vec::new());
+        if runs.is_empty() || !data {
+            return Ok(runs.into_values().collect());
         }
         let scoped = |table: &str, cols: &str| {
             let mut q = Sql::new(&format!(
