@@ -165,6 +165,42 @@ async fn mlflow_tracking_registry_and_artifacts_over_the_meta_store() {
     assert_eq!(job["state"], "SUCCEEDED");
     assert_eq!(job["job"], "b");
 
+    // A run logged from inside a job names the job's execution (`$AIFLOW_JOB_EXECUTION`): the
+    // link is checked and kept in the lineage.
+    let child = ml
+        .post(
+            "runs/create",
+            json!({"experiment_id": exp, "tags": [{"key": "aiflow.job_execution", "value": runs[0]}]}),
+        )
+        .await["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lineage = get(
+        &ml.http,
+        &format!("{base}/api/v1/lineage?node=job_execution:{child}"),
+    )
+    .await;
+    assert!(
+        lineage
+            .to_string()
+            .contains(&format!("job_execution:{}", runs[0])),
+        "{lineage}"
+    );
+    let (status, err) = ml
+        .call(
+            reqwest::Method::POST,
+            "runs/create",
+            &json!({"experiment_id": exp, "tags": [{"key": "aiflow.job_execution", "value": "no-such-job"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{err}"
+    );
+    ml.post("runs/delete", json!({"run_id": child})).await;
+
     let history = ml
         .get(
             "metrics/get-history",
