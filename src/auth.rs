@@ -165,6 +165,17 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
         role: Some(role),
         job,
     };
+    if let Some(rest) = path
+        .strip_prefix("/api/2.0/mlflow")
+        .or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow"))
+    {
+        // The MLflow APIs (docs/mlflow.md): reads (searches are POSTs) for viewers, writes
+        // for operators and jobs.
+        let read = matches!(*method, Method::GET | Method::HEAD)
+            || rest.ends_with("/search")
+            || rest.ends_with("/get-history");
+        return need(if read { Role::Viewer } else { Role::Operator }, true);
+    }
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return if path == "/metrics" {
             need(Role::Viewer, true)
@@ -504,7 +515,15 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     }
     // 1. Body size: a declared length over the limit is refused before reading; a body
     //    without one stops being read at the limit (the route answers 413).
-    let max_body = g.limits.max_body_bytes;
+    // An MLflow artifact upload has its own, larger limit (`max_artifact_bytes`), checked
+    // by the route as the file streams in.
+    let max_body = if parts.method == Method::PUT
+        && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/")
+    {
+        usize::MAX
+    } else {
+        g.limits.max_body_bytes
+    };
     if let Some(len) = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -520,7 +539,11 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
         .field("body")
         .into_response();
     }
-    let body = Body::new(http_body_util::Limited::new(body, max_body));
+    let body = if max_body == usize::MAX {
+        body
+    } else {
+        Body::new(http_body_util::Limited::new(body, max_body))
+    };
 
     let path = parts.uri.path().to_string();
     let api = path.starts_with("/api/v1/");
@@ -745,6 +768,27 @@ mod tests {
         assert_eq!(
             role(Method::POST, "/api/v1/somewhere/new"),
             Some(Role::Admin)
+        );
+        // The MLflow APIs are not public: searches read, everything else writes.
+        assert_eq!(
+            role(Method::POST, "/api/2.0/mlflow/runs/search"),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            role(Method::GET, "/ajax-api/2.0/mlflow/runs/get"),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            role(Method::POST, "/api/2.0/mlflow/model-versions/create"),
+            Some(Role::Operator)
+        );
+        assert!(n(Method::POST, "/api/2.0/mlflow/runs/log-batch").job);
+        assert_eq!(
+            role(
+                Method::PUT,
+                "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f"
+            ),
+            Some(Role::Operator)
         );
     }
 

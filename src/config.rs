@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) insecure: bool,
     /// Largest request body in bytes (413 above); the meta routes keep their own 4 MiB cap.
     pub(crate) max_body_bytes: usize,
+    /// Largest artifact upload in bytes through `/api/2.0/mlflow-artifacts` (413 above).
+    pub(crate) max_artifact_bytes: u64,
     /// Largest `limit` of a list (400 above; the default page size is 100 or this, if less).
     pub(crate) max_page_size: u32,
     /// With auth on: most `GET /events/stream` connections one token holds open (429 above;
@@ -119,6 +121,7 @@ impl Default for Config {
             auth: false,
             insecure: false,
             max_body_bytes: 64 * 1024 * 1024,
+            max_artifact_bytes: 1024 * 1024 * 1024,
             max_page_size: aiflow_api::page::MAX_LIMIT,
             max_streams_per_token: 16,
             publish_rate_per_token: 100.0,
@@ -185,6 +188,9 @@ pub(crate) struct ServerArgs {
     /// Largest request body in bytes [default: 67108864].
     #[arg(long, env = "AIFLOW_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: Option<usize>,
+    /// Largest artifact upload in bytes (MLflow artifacts) [default: 1073741824].
+    #[arg(long, env = "AIFLOW_MAX_ARTIFACT_BYTES")]
+    pub(crate) max_artifact_bytes: Option<u64>,
     /// Largest `limit` of a list request, 1..=1000 [default: 1000].
     #[arg(long, env = "AIFLOW_MAX_PAGE_SIZE")]
     pub(crate) max_page_size: Option<u32>,
@@ -278,6 +284,9 @@ impl Config {
         if let Some(v) = args.max_body_bytes {
             config.max_body_bytes = v;
         }
+        if let Some(v) = args.max_artifact_bytes {
+            config.max_artifact_bytes = v;
+        }
         if let Some(v) = args.max_page_size {
             config.max_page_size = v;
         }
@@ -352,6 +361,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
+        }
+        if self.max_artifact_bytes == 0 {
+            bail!("max_artifact_bytes: must be at least 1");
         }
         if !(1..=aiflow_api::page::MAX_LIMIT).contains(&self.max_page_size) {
             bail!(

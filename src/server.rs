@@ -141,6 +141,11 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         config.auth.then(|| tokens.clone()),
         crate::auth::Limits::of(config),
     );
+    let mlflow = aiflow_meta::mlflow::router(
+        store.clone(),
+        config.data_dir.join("artifacts"),
+        config.max_artifact_bytes,
+    );
     let app = router(
         db.clone(),
         bus.clone(),
@@ -148,6 +153,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         scheduler.clone(),
         tokens.clone(),
         guard,
+        mlflow,
     );
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
@@ -213,6 +219,7 @@ pub(crate) fn router(
     scheduler: Scheduler,
     tokens: aiflow_meta::auth::Tokens,
     guard: std::sync::Arc<crate::auth::Guard>,
+    mlflow: axum::Router,
 ) -> axum::Router {
     let api = OpenApiRouter::new()
         .merge(aiflow_notification::routes(bus.clone()))
@@ -246,6 +253,8 @@ pub(crate) fn router(
                 .with_state(health),
         )
         .merge(aiflow_ui::router())
+        // The MLflow tracking, registry and artifact APIs (docs/mlflow.md).
+        .merge(mlflow)
         .merge(
             axum::Router::new()
                 .route("/metrics", get(crate::metrics::scrape))

@@ -10,9 +10,10 @@
 pub mod auth;
 mod docs;
 mod error;
+pub mod mlflow;
 mod outbox;
 mod routes;
-mod store;
+pub(crate) mod store;
 pub mod tags;
 
 pub use docs::{base_openapi, docs_router, document_error_responses};

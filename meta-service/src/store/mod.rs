@@ -14,10 +14,10 @@ use crate::error::{Error, Result};
 use crate::outbox::OUTBOX_CHANNEL;
 use crate::tags::parse_tag_uri;
 
-mod entities;
+pub(crate) mod entities;
 mod lineage;
 mod metrics;
-mod models;
+pub(crate) mod models;
 pub(crate) mod outbox;
 mod runs;
 pub(crate) mod sql;

@@ -20,7 +20,7 @@ use super::{Store, Tx, dup, page_cursor};
 use crate::error::{Error, Result};
 use crate::tags::{check_name, check_tags, properties_text};
 
-const MV_SELECT: &str = "SELECT v.id, m.name AS model_name, v.version, v.uri, v.status, v.stage, \
+pub(crate) const MV_SELECT: &str = "SELECT v.id, m.name AS model_name, v.version, v.uri, v.status, v.stage, \
     v.source_job_execution, v.description, v.properties, v.tags, v.created_at, v.updated_at \
     FROM meta_model_versions v JOIN meta_models m ON m.id = v.model_id";
 
@@ -43,7 +43,7 @@ fn decode_err(e: String) -> Error {
     Error::Db(sqlx::Error::Decode(e.into()))
 }
 
-fn version_row(r: &AnyRow) -> Result<ModelVersion> {
+pub(crate) fn version_row(r: &AnyRow) -> Result<ModelVersion> {
     Ok(ModelVersion {
         id: get_i(r, "id")?,
         model: get_s(r, "model_name")?,
@@ -277,7 +277,10 @@ impl Store {
         })
     }
 
-    async fn complete_versions(&self, mut vs: Vec<ModelVersion>) -> Result<Vec<ModelVersion>> {
+    pub(crate) async fn complete_versions(
+        &self,
+        mut vs: Vec<ModelVersion>,
+    ) -> Result<Vec<ModelVersion>> {
         if vs.is_empty() {
             return Ok(vs);
         }
