@@ -216,7 +216,7 @@ mod tests {
             ["201", "400", "403", "413", "415", "422", "507"]
         );
         // The scheduler's writes do not answer 507; an empty description is filled.
-        assert_eq!(codes("/w", "post"), ["201"]);
+        assert_eq!(codes("/w", "post"), ["201", "403"]);
         assert_eq!(
             v["paths"]["/w"]["post"]["responses"]["201"]["description"],
             "created: Project"

@@ -1910,7 +1910,15 @@ impl Core {
         let launched = match (&self.executor.supervisor, &rt.row) {
             (Some(sup), Some(row)) => {
                 let dir = crate::supervisor::attempt_dir(&self.config.attempts_root(), id, row);
-                sup.launch(&self.executor, launch, dir).await
+                match sup.launch(&self.executor, launch.clone(), dir).await {
+                    Ok(running) => Ok(running),
+                    Err(e) => {
+                        // A full disk, say: the attempt runs in this process instead (it ends
+                        // with the server) rather than not at all.
+                        tracing::warn!(execution = id, job, attempt, error = %e, "cannot start the job's supervisor; running the job in the server's process");
+                        self.executor.launch(launch).await
+                    }
+                }
             }
             _ => self.executor.launch(launch).await,
         };

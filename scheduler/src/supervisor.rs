@@ -10,7 +10,7 @@
 //! - `status.json`: how the attempt ended, written once (atomically) by the supervisor.
 //!
 //! The supervisor also tells the server that started it on its stdout (`started PID`, then
-//! `ended`), so a live server learns of both at once. A server that comes back later re-adopts
+//! `ended OUTCOME`), so a live server learns of both at once. A server that comes back later re-adopts
 //! the attempt from its folder: it reads `status.json` if the job ended meanwhile, or follows
 //! the supervisor until it writes it. A stop is a SIGTERM to the supervisor, which stops the
 //! job as the in-process executor does (SIGTERM to the job's group, SIGKILL after the grace
@@ -143,7 +143,12 @@ impl Supervisor {
 /// supervisor ever claimed it (it never started and may be launched now).
 #[must_use]
 pub fn adopt(dir: PathBuf) -> Option<Adopted> {
-    let claim = read_json::<Identity>(&dir.join(CLAIM))?;
+    let claim_path = dir.join(CLAIM);
+    if !claim_path.exists() {
+        return None;
+    }
+    // An empty claim (written on a full disk) names nobody: its outcome decides.
+    let claim = read_json::<Identity>(&claim_path).unwrap_or(Identity { pid: 0, start: 0 });
     let pid = read_pid(&dir);
     let (handle, parts) = RunningJob::parts();
     if let Some(p) = pid {
@@ -225,7 +230,10 @@ fn recorded(dir: &Path, otherwise: &str) -> Outcome {
 }
 
 fn terminate(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
+    // 0 (a supervisor that could not record itself) would signal this whole process group.
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
@@ -270,7 +278,11 @@ async fn follow_child(
             // Another supervisor holds this attempt (started by a previous server just
             // before it stopped): follow that one instead.
             let _ = child.wait().await;
-            let Some(claim) = read_json::<Identity>(&dir.join(CLAIM)) else {
+            let Some(claim) = read_json::<Identity>(&dir.join(CLAIM)).or_else(|| {
+                dir.join(CLAIM)
+                    .exists()
+                    .then_some(Identity { pid: 0, start: 0 })
+            }) else {
                 return Outcome::Failed {
                     message: "the attempt is claimed by a supervisor that left no record".into(),
                 };
@@ -282,7 +294,11 @@ async fn follow_child(
                 terminate(claim.pid);
             }
             return follow_adopted(claim, dir, pid_tx, stop).await;
-        } else if line == "ended" {
+        } else if let Some(outcome) = line.strip_prefix("ended ") {
+            let _ = child.wait().await;
+            if let Ok(outcome) = serde_json::from_str(outcome) {
+                return outcome;
+            }
             break;
         }
     }
@@ -348,8 +364,11 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
     };
     match claim {
         Ok(mut f) => {
-            f.write_all(&serde_json::to_vec(&identity).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
+            // The file's existence is the claim; its content (who holds it) is best effort: on
+            // a full disk it stays empty, and an adopting server then relies on the outcome.
+            let _ = f
+                .write_all(&serde_json::to_vec(&identity).map_err(std::io::Error::other)?)
+                .and_then(|()| f.sync_all());
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             say("claimed");
@@ -400,12 +419,12 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
         say(&format!("started {pid}"));
     }
     let outcome = running.wait().await;
-    write_private(
-        &dir.join(STATUS),
-        &serde_json::to_vec(&outcome).map_err(std::io::Error::other)?,
-    )?;
-    say("ended");
-    Ok(())
+    let body = serde_json::to_vec(&outcome).map_err(std::io::Error::other)?;
+    let stored = write_private(&dir.join(STATUS), &body);
+    // The server that started this supervisor, if it still runs, learns the outcome here even
+    // when it could not be stored (a full disk).
+    say(&format!("ended {}", String::from_utf8_lossy(&body)));
+    stored
 }
 
 /// One line to the server that started this supervisor; nobody may be listening any more.
