@@ -402,15 +402,14 @@ class Client:
         return answer
 
     def metric_points(self, metric: str, key: str, **query: Any) -> List[JSON]:
-        """The points of ``key`` of a metric, by step (one page; more filters: ``step_from``,
-        ``step_to``, ``max_points``, ``limit``, ``cursor``)."""
-        answer: Any = self.request(
+        """The points of ``key`` of a metric, by step: ``step``, ``value``, ``timestamp``,
+        ``model_version`` … (one page; more filters: ``step_from``, ``step_to``,
+        ``max_points``, ``limit``, ``cursor``)."""
+        answer: JSON = self.request(
             "GET", f"/metrics/{_quote(metric)}/points", query={"key": key, **query}
         )
-        if isinstance(answer, dict) and "items" in answer:
-            items: List[JSON] = answer["items"]
-            return items
-        return list(answer or [])
+        points: List[JSON] = answer["points"]
+        return points
 
     def create_model(
         self,
