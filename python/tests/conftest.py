@@ -19,7 +19,13 @@ from typing import Iterator
 
 import pytest
 
-import aiflow
+try:
+    import aiflow
+except ImportError:  # not installed: test the package of this checkout
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import aiflow
 
 BIN = os.environ.get("AIFLOW_BIN") or "/var/tmp/aiflow-ci-target/debug/aiflow"
 

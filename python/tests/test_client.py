@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
@@ -88,13 +89,15 @@ def test_listen_without_from_offset_starts_with_new_events(client: aiflow.Client
     client.send_event(key, "old")
     stream = client.listen(key=key)
     box: Dict[str, Any] = {}
-    t = threading.Thread(target=lambda: box.update(next(stream)))
+    t = threading.Thread(target=lambda: box.update(next(stream)), daemon=True)
     t.start()
-    time.sleep(1.0)  # the stream is open by now
-    client.send_event(key, "new")
-    t.join(timeout=20)
+    # Publish until the listener has one: whatever opened the stream first, "old" never comes.
+    deadline = time.time() + 30
+    while t.is_alive() and time.time() < deadline:
+        client.send_event(key, "new")
+        t.join(timeout=0.5)
+    assert box.get("value") == "new", box
     stream.close()
-    assert box.get("value") == "new"
 
 
 def test_listen_resumes_after_a_dropped_connection(client: aiflow.Client) -> None:
@@ -201,7 +204,10 @@ def test_a_job_sends_an_event_with_the_package(client: aiflow.Client) -> None:
         "print(e['offset'])"
     )
     g = GraphBuilder(name)
-    g.node("send").command([sys.executable, "-c", code]).timeout_s(120)
+    # The job's Python imports the package these tests import (installed, or on PYTHONPATH).
+    package_root = str(Path(aiflow.__file__).resolve().parents[1])
+    g.node("send").command([sys.executable, "-c", code]).env("PYTHONPATH", package_root)
+    g.node("send").timeout_s(120)
     client.submit_workflow(g)
     execution = client.start_execution(name)
     done = client.wait(execution["id"], timeout=120)

@@ -218,7 +218,7 @@ class Client:
         lost or repeated. Errors other than ``429`` and ``5xx`` on opening the stream (a bad
         filter) raise :class:`ApiError`. The generator runs until the caller stops iterating.
         """
-        query = {
+        query: Dict[str, Any] = {
             "key": key,
             "namespace": namespace,
             "event_type": event_type,

@@ -19,7 +19,7 @@ listing every problem); :meth:`GraphBuilder.build` checks only the names edges r
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Union
 
 JSON = Dict[str, Any]
 
@@ -466,7 +466,7 @@ class GraphBuilder:
         problems: List["tuple[str, str]"] = []
         if not self._nodes:
             problems.append(("nodes", "a graph needs at least one node"))
-        seen: set = set()
+        seen: Set[str] = set()
         for i, n in enumerate(self._nodes):
             if n.name in seen:
                 problems.append((f"nodes[{i}].name", f"duplicate node name {n.name!r}"))
