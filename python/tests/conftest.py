@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -39,7 +39,7 @@ def _free_port() -> int:
 class Server:
     """An `aiflow server` on a free port with a temporary data folder."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: Sequence[str] = ()) -> None:
         if not os.access(BIN, os.X_OK):
             raise RuntimeError(f"no aiflow binary at {BIN} (set AIFLOW_BIN)")
         self.port = _free_port()
@@ -59,6 +59,7 @@ class Server:
                 str(tmp / "data"),
                 "--dags",
                 "none",
+                *extra,
             ],
             cwd=tmp,
             stdout=self.log,
@@ -107,3 +108,21 @@ def client(server: Server, monkeypatch: pytest.MonkeyPatch) -> aiflow.Client:
     for var in ("AIFLOW_EXECUTION", "AIFLOW_JOB", "AIFLOW_JOB_EXECUTION", "AIFLOW_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     return aiflow.Client(server.url, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with authentication on (`--auth`); `admin_token` holds an admin's token."""
+    tmp = tmp_path_factory.mktemp("aiflow_auth")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIFLOW_")}
+    out = subprocess.run(
+        [BIN, "token", "create", "--role", "admin", "--name", "pytest",
+         "--data-dir", str(tmp / "data"), "--output", "json"],
+        check=True, capture_output=True, env=env,
+    )
+    srv = Server(tmp, ["--auth"])
+    srv.admin_token = json.loads(out.stdout)["token"]  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        srv.stop()

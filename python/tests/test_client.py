@@ -275,3 +275,31 @@ def test_errors_are_api_errors(client: aiflow.Client) -> None:
 def test_the_server_accepts_the_python_built_graph(client: aiflow.Client) -> None:
     submitted = client.submit_workflow(online_learning())
     assert submitted["name"] == "online_learning" if "name" in submitted else submitted
+
+
+def test_tokens_are_sent_and_a_job_gets_its_own(
+    auth_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With authentication on: no token is a 401 ApiError, the admin's token works, and a job's
+    `Client()` publishes with the token the scheduler gave it, for its own execution."""
+    for var in ("AIFLOW_EXECUTION", "AIFLOW_JOB", "AIFLOW_JOB_EXECUTION", "AIFLOW_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(aiflow.ApiError) as anonymous:
+        aiflow.Client(auth_server.url).send_event("py/auth")
+    assert anonymous.value.status == 401
+    monkeypatch.setenv("AIFLOW_TOKEN", auth_server.admin_token)
+    admin = aiflow.Client(auth_server.url)
+    assert admin.send_event("py/auth", "admin")["offset"] > 0
+
+    name = _name("py_auth_job")
+    key = _name("py/auth_job")
+    code = f"import aiflow; aiflow.Client().send_event({key!r}, 'from the job')"
+    g = GraphBuilder(name)
+    package_root = str(Path(aiflow.__file__).resolve().parents[1])
+    g.node("send").command([sys.executable, "-c", code]).env("PYTHONPATH", package_root)
+    admin.submit_workflow(g)
+    execution = admin.start_execution(name)
+    done = admin.wait(execution["id"], timeout=120)
+    assert done["state"] == "SUCCEEDED", (done, admin.execution_jobs(execution["id"]))
+    [event] = admin.list_events(key=key)
+    assert event["context"]["execution"] == execution["id"]
