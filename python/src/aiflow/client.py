@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Union
 
 from .errors import ApiError
 
@@ -205,7 +205,7 @@ class Client:
         from_offset: Optional[int] = None,
         sender: Optional[str] = None,
         reconnect_delay: float = 1.0,
-    ) -> Iterator[JSON]:
+    ) -> Generator[JSON, None, None]:
         """Yields events as they arrive (``GET /events/stream``, Server-Sent Events).
 
         With ``from_offset`` the stored events from that offset on (inclusive; ``1`` replays
