@@ -198,9 +198,13 @@ def test_a_job_sends_an_event_with_the_package(client: aiflow.Client) -> None:
     job's environment and the event names the job's execution."""
     name = _name("py_job")
     key = _name("py/from_job")
+    metric = _name("py_job_loss")
+    model = _name("py_job_model")
     code = (
-        "import aiflow; "
-        f"e = aiflow.Client().send_event({key!r}, 'hello', event_type='PY_JOB'); "
+        "import aiflow; c = aiflow.Client(); "
+        f"e = c.send_event({key!r}, 'hello', event_type='PY_JOB'); "
+        f"c.log_metric({metric!r}, 'loss', 0.25, step=3); "
+        f"c.register_model_version({model!r}, 'file:///tmp/job_model'); "
         "print(e['offset'])"
     )
     g = GraphBuilder(name)
@@ -216,6 +220,13 @@ def test_a_job_sends_an_event_with_the_package(client: aiflow.Client) -> None:
     assert len(events) == 1
     assert events[0]["value"] == "hello" and events[0]["event_type"] == "PY_JOB"
     assert events[0]["context"]["execution"] == execution["id"]
+    # The job's metric point and model version name the job execution that made them.
+    [job] = [j for j in client.execution_jobs(execution["id"]) if j.get("job") == "send"][:1]
+    [point] = client.metric_points(metric, "loss")
+    assert point["step"] == 3 and point.get("job_execution") == job["id"], (point, job)
+    assert client.request("GET", f"/metrics/{metric}")["subject"] == "send"
+    version = client.get_model_version(model, 1)
+    assert version["source_job_execution"] == job["id"], version
 
 
 def test_log_metric_creates_the_metric_and_appends_points(client: aiflow.Client) -> None:
