@@ -557,7 +557,8 @@ fn demo_deploys_a_model_and_the_state_is_served() {
     server.stop();
 }
 
-/// The Python example (standard library only) publishes an event and registers a model version.
+/// The Python example (the `aiflow` package of python/, from the checkout) publishes an event and
+/// registers a model version.
 #[test]
 fn python_example_talks_to_the_api() {
     if Command::new("python3").arg("--version").output().is_err() {
