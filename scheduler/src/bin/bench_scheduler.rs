@@ -5,7 +5,9 @@
 //! (c) 10,000 no-op jobs through the local executor: job executions completed per second.
 //!
 //! `cargo run --release -p aiflow-scheduler --bin bench_scheduler [-- --events 1000 --jobs 10000]`
-//! (`--metrics` records every metric through the Prometheus recorder, as the server does).
+//! (`--metrics` records every metric through the Prometheus recorder, as the server does;
+//! `--supervisor target/release/aiflow` runs each job under `aiflow supervise`, as the server
+//! does by default, instead of in this process).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +63,7 @@ async fn env(max_running: usize) -> Env {
             job_tokens: None,
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
-            supervisor: None,
+            supervisor: supervisor(),
         },
         rx,
     )
@@ -74,6 +76,15 @@ async fn env(max_running: usize) -> Env {
         scheduler,
         _stop: tx,
     }
+}
+
+/// `--supervisor PATH`: the `aiflow` binary that supervises each job (none: in-process jobs).
+fn supervisor() -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--supervisor")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from)
 }
 
 fn uuid_like() -> String {
