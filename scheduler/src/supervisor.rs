@@ -205,8 +205,9 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
+    // No fsync: these files only need to survive a crash of a process (the page cache keeps
+    // them); a crash of the machine ends the job and its supervisor too.
     f.write_all(body)?;
-    f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -366,9 +367,7 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
         Ok(mut f) => {
             // The file's existence is the claim; its content (who holds it) is best effort: on
             // a full disk it stays empty, and an adopting server then relies on the outcome.
-            let _ = f
-                .write_all(&serde_json::to_vec(&identity).map_err(std::io::Error::other)?)
-                .and_then(|()| f.sync_all());
+            let _ = f.write_all(&serde_json::to_vec(&identity).map_err(std::io::Error::other)?);
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             say("claimed");
