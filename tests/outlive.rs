@@ -30,6 +30,29 @@ async fn wait_state(http: &reqwest::Client, base: &str, id: &str, state: &str, t
     .await;
 }
 
+/// Starts an execution of `workflow` and waits until its `job` runs; returns the execution id.
+async fn start_until_running(
+    http: &reqwest::Client,
+    base: &str,
+    workflow: &str,
+    job_name: &str,
+) -> String {
+    let started = post(
+        http,
+        &format!("{base}/api/v1/workflows/{workflow}/executions"),
+        &json!({}),
+    )
+    .await;
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_for(
+        &format!("job {job_name} to run"),
+        Duration::from_secs(20),
+        || async { job(http, base, &id, job_name).await["state"] == "RUNNING" },
+    )
+    .await;
+    id
+}
+
 fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
 }
@@ -94,17 +117,7 @@ async fn survives(sig: &str, exit_code: i32, wait_before_restart: Duration) {
         }),
     )
     .await;
-    let started = post(
-        &http,
-        &format!("{base}/api/v1/workflows/outlive/executions"),
-        &json!({}),
-    )
-    .await;
-    let id = started["id"].as_str().unwrap().to_string();
-    wait_for("the slow job to run", Duration::from_secs(20), || async {
-        job(&http, &base, &id, "slow").await["state"] == "RUNNING"
-    })
-    .await;
+    let id = start_until_running(&http, &base, "outlive", "slow").await;
     let pid = job_pid(&data).expect("the job's pid in its attempt folder");
     signal(&mut server, sig);
     assert!(
@@ -180,19 +193,7 @@ async fn stop_jobs_on_exit_keeps_the_old_behaviour() {
         &json!({"name": "ends", "nodes": [{"name": "forever", "job": {"command": ["sleep", "1000"]}}]}),
     )
     .await;
-    let id = post(
-        &http,
-        &format!("{base}/api/v1/workflows/ends/executions"),
-        &json!({}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for("the job to run", Duration::from_secs(20), || async {
-        job(&http, &base, &id, "forever").await["state"] == "RUNNING"
-    })
-    .await;
+    let id = start_until_running(&http, &base, "ends", "forever").await;
     assert!(job_pid(&data).is_none(), "no supervisor folder");
     signal(&mut server, "TERM");
     let (_server, base) = embedded(&data, &["--stop-jobs-on-exit"]);
@@ -214,19 +215,7 @@ async fn max_duration_ends_a_run_forever_execution_failed_and_its_process_is_gon
     )
     .await;
     let t0 = std::time::Instant::now();
-    let id = post(
-        &http,
-        &format!("{base}/api/v1/workflows/bounded/executions"),
-        &json!({}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for("the job to run", Duration::from_secs(20), || async {
-        job(&http, &base, &id, "forever").await["state"] == "RUNNING"
-    })
-    .await;
+    let id = start_until_running(&http, &base, "bounded", "forever").await;
     let pid = job_pid(&data).expect("the job's pid");
     wait_state(&http, &base, &id, "FAILED", Duration::from_secs(20)).await;
     let took = t0.elapsed();
