@@ -11,6 +11,7 @@ mod demo;
 mod metrics;
 mod server;
 mod telemetry;
+mod tls;
 mod worker;
 
 use cli::{Ctx, Output};
@@ -31,6 +32,9 @@ struct Cli {
     /// API token (sent as `Authorization: Bearer`).
     #[arg(long, global = true, env = "AIFLOW_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of CA certificates to trust for an https:// server, besides the system's.
+    #[arg(long, global = true, env = "AIFLOW_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Output format (default: table on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
     output: Option<Output>,
@@ -140,12 +144,14 @@ fn print_completion(args: &CompletionArgs) -> cli::CliResult {
 }
 
 fn main() -> ExitCode {
+    // Every HTTPS client of the process (SDK, span exporter) uses rustls with ring.
+    aiflow_sdk::tls::install_default_provider();
     let cli = Cli::parse();
-    let ctx = Ctx::new(cli.server, cli.token, cli.output);
+    let ctx = Ctx::new(cli.server, cli.token, cli.output, cli.ca_cert);
     let result = match cli.command {
         Command::Server(args) => run_server(&args),
         Command::Demo(args) => run_demo(args),
-        Command::Worker(args) => run_worker(args, ctx.server.clone()),
+        Command::Worker(args) => run_worker(args, ctx.server.clone(), ctx.ca_cert.clone()),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
         Command::Status(args) => cli::status::run(&args, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
@@ -184,12 +190,16 @@ fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
     Ok(())
 }
 
-fn run_worker(args: worker::WorkerArgs, server: String) -> cli::CliResult {
+fn run_worker(
+    args: worker::WorkerArgs,
+    server: String,
+    ca_cert: Option<std::path::PathBuf>,
+) -> cli::CliResult {
     let telemetry =
         telemetry::init(config::LogFormat::Text, "info", None).map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
-    let result = rt.block_on(worker::run(args, server));
+    let result = rt.block_on(worker::run(args, server, ca_cert));
     drop(rt);
     telemetry.shutdown();
     result.map_err(cli::CliError::from)?;

@@ -25,6 +25,8 @@ pub(crate) struct Ctx {
     pub(crate) server: String,
     pub(crate) token: Option<String>,
     pub(crate) output: Output,
+    /// Extra trusted CA certificates (PEM) for an HTTPS server.
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Characters a terminal would act on instead of showing (escape sequences, carriage returns,
@@ -80,7 +82,12 @@ macro_rules! outln {
 pub(crate) use {out, outln};
 
 impl Ctx {
-    pub(crate) fn new(server: String, token: Option<String>, output: Option<Output>) -> Self {
+    pub(crate) fn new(
+        server: String,
+        token: Option<String>,
+        output: Option<Output>,
+        ca_cert: Option<std::path::PathBuf>,
+    ) -> Self {
         let output = output.unwrap_or(if std::io::stdout().is_terminal() {
             Output::Table
         } else {
@@ -91,13 +98,17 @@ impl Ctx {
             // An empty AIFLOW_TOKEN (a job of a server without auth) is no token.
             token: token.filter(|t| !t.is_empty()),
             output,
+            ca_cert: ca_cert.filter(|p| !p.as_os_str().is_empty()),
         }
     }
 
     /// An SDK client for `--server` and `--token`.
     #[allow(dead_code)]
     pub(crate) fn client(&self) -> aiflow_sdk::Client {
-        let c = aiflow_sdk::Client::new(&self.server);
+        let mut c = aiflow_sdk::Client::new(&self.server);
+        if let Some(ca) = &self.ca_cert {
+            c = c.with_ca_cert(ca);
+        }
         match &self.token {
             Some(t) => c.with_token(t),
             None => c,

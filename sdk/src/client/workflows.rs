@@ -151,7 +151,7 @@ impl Client {
         attempt: Option<u32>,
     ) -> Result<reqwest::Response, Error> {
         let mut rb = self
-            .request(
+            .stream_request(
                 Method::GET,
                 &format!("/executions/{}/jobs/{}/logs", segment(id), segment(job)),
             )
