@@ -6,17 +6,20 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 pub(crate) mod event;
+pub(crate) mod examples;
 pub(crate) mod graph;
 pub(crate) mod meta;
 pub(crate) mod status;
 pub(crate) mod token;
 pub(crate) mod workflow;
+pub(crate) mod yaml;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 /// What every command gets: where the server is and how to print.
@@ -115,13 +118,17 @@ impl Ctx {
         }
     }
 
-    /// Prints `value` as JSON, or as the table `table` renders.
+    /// Prints `value` as JSON or YAML, or as the table `table` renders.
     #[allow(dead_code)]
     pub(crate) fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T) -> String) {
         match self.output {
             Output::Json => crate::cli::outln!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("serialisable output")
+            ),
+            Output::Yaml => crate::cli::out!(
+                "{}",
+                yaml::to_string(&serde_json::to_value(value).expect("serialisable output"))
             ),
             Output::Table => crate::cli::out!("{}", table(value)),
         }
@@ -136,6 +143,8 @@ pub(crate) enum CliError {
     Usage(String),
     /// The operation failed (exit code 1); the lines after the first give details.
     Failed(String, Vec<String>),
+    /// A documented outcome with an exit code of its own (`execution start --wait`).
+    Exit(u8, String),
 }
 
 impl From<anyhow::Error> for CliError {
@@ -165,6 +174,10 @@ pub(crate) fn finish(result: CliResult) -> ExitCode {
         Err(CliError::Usage(m)) => {
             eprintln!("error: {}", printable(&m));
             ExitCode::from(2)
+        }
+        Err(CliError::Exit(code, m)) => {
+            eprintln!("error: {}", printable(&m));
+            ExitCode::from(code)
         }
         Err(CliError::Failed(m, details)) => {
             eprintln!("error: {}", printable(&m));
