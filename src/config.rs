@@ -105,6 +105,9 @@ pub(crate) struct Config {
     pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub(crate) tls_key: Option<PathBuf>,
+    /// The CA file of `--ca-cert`/`AIFLOW_CA_CERT`, given to local jobs as `AIFLOW_CA_CERT`.
+    #[serde(skip)]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            ca_cert: None,
         }
     }
 }

@@ -153,7 +153,7 @@ fn main() -> ExitCode {
     };
     let ctx = Ctx::new(cli.server, cli.token, cli.output, cli.ca_cert);
     let result = match cli.command {
-        Command::Server(args) => run_server(&args),
+        Command::Server(args) => run_server(&args, ctx.ca_cert.clone()),
         Command::Demo(args) => run_demo(args),
         Command::Worker(args) => run_worker(args, ctx.server.clone(), ctx.ca_cert.clone()),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
@@ -210,8 +210,14 @@ fn run_worker(
     Ok(())
 }
 
-fn run_server(args: &config::ServerArgs) -> cli::CliResult {
-    let config = config::Config::load(args).map_err(cli::CliError::from)?;
+fn run_server(args: &config::ServerArgs, ca_cert: Option<std::path::PathBuf>) -> cli::CliResult {
+    let mut config = config::Config::load(args).map_err(cli::CliError::from)?;
+    if let Some(ca) = ca_cert {
+        aiflow_sdk::tls::read_certs(&ca)
+            .map_err(|e| cli::CliError::from(anyhow::anyhow!("ca-cert: {e}")))?;
+        // An absolute path, as jobs run in folders of their own.
+        config.ca_cert = Some(std::path::absolute(&ca).unwrap_or(ca));
+    }
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());

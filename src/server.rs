@@ -131,6 +131,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             job_token_ttl: Duration::from_secs(config.job_token_ttl_s),
             log_max_bytes: (config.job_log_max_bytes > 0).then_some(config.job_log_max_bytes),
             // Local jobs outlive the server under `aiflow supervise` unless asked otherwise.
+            ca_cert: config.ca_cert.clone(),
             supervisor: if config.stop_jobs_on_exit {
                 None
             } else {

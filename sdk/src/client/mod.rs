@@ -300,3 +300,51 @@ pub fn segment(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A server that accepts connections and never answers.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_given_up_after_the_request_timeout() {
+        let (url, server) = silent_server().await;
+        let client = Client::new(&url).with_request_timeout(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let e = client.get_project("p").await.unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{e}");
+        assert!(e.to_string().contains("timed out"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        // A stream has no request timeout: still waiting after twice as long.
+        let stream = client.send_raw(client.stream_request(Method::GET, "/events/stream"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(700), stream)
+                .await
+                .is_err(),
+            "the stream request ended early"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ca_file_fails_every_request_naming_it() {
+        let client = Client::new("https://127.0.0.1:9").with_ca_cert("/nonexistent/ca.pem");
+        let e = client.get_project("p").await.unwrap_err();
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    }
+}
