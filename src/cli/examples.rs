@@ -182,7 +182,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "metric points",
-        "aiflow metric points auc --key auc --max-points 200",
+        "aiflow metric points auc --key auc --max-points 200\n  aiflow metric points auc --key auc --limit 1000 --cursor \"$NEXT\"",
     ),
     (
         "artifact",
