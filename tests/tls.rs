@@ -128,6 +128,10 @@ async fn https_end_to_end_with_a_private_ca() {
         text(&o)
     );
 
+    // `aiflow status` reads /readyz and /metrics outside /api/v1 over HTTPS too.
+    let o = cli(&base, Some(&ca), &["status", "--interval", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+
     // The SDK.
     let sdk = aiflow_sdk::Client::new(&base).with_ca_cert(&ca);
     let p = sdk
