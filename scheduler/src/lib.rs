@@ -7,6 +7,7 @@
 
 pub mod dags;
 mod durable;
+pub mod exec;
 pub mod executor;
 mod forward;
 pub mod http;
