@@ -106,7 +106,7 @@ impl ContainerExecutor {
         container: ContainerSpec,
     ) -> std::io::Result<RunningJob> {
         let (handle, parts) = RunningJob::parts();
-        let crate::supervisor::Parts { pid, stop, done } = parts;
+        let crate::exec::supervisor::Parts { pid, stop, done } = parts;
         let this = self.clone();
         tokio::spawn(async move {
             let outcome = match open_log(&spec.log_path).await {

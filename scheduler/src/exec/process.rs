@@ -57,7 +57,7 @@ pub struct RunningJob {
 
 impl RunningJob {
     /// A handle, and the executor's side of it.
-    pub(crate) fn parts() -> (RunningJob, crate::supervisor::Parts) {
+    pub(crate) fn parts() -> (RunningJob, super::supervisor::Parts) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = oneshot::channel();
         let (pid_tx, pid_rx) = watch::channel(None);
@@ -67,7 +67,7 @@ impl RunningJob {
                 stop: stop_tx,
                 done: done_rx,
             },
-            crate::supervisor::Parts {
+            super::supervisor::Parts {
                 pid: pid_tx,
                 stop: stop_rx,
                 done: done_tx,
@@ -114,7 +114,7 @@ pub struct LocalExecutor {
     pub log_max_bytes: Option<u64>,
     /// Run each attempt under a supervisor process of its own, so it outlives this process
     /// (none: attempts are tasks of this process and end with it).
-    pub supervisor: Option<crate::supervisor::Supervisor>,
+    pub supervisor: Option<super::supervisor::Supervisor>,
 }
 
 /// Default of [`LocalExecutor::log_max_bytes`]: 64 MiB.
@@ -137,7 +137,7 @@ impl LocalExecutor {
     /// the attempt with the reason (in the log when there is one).
     pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
         let (handle, parts) = RunningJob::parts();
-        let crate::supervisor::Parts {
+        let super::supervisor::Parts {
             pid: pid_tx,
             stop: stop_rx,
             done: done_tx,
