@@ -73,6 +73,10 @@ pub struct SchedulerConfig {
     /// jobs outlive this process and the next one re-adopts them. None: attempts are tasks
     /// of this process and end with it (`aiflow server --stop-jobs-on-exit`).
     pub supervisor: Option<PathBuf>,
+    /// The Docker engine container jobs run on (none: `DOCKER_HOST`, else the local socket).
+    pub docker_host: Option<String>,
+    /// GPUs of this machine's executor (none: those `nvidia-smi -L` lists, if any).
+    pub gpus: Option<u32>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -114,6 +118,8 @@ impl SchedulerConfig {
             job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            docker_host: None,
+            gpus: None,
         }
     }
 }

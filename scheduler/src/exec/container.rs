@@ -441,6 +441,30 @@ impl ContainerExecutor {
         }
     }
 
+    /// The ids of the containers labelled with this attempt (all states).
+    pub async fn containers_of_attempt(
+        &self,
+        id: &super::AttemptId,
+    ) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_EXECUTION}={}", id.execution),
+                format!("{LABEL_JOB}={}", id.job),
+                format!("{LABEL_ATTEMPT}={}", id.attempt),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
     /// The ids of the containers labelled with this execution (all states).
     pub async fn containers_of(&self, execution: &str) -> Result<Vec<String>, EngineError> {
         let filters = HashMap::from([(

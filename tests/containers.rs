@@ -1,0 +1,265 @@
+//! Jobs with an `image` on a real `aiflow server` (embedded shape) and a real Docker engine:
+//! `.ci/docker.sh` starts the engine and builds the local image `aiflow-test/debian:bookworm`.
+//! Without an engine these tests say so loudly and pass without checking anything.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{embedded, get, post, wait_for};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "aiflow-test/debian:bookworm";
+
+/// `true` when the engine answers and has the test image; a loud notice otherwise.
+fn engine_ready() -> bool {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "\n*** SKIPPED: no Docker engine with the image {IMAGE}; run .ci/docker.sh ***\n"
+        );
+    }
+    ok
+}
+
+/// `docker` with these arguments; its stdout.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ids of the containers (any state) labelled with this execution.
+fn containers_of(execution: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.aiflow.execution={execution}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+async fn job(http: &reqwest::Client, base: &str, id: &str, name: &str) -> Value {
+    common::jobs(http, base, id)
+        .await
+        .into_iter()
+        .filter(|j| j["job"] == name)
+        .max_by_key(|j| j["attempt"].as_i64())
+        .unwrap_or(Value::Null)
+}
+
+async fn start(http: &reqwest::Client, base: &str, workflow: &str) -> String {
+    let started = post(
+        http,
+        &format!("{base}/api/v1/workflows/{workflow}/executions"),
+        &json!({}),
+    )
+    .await;
+    started["id"].as_str().expect("execution id").to_string()
+}
+
+/// A shell line that POSTs an event to `AIFLOW_URL` with bash's /dev/tcp (the minimal image has
+/// no HTTP client), naming the job's execution as a job's event does.
+fn publish(key: &str) -> String {
+    format!(
+        r#"u=${{AIFLOW_URL#http://}}; hp=${{u%%/*}}; body="{{\"key\":\"{key}\",\"value\":\"from $AIFLOW_JOB\",\"context\":{{\"execution\":\"$AIFLOW_EXECUTION\"}}}}"; exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}; printf 'POST /api/v1/events HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$hp" "${{#body}}" "$body" >&3; head -1 <&3"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_job_logs_its_exit_code_and_its_event_starts_the_next_job() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = embedded(&dir.path().join("data"), &[]);
+    let http = reqwest::Client::new();
+    let script = format!(
+        "echo hi; echo job=$AIFLOW_JOB execution=$AIFLOW_EXECUTION in $(pwd); {}; exit 3",
+        publish("boxed/trained")
+    );
+    let stored = post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({
+            "name": "boxed",
+            "nodes": [
+                {"name": "train", "job": {"image": IMAGE, "pull": "never", "working_dir": "/tmp",
+                    "command": ["bash", "-c", script], "resources": {"memory_mb": 128}}},
+                {"name": "after", "job": {"image": IMAGE, "command": ["sh", "-c", "echo after ran"]}}
+            ],
+            "control_edges": [{"to": "after", "action": "START",
+                "condition": {"event": {"key": "boxed/trained"}}}]
+        }),
+    )
+    .await;
+    assert_eq!(stored["workflow"], "boxed", "{stored}");
+    let id = start(&http, &base, "boxed").await;
+    wait_for("both jobs to end", Duration::from_secs(60), || async {
+        job(&http, &base, &id, "train").await["state"] == "FAILED"
+            && job(&http, &base, &id, "after").await["state"] == "SUCCEEDED"
+    })
+    .await;
+    let log = common::job_log(&http, &base, &id, "train", "").await;
+    assert!(log.contains("\nhi\n"), "{log}");
+    assert!(
+        log.contains(&format!("job=train execution={id} in /tmp")),
+        "the AIFLOW_* variables and working_dir reach the container: {log}"
+    );
+    assert!(log.contains("HTTP/1.1 20"), "the event was accepted: {log}");
+    assert!(log.contains("exited with code 3"), "{log}");
+    let events = get(
+        &http,
+        &format!("{base}/api/v1/events?key=boxed/train&event_type=JOB_STATUS&limit=100"),
+    )
+    .await;
+    let failed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["value"] == "FAILED")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        failed["context"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("exited with code 3")),
+        "the attempt's exit code: {failed}"
+    );
+    let after = common::job_log(&http, &base, &id, "after", "").await;
+    assert!(after.contains("after ran"), "{after}");
+    assert!(
+        containers_of(&id).is_empty(),
+        "ended containers are removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_removes_the_container_and_restart_replaces_it() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = embedded(&dir.path().join("data"), &["--stop-jobs-on-exit"]);
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({
+            "name": "served",
+            "nodes": [{"name": "serve", "job": {"image": IMAGE, "streaming": true,
+                "command": ["sh", "-c", "echo serving attempt $AIFLOW_ATTEMPT; exec sleep 300"],
+                "resources": {"cpus": 0.5, "memory_mb": 96}}}],
+            "control_edges": [{"to": "serve", "action": "RESTART",
+                "condition": {"event": {"key": "served/model"}}}]
+        }),
+    )
+    .await;
+    let id = start(&http, &base, "served").await;
+    wait_for("the container to run", Duration::from_secs(30), || async {
+        job(&http, &base, &id, "serve").await["state"] == "RUNNING" && containers_of(&id).len() == 1
+    })
+    .await;
+    let first = containers_of(&id).remove(0);
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.NetworkMode}}",
+            &first
+        ]),
+        format!("{} 500000000 host", 96 * 1024 * 1024),
+        "limits and host networking"
+    );
+    // RESTART: the attempt's container goes, the next attempt's comes.
+    post(
+        &http,
+        &format!("{base}/api/v1/events"),
+        &json!({"key": "served/model", "value": "v2", "context": {"execution": id}}),
+    )
+    .await;
+    wait_for("attempt 2 to run", Duration::from_secs(40), || async {
+        let j = job(&http, &base, &id, "serve").await;
+        j["attempt"] == 2 && j["state"] == "RUNNING"
+    })
+    .await;
+    wait_for(
+        "one container, of attempt 2",
+        Duration::from_secs(20),
+        || async {
+            let now = containers_of(&id);
+            now.len() == 1
+                && now[0] != first
+                && docker(&[
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"io.aiflow.attempt\"}}",
+                    &now[0],
+                ]) == "2"
+        },
+    )
+    .await;
+    // STOP of the execution: the container is stopped and removed.
+    let stopped = post(
+        &http,
+        &format!("{base}/api/v1/executions/{id}/stop"),
+        &json!({}),
+    )
+    .await;
+    assert!(stopped.is_object(), "{stopped}");
+    wait_for(
+        "the container to be removed",
+        Duration::from_secs(30),
+        || async { containers_of(&id).is_empty() },
+    )
+    .await;
+    wait_for("the job to be STOPPED", Duration::from_secs(20), || async {
+        job(&http, &base, &id, "serve").await["state"] == "STOPPED"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_the_attempt_and_a_bad_one_is_refused() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = embedded(&dir.path().join("data"), &[]);
+    let http = reqwest::Client::new();
+    // A malformed reference: 422 naming the field.
+    let resp = http
+        .post(format!("{base}/api/v1/workflows"))
+        .json(&json!({"name": "bad", "nodes": [{"name": "a", "job": {"image": "Not Valid", "command": ["true"]}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "nodes[0].job.image", "{body}");
+    post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({"name": "absent", "nodes": [{"name": "a", "job": {
+            "image": "aiflow-test/not-built:1", "pull": "never", "command": ["true"]}}]}),
+    )
+    .await;
+    let id = start(&http, &base, "absent").await;
+    wait_for("the attempt to fail", Duration::from_secs(30), || async {
+        job(&http, &base, &id, "a").await["state"] == "FAILED"
+    })
+    .await;
+    let log = common::job_log(&http, &base, &id, "a", "").await;
+    assert!(
+        log.contains("the image aiflow-test/not-built:1 is not on the engine and pull is never"),
+        "{log}"
+    );
+}
