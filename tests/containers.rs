@@ -263,3 +263,73 @@ async fn a_missing_image_fails_the_attempt_and_a_bad_one_is_refused() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_an_image_goes_only_to_a_worker_that_offers_containers() {
+    if !engine_ready() {
+        return;
+    }
+    let Some(c) = common::Cluster::start("boxes").await else {
+        return;
+    };
+    let (_s1, u) = c.server("s1");
+    let http = reqwest::Client::new();
+    wait_for("s1 to lead", Duration::from_secs(15), || async {
+        common::role(&http, &u).await == "leader"
+    })
+    .await;
+    let _plain = c.worker_on("plain", &["default"], &u, &["--gpus", "2"]);
+    post(
+        &http,
+        &format!("{u}/api/v1/workflows"),
+        &json!({
+            "name": "boxed",
+            "nodes": [
+                {"name": "gpu", "job": {"command": ["sh", "-c", "echo devices=$CUDA_VISIBLE_DEVICES/$NVIDIA_VISIBLE_DEVICES on $AIFLOW_WORKER"],
+                    "resources": {"gpus": 2}}},
+                {"name": "boxed", "job": {"image": IMAGE, "pull": "never",
+                    "command": ["sh", "-c", "echo in a container on $AIFLOW_WORKER"]}}
+            ]
+        }),
+    )
+    .await;
+    let id = start(&http, &u, "boxed").await;
+    wait_for(
+        "the process job to run",
+        Duration::from_secs(30),
+        || async { job(&http, &u, &id, "gpu").await["state"] == "SUCCEEDED" },
+    )
+    .await;
+    let log = common::job_log(&http, &u, &id, "gpu", "").await;
+    assert!(
+        log.contains("devices=0,1/0,1 on plain"),
+        "a process gets its assigned GPUs: {log}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        job(&http, &u, &id, "boxed").await["state"],
+        "QUEUED",
+        "no worker offers containers yet"
+    );
+    let _boxes = c.worker_on("boxes", &["default"], &u, &["--containers"]);
+    wait_for(
+        "the container job to run",
+        Duration::from_secs(40),
+        || async { job(&http, &u, &id, "boxed").await["state"] == "SUCCEEDED" },
+    )
+    .await;
+    let log = common::job_log(&http, &u, &id, "boxed", "").await;
+    assert!(log.contains("in a container on boxes"), "{log}");
+    let workers = get(&http, &format!("{u}/api/v1/workers")).await;
+    let offers = |name: &str| {
+        workers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .map(|w| w["containers"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(offers("boxes"), true, "{workers}");
+    assert_eq!(offers("plain"), false, "{workers}");
+}
