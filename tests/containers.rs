@@ -333,3 +333,45 @@ async fn a_job_with_an_image_goes_only_to_a_worker_that_offers_containers() {
     assert_eq!(offers("boxes"), true, "{workers}");
     assert_eq!(offers("plain"), false, "{workers}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_outlives_kill_9_of_the_server_and_is_re_adopted_once() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, base) = embedded(&data, &[]);
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({"name": "lasting", "nodes": [{"name": "slow", "job": {"image": IMAGE, "pull": "never",
+            "command": ["sh", "-c", "echo started; sleep 5; echo finished; exit 5"]}}]}),
+    )
+    .await;
+    let id = start(&http, &base, "lasting").await;
+    wait_for("the container to run", Duration::from_secs(30), || async {
+        job(&http, &base, &id, "slow").await["state"] == "RUNNING"
+    })
+    .await;
+    server.kill9();
+    let running = containers_of(&id);
+    assert_eq!(running.len(), 1, "the container outlived the server");
+    let (_server, base) = embedded(&data, &[]);
+    wait_for("the job to end", Duration::from_secs(30), || async {
+        job(&http, &base, &id, "slow").await["state"] == "FAILED"
+    })
+    .await;
+    let slow = job(&http, &base, &id, "slow").await;
+    assert_eq!(slow["attempt"], 1, "one attempt: {slow}");
+    let log = common::job_log(&http, &base, &id, "slow", "").await;
+    assert_eq!(log.matches("started\n").count(), 1, "ran once: {log}");
+    assert!(log.contains("re-adopted"), "{log}");
+    assert!(log.contains("finished\n"), "{log}");
+    assert!(
+        log.contains("exited with code 5"),
+        "the real exit code: {log}"
+    );
+    assert!(containers_of(&id).is_empty(), "removed once it ended");
+}

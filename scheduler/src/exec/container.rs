@@ -37,6 +37,10 @@ pub const LABEL_WORKFLOW: &str = "io.aiflow.workflow";
 pub const LABEL_EXECUTION: &str = "io.aiflow.execution";
 pub const LABEL_JOB: &str = "io.aiflow.job";
 pub const LABEL_ATTEMPT: &str = "io.aiflow.attempt";
+/// The attempt's log file, for a server that re-adopts the container.
+pub const LABEL_LOG: &str = "io.aiflow.log";
+/// `true` on the container of the attempt's last command (only such a container is re-adopted).
+pub const LABEL_LAST: &str = "io.aiflow.last";
 
 /// What a container attempt needs beyond a process's [`LaunchSpec`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -163,7 +167,8 @@ impl ContainerExecutor {
                 )
                 .as_bytes(),
             );
-            let id = match self.create(spec, container, argv, &name).await {
+            let last = i + 1 == total;
+            let id = match self.create(spec, container, argv, &name, last).await {
                 Ok(id) => id,
                 Err(e) => {
                     let message = format!(
@@ -175,7 +180,7 @@ impl ContainerExecutor {
                     return Outcome::Failed { message };
                 }
             };
-            let ended = self.run_one(&id, log, &mut stop, deadline, pid).await;
+            let ended = self.run_one(&id, log, &mut stop, deadline, pid, None).await;
             self.remove(&id).await;
             match ended {
                 Ended::Exited(0) => {}
@@ -255,12 +260,18 @@ impl ContainerExecutor {
         c: &ContainerSpec,
         argv: Option<&Vec<String>>,
         name: &str,
+        last: bool,
     ) -> Result<String, EngineError> {
         let labels = HashMap::from([
             (LABEL_WORKFLOW.to_string(), spec.workflow.clone()),
             (LABEL_EXECUTION.to_string(), spec.execution.clone()),
             (LABEL_JOB.to_string(), spec.job.clone()),
             (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
+            (
+                LABEL_LOG.to_string(),
+                spec.log_path.to_string_lossy().into_owned(),
+            ),
+            (LABEL_LAST.to_string(), last.to_string()),
         ]);
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
@@ -315,8 +326,11 @@ impl ContainerExecutor {
         stop: &mut watch::Receiver<bool>,
         deadline: Option<tokio::time::Instant>,
         pid: &watch::Sender<Option<u32>>,
+        adopted_since: Option<Duration>,
     ) -> Ended {
-        if let Err(e) = self.docker.start_container(id, None).await {
+        if adopted_since.is_none()
+            && let Err(e) = self.docker.start_container(id, None).await
+        {
             return Ended::Error(format!("cannot start the container: {}", reason(&e)));
         }
         if let Some(p) = self
@@ -334,7 +348,7 @@ impl ContainerExecutor {
             // It ended already; the attempt has started all the same.
             let _ = pid.send(Some(0));
         }
-        let pump = self.pump_logs(id, log);
+        let pump = self.pump_logs(id, log, adopted_since);
         let mut waiting = self.docker.wait_container(
             id,
             Some(WaitContainerOptions {
@@ -399,20 +413,35 @@ impl ContainerExecutor {
     }
 
     /// Follows the container's stdout and stderr into the log.
-    fn pump_logs(&self, id: &str, log: &crate::executor::Log) -> tokio::task::JoinHandle<()> {
+    fn pump_logs(
+        &self,
+        id: &str,
+        log: &crate::executor::Log,
+        after: Option<Duration>,
+    ) -> tokio::task::JoinHandle<()> {
         let mut stream = self.docker.logs(
             id,
             Some(LogsOptions {
                 follow: true,
                 stdout: true,
                 stderr: true,
+                since: after.map_or(0, |a| i32::try_from(a.as_secs()).unwrap_or(i32::MAX)),
+                timestamps: after.is_some(),
                 ..Default::default()
             }),
         );
         let log = log.clone();
         tokio::spawn(async move {
             while let Some(Ok(chunk)) = stream.next().await {
-                note(&log, &chunk.into_bytes());
+                let bytes = chunk.into_bytes();
+                match after {
+                    None => note(&log, &bytes),
+                    Some(after) => {
+                        if let Some(line) = newer_than(&bytes, after) {
+                            note(&log, line);
+                        }
+                    }
+                }
             }
         })
     }
@@ -439,6 +468,87 @@ impl ContainerExecutor {
         {
             tracing::warn!(container = id, error = %e, "cannot remove the container");
         }
+    }
+
+    /// Follows again the container of an attempt a previous server started: `None` when there is
+    /// none to follow (any container of the attempt that cannot be followed, one of an earlier
+    /// command of the job, say, is removed). Its output since the log was last written is
+    /// appended to the log; its exit code decides the attempt; a stop stops it as usual. A
+    /// timeout does not apply after a re-adoption.
+    pub async fn adopt(&self, id: &super::AttemptId) -> Option<RunningJob> {
+        let found = self.containers_of_attempt(id).await.ok()?;
+        let mut followable = None;
+        for cid in found {
+            let labels = self
+                .docker
+                .inspect_container(&cid, None)
+                .await
+                .ok()
+                .and_then(|c| c.config)
+                .and_then(|c| c.labels)
+                .unwrap_or_default();
+            match (labels.get(LABEL_LAST), labels.get(LABEL_LOG)) {
+                (Some(last), Some(log)) if last == "true" && followable.is_none() => {
+                    followable = Some((cid, std::path::PathBuf::from(log)));
+                }
+                _ => {
+                    tracing::warn!(container = %cid, "removing a container of an attempt that cannot be re-adopted");
+                    self.remove(&cid).await;
+                }
+            }
+        }
+        let (cid, log_path) = followable?;
+        // Output after the log's last write is new; the engine's `since` counts whole seconds,
+        // so lines of that second are told apart by their timestamps.
+        let since = std::fs::metadata(&log_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let (handle, parts) = RunningJob::parts();
+        let crate::exec::supervisor::Parts {
+            pid,
+            mut stop,
+            done,
+        } = parts;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = match open_log(&log_path).await {
+                Ok(file) => {
+                    let (log, writer) = LogWriter::start(file, this.log_max_bytes);
+                    note(
+                        &log,
+                        format!("[aiflow] container {cid} re-adopted after a restart\n").as_bytes(),
+                    );
+                    let ended = this
+                        .run_one(&cid, &log, &mut stop, None, &pid, Some(since))
+                        .await;
+                    this.remove(&cid).await;
+                    let outcome = match ended {
+                        Ended::Exited(0) => Outcome::Succeeded,
+                        Ended::Exited(code) => Outcome::Failed {
+                            message: format!("container {cid} exited with code {code}"),
+                        },
+                        Ended::Error(message) => Outcome::Failed { message },
+                        Ended::Stopped(outcome) => outcome,
+                    };
+                    if let Outcome::Failed { message } = &outcome {
+                        note(&log, format!("[aiflow] {message}\n").as_bytes());
+                    }
+                    drop(log);
+                    let _ = writer.await;
+                    outcome
+                }
+                Err(e) => {
+                    this.remove(&cid).await;
+                    Outcome::Failed {
+                        message: format!("cannot open the log {}: {e}", log_path.display()),
+                    }
+                }
+            };
+            let _ = done.send(outcome);
+        });
+        Some(handle)
     }
 
     /// The ids of the containers labelled with this attempt (all states).
@@ -481,6 +591,23 @@ impl ContainerExecutor {
             .await?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
+}
+
+/// A timestamped log line (`2026-01-02T03:04:05.123456789Z text`) without its timestamp, when it
+/// is later than `after` (since the Unix epoch); a line without a readable timestamp is kept.
+fn newer_than(line: &[u8], after: Duration) -> Option<&[u8]> {
+    let space = line.iter().position(|b| *b == b' ')?;
+    let Some(at) = std::str::from_utf8(&line[..space])
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Some(line);
+    };
+    let at = Duration::new(
+        u64::try_from(at.timestamp()).unwrap_or(0),
+        at.timestamp_subsec_nanos(),
+    );
+    (at > after).then_some(&line[space + 1..])
 }
 
 /// How one container ended.
@@ -578,6 +705,16 @@ mod tests {
         assert!(
             none.nano_cpus.is_none() && none.memory.is_none() && none.device_requests.is_none()
         );
+    }
+
+    #[test]
+    fn re_adopted_output_keeps_only_lines_after_the_last_write() {
+        let after = Duration::new(1_767_000_000, 500_000_000);
+        let old = b"2025-12-29T09:20:00.400000000Z old\n";
+        let new = b"2025-12-29T09:20:00.600000000Z new\n";
+        assert_eq!(newer_than(old, after), None);
+        assert_eq!(newer_than(new, after), Some(&b"new\n"[..]));
+        assert_eq!(newer_than(b"no stamp\n", after), Some(&b"no stamp\n"[..]));
     }
 
     #[test]

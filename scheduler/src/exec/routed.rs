@@ -129,18 +129,19 @@ impl Executor for Containers {
     }
 
     async fn adopt(&self, id: &AttemptId, _started: bool) -> Adoption {
-        // A container left by a previous server is removed: its attempt is failed and retried
-        // under the job's policy (never run twice at once).
-        if let Ok(engine) = self.engine().await
-            && let Ok(found) = engine.containers_of_attempt(id).await
-            && !found.is_empty()
-        {
-            for c in &found {
-                engine.remove(c).await;
+        // A container a previous server started is followed again; one that cannot be is
+        // removed, and the attempt is then unknown here (never run twice at once).
+        let Ok(engine) = self.engine().await else {
+            return Adoption::Unknown;
+        };
+        match engine.adopt(id).await {
+            Some(job) => {
+                tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, "container job attempt re-adopted");
+                self.follow(id.clone(), job);
+                Adoption::Following { started: true }
             }
-            tracing::warn!(execution = %id.execution, job = %id.job, attempt = id.attempt, containers = found.len(), "removed the containers of an attempt a previous server started");
+            None => Adoption::Unknown,
         }
-        Adoption::Unknown
     }
 
     fn reports(&self) -> BoxStream<'static, StatusReport> {
@@ -234,8 +235,10 @@ impl Executor for Routed {
     }
 
     async fn adopt(&self, id: &AttemptId, started: bool) -> Adoption {
-        match self.processes.adopt(id, started).await {
-            Adoption::Unknown => self.containers.adopt(id, started).await,
+        // Containers first: the host's leftover-process sweep of an unknown process attempt
+        // would otherwise also kill a container's processes (they carry the attempt's variables).
+        match self.containers.adopt(id, started).await {
+            Adoption::Unknown => self.processes.adopt(id, started).await,
             following => following,
         }
     }
