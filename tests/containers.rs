@@ -375,3 +375,69 @@ async fn a_container_outlives_kill_9_of_the_server_and_is_re_adopted_once() {
     );
     assert!(containers_of(&id).is_empty(), "removed once it ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jobs_on_the_server_get_distinct_gpus() {
+    // No engine needed: processes only, on a server configured with two GPUs.
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = embedded(&dir.path().join("data"), &["--gpus", "2"]);
+    let http = reqwest::Client::new();
+    let node = |name: &str| {
+        json!({"name": name, "job": {"resources": {"gpus": 1},
+            "command": ["sh", "-c", "echo devices=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES; sleep 2"]}})
+    };
+    post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({"name": "gpus", "nodes": [node("a"), node("b"), node("c")]}),
+    )
+    .await;
+    let id = start(&http, &base, "gpus").await;
+    wait_for("the jobs to end", Duration::from_secs(60), || async {
+        let js = common::jobs(&http, &base, &id).await;
+        js.len() >= 3
+            && js
+                .iter()
+                .all(|j| j["state"] != "RUNNING" && j["state"] != "QUEUED")
+    })
+    .await;
+    let mut devices = Vec::new();
+    for name in ["a", "b", "c"] {
+        let j = job(&http, &base, &id, name).await;
+        let log = common::job_log(&http, &base, &id, name, "").await;
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("devices="))
+            .unwrap_or_default()
+            .to_string();
+        devices.push((j["state"].clone(), line));
+    }
+    // Two run at once on devices 0 and 1; the third finds both held and fails naming why.
+    let ran: Vec<&String> = devices
+        .iter()
+        .filter(|(s, _)| s == "SUCCEEDED")
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(ran.len(), 2, "{devices:?}");
+    let mut got: Vec<&str> = ran.iter().map(|l| l.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["devices=0 nvidia=0", "devices=1 nvidia=1"],
+        "{devices:?}"
+    );
+    let failed = devices
+        .iter()
+        .position(|(s, _)| s == "FAILED")
+        .expect("the third job failed");
+    let name = ["a", "b", "c"][failed];
+    let events = get(
+        &http,
+        &format!("{base}/api/v1/events?key=gpus/{name}&event_type=JOB_STATUS&limit=100"),
+    )
+    .await;
+    assert!(
+        events.to_string().contains("0 of 2 are free now"),
+        "{events}"
+    );
+}
