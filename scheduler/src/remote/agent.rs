@@ -384,6 +384,19 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
                 HEARTBEAT_TIMEOUT.as_secs()
             );
             let _ = state.report(&task, ReportKind::Lost { message }).await;
+            // Its container, when the lost worker ran it on this engine, goes too.
+            if let Some(engine) = &state.config.containers {
+                let id = crate::exec::AttemptId {
+                    execution: task.execution.clone(),
+                    job: task.job.clone(),
+                    attempt: task.attempt,
+                    row: None,
+                };
+                for c in engine.containers_of_attempt(&id).await.unwrap_or_default() {
+                    tracing::warn!(task = %task.id, container = %c, "removing the container of a lost task");
+                    engine.remove(&c).await;
+                }
+            }
         }
         let _ = acker.ack_with(AckKind::Term).await;
         return;
