@@ -441,3 +441,50 @@ async fn running_jobs_on_the_server_get_distinct_gpus() {
         "{events}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_of_a_worker_killed_with_9_runs_once_and_is_removed() {
+    if !engine_ready() {
+        return;
+    }
+    let Some(c) = common::Cluster::start("boxkill").await else {
+        return;
+    };
+    let (_s1, u) = c.server("s1");
+    let http = reqwest::Client::new();
+    wait_for("s1 to lead", Duration::from_secs(15), || async {
+        common::role(&http, &u).await == "leader"
+    })
+    .await;
+    let mut w1 = c.worker_on("w1", &["default"], &u, &["--containers"]);
+    post(
+        &http,
+        &format!("{u}/api/v1/workflows"),
+        &json!({"name": "boxkill", "nodes": [{"name": "long", "job": {"image": IMAGE, "pull": "never",
+            "command": ["sh", "-c", "echo started; sleep 300"]}}]}),
+    )
+    .await;
+    let id = start(&http, &u, "boxkill").await;
+    wait_for("the container to run", Duration::from_secs(30), || async {
+        job(&http, &u, &id, "long").await["state"] == "RUNNING" && containers_of(&id).len() == 1
+    })
+    .await;
+    w1.kill9();
+    // The task comes back to the next worker after the heartbeat timeout: it is lost, not run
+    // again, and its container goes.
+    let _w2 = c.worker_on("w2", &["default"], &u, &["--containers"]);
+    wait_for(
+        "the attempt to be lost",
+        Duration::from_secs(40),
+        || async { job(&http, &u, &id, "long").await["state"] == "FAILED" },
+    )
+    .await;
+    let long = job(&http, &u, &id, "long").await;
+    assert_eq!(long["attempt"], 1, "{long}");
+    wait_for(
+        "the container to be removed",
+        Duration::from_secs(20),
+        || async { containers_of(&id).is_empty() },
+    )
+    .await;
+}
