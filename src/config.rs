@@ -95,6 +95,13 @@ pub(crate) struct Config {
     /// Stop running local jobs when the server stops (by default they keep running, each
     /// under a supervisor of its own, and the next server re-adopts them).
     pub(crate) stop_jobs_on_exit: bool,
+    /// The Docker engine jobs with an `image` run on (`unix:///…` or `tcp://host:port`; none:
+    /// `DOCKER_HOST`, else the local socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) docker_host: Option<String>,
+    /// GPUs the server's own executor assigns to jobs (none: those `nvidia-smi -L` lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gpus: Option<u32>,
     /// Origins (`scheme://host[:port]`) besides the server's own whose browser requests are
     /// served (`*`: any); others get 403 (docs/security.md).
     pub(crate) allowed_origins: Vec<String>,
@@ -136,6 +143,8 @@ impl Default for Config {
             job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
             stop_jobs_on_exit: false,
+            docker_host: None,
+            gpus: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             tls_cert: None,
@@ -245,6 +254,13 @@ pub(crate) struct ServerArgs {
     /// server re-adopts them).
     #[arg(long, env = "AIFLOW_STOP_JOBS_ON_EXIT")]
     pub(crate) stop_jobs_on_exit: bool,
+    /// Docker engine for jobs with an image: unix:///path or tcp://host:port [default: the
+    /// local socket].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub(crate) docker_host: Option<String>,
+    /// GPUs this server's executor assigns to jobs [default: those `nvidia-smi -L` lists].
+    #[arg(long, env = "AIFLOW_GPUS")]
+    pub(crate) gpus: Option<u32>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -296,6 +312,12 @@ impl Config {
         }
         config.auth |= args.auth;
         config.stop_jobs_on_exit |= args.stop_jobs_on_exit;
+        if args.docker_host.is_some() {
+            config.docker_host.clone_from(&args.docker_host);
+        }
+        if args.gpus.is_some() {
+            config.gpus = args.gpus;
+        }
         config.insecure |= args.insecure;
         if let Some(v) = args.max_body_bytes {
             config.max_body_bytes = v;
@@ -367,6 +389,13 @@ impl Config {
             && !(n.starts_with("nats://") || n.starts_with("tls://"))
         {
             bail!("nats: {n:?} is not a nats:// URL");
+        }
+        if let Some(h) = &self.docker_host
+            && !["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|p| h.starts_with(p))
+        {
+            bail!("docker_host: {h:?} is not a unix://, tcp:// or http:// address");
         }
         if let Some(e) = &self.otlp_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))

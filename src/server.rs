@@ -137,6 +137,8 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             } else {
                 std::env::current_exe().ok()
             },
+            docker_host: config.docker_host.clone(),
+            gpus: config.gpus,
         },
         shutdown_rx.clone(),
     )

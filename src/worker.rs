@@ -53,6 +53,14 @@ pub(crate) struct WorkerArgs {
     /// SIGTERM → SIGKILL grace period of a stopped task, in seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) stop_grace_s: u64,
+    /// Offer containers: run jobs with an `image` on the Docker engine (only such workers take
+    /// them).
+    #[arg(long, env = "AIFLOW_CONTAINERS")]
+    pub(crate) containers: bool,
+    /// Docker engine of --containers: unix:///path or tcp://host:port [default: the local
+    /// socket].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub(crate) docker_host: Option<String>,
 }
 
 fn machine_memory_mb() -> Option<u64> {
@@ -105,6 +113,18 @@ pub(crate) async fn run(
         .connect(&args.nats)
         .await
         .with_context(|| format!("NATS at {}", args.nats))?;
+    let containers = if args.containers {
+        let mut engine = aiflow_scheduler::exec::container::ContainerExecutor::connect(
+            args.docker_host.as_deref(),
+        )
+        .await
+        .context("containers")?;
+        engine.grace = Duration::from_secs(args.stop_grace_s);
+        engine.log_max_bytes = (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes);
+        Some(engine)
+    } else {
+        None
+    };
     crate::config::private_dir(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
     let config = aiflow_scheduler::remote::WorkerConfig {
@@ -128,6 +148,7 @@ pub(crate) async fn run(
         aiflow_bin: std::env::current_exe().ok(),
         grace: Duration::from_secs(args.stop_grace_s),
         log_max_bytes: (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes),
+        containers,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cluster = args.cluster.clone();

@@ -7,7 +7,7 @@
 
 pub mod dags;
 mod durable;
-pub mod executor;
+pub mod exec;
 mod forward;
 pub mod http;
 pub mod leader;
@@ -16,7 +16,6 @@ pub mod remote;
 pub mod rules;
 pub mod service;
 pub mod state;
-pub mod supervisor;
 pub mod telemetry;
 mod trace;
 pub mod triggers;
@@ -25,7 +24,11 @@ use aiflow_api::server::HttpError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-pub use executor::{LaunchSpec, LocalExecutor, Outcome, RunningJob};
+/// The local process executor (kept under its former path).
+pub use exec::process as executor;
+/// Jobs that outlive the server (kept under its former path).
+pub use exec::supervisor;
+pub use exec::{Executor, LaunchSpec, LocalExecutor, Outcome, RunningJob};
 pub use rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, initial_jobs, outcome,
 };

@@ -24,7 +24,9 @@ use crate::Error;
 use crate::durable::{
     self, Batch, Delayed, FLAG_RESTART, FLAG_STOP, MetaWrite, OFFSET_KEY, Record,
 };
-use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use crate::exec::{
+    Adoption, AttemptId, Executor, LaunchRequest, LaunchSpec, Outcome, Status, StatusReport,
+};
 use crate::leader::Role;
 use crate::metrics::{Obs, Progress};
 use crate::rules::{
@@ -73,6 +75,10 @@ pub struct SchedulerConfig {
     pub supervisor: Option<PathBuf>,
     /// `AIFLOW_CA_CERT` given to jobs: the CA to trust for an https:// `server_url`.
     pub ca_cert: Option<PathBuf>,
+    /// The Docker engine container jobs run on (none: `DOCKER_HOST`, else the local socket).
+    pub docker_host: Option<String>,
+    /// GPUs of this machine's executor (none: those `nvidia-smi -L` lists, if any).
+    pub gpus: Option<u32>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -115,6 +121,8 @@ impl SchedulerConfig {
             log_max_bytes: None,
             supervisor: None,
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
         }
     }
 }
@@ -140,31 +148,16 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Event(Event),
-    JobEnded {
-        execution: String,
-        job: String,
-        attempt: u32,
-        outcome: Outcome,
-    },
+    /// An executor's report on an attempt (acknowledged, when it asks, once committed).
+    Status(Box<StatusReport>),
     Retry {
         execution: String,
         job: String,
         attempt: u32,
     },
     Reload,
-    /// The process of a job attempt exists.
-    Started {
-        execution: String,
-        job: String,
-        attempt: u32,
-    },
     /// The clock moved: fire due time triggers.
     Tick(chrono::DateTime<Utc>),
-    /// A remote worker's report, acknowledged once handled and committed.
-    Report(
-        Box<crate::remote::Report>,
-        Arc<async_nats::jetstream::message::Acker>,
-    ),
     /// An event-triggered start whose `delay_s` has passed.
     Delayed(Box<Delayed>),
 }
@@ -507,18 +500,12 @@ async fn lead(
         );
         let _ = statuses.send(leftover);
     }
+    let executor = crate::exec::build(&config, shutdown.clone()).await?;
+    spawn_status_feed(executor.as_ref(), tx.clone(), shutdown.clone());
     let mut core = Core {
         obs: Obs::new(progress, from.0),
         store: store.clone(),
-        executor: LocalExecutor {
-            grace: config.stop_grace,
-            log_max_bytes: config.log_max_bytes,
-            supervisor: config
-                .supervisor
-                .clone()
-                .map(|program| crate::supervisor::Supervisor { program }),
-        },
-        fabric: config.fabric.clone(),
+        executor,
         fence,
         lease_lost: None,
         deposed: false,
@@ -606,61 +593,32 @@ async fn lead(
     });
     if let Some(fabric) = &config.fabric {
         crate::forward::serve(fabric, tx.clone(), shutdown.clone()).await?;
-        if fence.is_some() || config.remote {
-            spawn_report_feed(fabric.clone(), tx.clone(), shutdown.clone()).await?;
-        }
     }
     Ok(core)
 }
 
-/// Remote workers' reports into the loop (acknowledged once their changes are committed).
-async fn spawn_report_feed(
-    fabric: crate::remote::Fabric,
+/// The executor's reports into the loop, for this term.
+fn spawn_status_feed(
+    executor: &dyn Executor,
     tx: mpsc::Sender<Command>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Error> {
-    let mut reports = fabric.reports().await.map_err(Error::Bus)?;
+) {
+    let mut reports = executor.reports();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 next = reports.next() => match next {
-                    Some(Ok(m)) => {
-                        let (m, acker) = m.split();
-                        match serde_json::from_slice::<crate::remote::Report>(&m.payload) {
-                            Ok(r) => {
-                                if tx.send(Command::Report(Box::new(r), Arc::new(acker))).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "dropping an unreadable worker report");
-                                let _ = acker.ack().await;
-                            }
+                    Some(r) => {
+                        if tx.send(Command::Status(Box::new(r))).await.is_err() {
+                            break;
                         }
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, "worker reports"),
-                    None => {
-                        // NATS restarted: pull again (unacknowledged reports come again).
-                        loop {
-                            tokio::select! {
-                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                                () = until_shutdown(&mut shutdown) => return,
-                            }
-                            match fabric.reports().await {
-                                Ok(r) => {
-                                    reports = r;
-                                    break;
-                                }
-                                Err(e) => tracing::warn!(error = %e, "cannot read worker reports yet"),
-                            }
-                        }
-                    }
+                    None => break,
                 },
                 () = until_shutdown(&mut shutdown) => break,
             }
         }
     });
-    Ok(())
 }
 
 impl Core {
@@ -671,12 +629,10 @@ impl Core {
             Command::Start { .. } => "start",
             Command::Stop { .. } => "stop",
             Command::Event(_) => "event",
-            Command::JobEnded { .. } => "job_ended",
+            Command::Status(_) => "status",
             Command::Retry { .. } => "retry",
             Command::Reload => "reload",
-            Command::Started { .. } => "started",
             Command::Tick(_) => "tick",
-            Command::Report(..) => "report",
             Command::Delayed(_) => "delayed",
         };
         crate::metrics::guarded(what, self.handle(cmd)).await;
@@ -891,12 +847,11 @@ struct JobRt {
     state: JobState,
     attempt: u32,
     row: Option<String>,
-    stopper: Option<watch::Sender<bool>>,
     restart_after_stop: bool,
     /// A stop was asked for the current attempt (kept so a restart knows it was not lost).
     stop_asked: bool,
     cause: Option<Event>,
-    /// A process of the current attempt holds a slot.
+    /// The current attempt holds a slot (launched or adopted, not ended).
     launched: bool,
     /// When a RETRYING job's next attempt is due.
     retry_at: Option<chrono::DateTime<Utc>>,
@@ -908,7 +863,6 @@ impl JobRt {
             state: JobState::Waiting,
             attempt: 0,
             row: None,
-            stopper: None,
             restart_after_stop: false,
             stop_asked: false,
             cause: None,
@@ -1027,8 +981,8 @@ enum Effect {
         Result<String, Error>,
     ),
     StopReply(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
-    /// A worker report whose changes are committed.
-    Ack(Arc<async_nats::jetstream::message::Acker>),
+    /// An executor's report whose changes are committed.
+    Ack(crate::exec::Ack),
 }
 
 /// What the next commit writes, and what happens after it.
@@ -1067,9 +1021,8 @@ struct Core {
     /// Metrics bookkeeping (see [`crate::metrics`]).
     obs: Obs,
     store: Store,
-    executor: LocalExecutor,
-    /// Remote execution: set when jobs go to workers, or for stopping remote tasks.
-    fabric: Option<crate::remote::Fabric>,
+    /// Runs the attempts (local processes, remote workers, ...): the core never asks which.
+    executor: Arc<dyn Executor>,
     /// The leader epoch every commit checks (replicated shape).
     fence: Option<i64>,
     /// Set when the lease connection failed.
@@ -1130,13 +1083,17 @@ impl Core {
                 self.on_event(e).instrument(span).await;
                 self.obs.event_handled(offset, created, started);
             }
-            Command::JobEnded {
-                execution,
-                job,
-                attempt,
-                outcome,
-            } => {
-                self.on_job_ended(&execution, &job, attempt, outcome).await;
+            Command::Status(report) => {
+                let StatusReport {
+                    id,
+                    status,
+                    by,
+                    ack,
+                } = *report;
+                self.on_status(id, status, by.as_deref()).await;
+                if let Some(ack) = ack {
+                    self.pending.effects.push(Effect::Ack(ack));
+                }
             }
             Command::Retry {
                 execution,
@@ -1161,28 +1118,7 @@ impl Core {
                     });
                 }
             }
-            Command::Started {
-                execution,
-                job,
-                attempt,
-            } => {
-                let current = self.attempt_state(&execution, &job);
-                if current == Some((attempt, JobState::Queued)) {
-                    let workflow = self
-                        .executions
-                        .get(&execution)
-                        .map(|e| e.workflow.name.clone())
-                        .unwrap_or_default();
-                    tracing::info!(workflow, execution = %execution, job = %job, attempt, "job started");
-                    self.set_job_state(&execution, &job, JobState::Running, None)
-                        .await;
-                }
-            }
             Command::Tick(now) => self.on_tick(now).await,
-            Command::Report(report, acker) => {
-                self.on_report(*report).await;
-                self.pending.effects.push(Effect::Ack(acker));
-            }
             Command::Delayed(d) => {
                 let d = *d;
                 self.pending.delayed_done.push(d.id.clone());
@@ -1781,10 +1717,22 @@ impl Core {
         }
     }
 
-    /// Starts the process of the job's current attempt.
+    /// The attempt a job is at now, as executors name it.
+    fn attempt_id(&self, id: &str, job: &str) -> Option<AttemptId> {
+        let rt = self.executions.get(id)?.jobs.get(job)?;
+        Some(AttemptId {
+            execution: id.to_string(),
+            job: job.to_string(),
+            attempt: rt.attempt,
+            row: rt.row.clone(),
+        })
+    }
+
+    /// Hands the job's current attempt to the executor.
     async fn launch(&mut self, id: &str, job: &str) {
-        let remote = self.remote();
-        let task_id = self.task_id(id, job);
+        let Some(attempt_id) = self.attempt_id(id, job) else {
+            return;
+        };
         let Some(exec) = self.executions.get_mut(id) else {
             return;
         };
@@ -1846,205 +1794,97 @@ impl Core {
         }
         self.obs.launched(id, job, span);
         let launch_workflow = exec.workflow.name.clone();
-        let launch = LaunchSpec {
-            workflow: launch_workflow.clone(),
-            execution: id.to_string(),
-            job: job.to_string(),
-            attempt,
-            commands: spec.commands().map(<[String]>::to_vec).collect(),
-            env,
-            working_dir: spec.working_dir.as_ref().map(PathBuf::from),
-            timeout: spec.timeout_s.map(Duration::from_secs),
-            log_path: log_path(&self.config, id, job, attempt),
-        };
-        if let (Some(fabric), Some(task_id)) = (remote, task_id) {
-            let task = crate::remote::Task {
-                id: task_id,
-                workflow: launch.workflow,
-                execution: launch.execution,
-                job: launch.job,
+        let request = LaunchRequest {
+            id: attempt_id,
+            spec: LaunchSpec {
+                workflow: launch_workflow.clone(),
+                execution: id.to_string(),
+                job: job.to_string(),
                 attempt,
-                queue: spec.queue.clone(),
-                commands: launch.commands,
-                env: launch.env,
-                working_dir: spec.working_dir.clone(),
-                timeout_s: spec.timeout_s,
-                resources: spec
-                    .resources
-                    .as_ref()
-                    .map(|r| crate::remote::Resources {
-                        cpus: r.cpus,
-                        memory_mb: r.memory_mb,
-                        gpus: r.gpus,
-                    })
-                    .unwrap_or_default(),
-            };
+                commands: spec.commands().map(<[String]>::to_vec).collect(),
+                env,
+                working_dir: spec.working_dir.as_ref().map(PathBuf::from),
+                timeout: spec.timeout_s.map(Duration::from_secs),
+                log_path: log_path(&self.config, id, job, attempt),
+            },
+            job: Arc::new(spec),
+        };
+        match self.executor.launch(request).await {
+            Ok(()) => self.hold_slot(id, job),
+            Err(message) => {
+                tracing::warn!(workflow = %launch_workflow, execution = id, job, attempt, executor = self.executor.name(), error = %message, "cannot start a job attempt");
+                Box::pin(self.on_job_ended(id, job, attempt, Outcome::Failed { message })).await;
+            }
+        }
+    }
+
+    /// The job's current attempt holds a slot until it ends.
+    fn hold_slot(&mut self, id: &str, job: &str) {
+        if let Some(exec) = self.executions.get_mut(id)
+            && let Some(rt) = exec.jobs.get_mut(job)
+            && !rt.launched
+        {
             rt.launched = true;
             exec.running += 1;
             self.running_total += 1;
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(100);
-                let mut last = String::new();
-                for _ in 0..8 {
-                    match fabric.hand_out(&task).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(task = %task.id, queue = %task.queue, error = %e, "cannot hand out a task; retrying");
-                            last = e;
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
-                let _ = tx
-                    .send(Command::JobEnded {
-                        execution: task.execution,
-                        job: task.job,
-                        attempt: task.attempt,
-                        outcome: Outcome::Failed {
-                            message: format!(
-                                "cannot hand the task to the work queue {}: {last}",
-                                task.queue
-                            ),
-                        },
-                    })
-                    .await;
-            });
-            return;
-        }
-        let launched = match (&self.executor.supervisor, &rt.row) {
-            (Some(sup), Some(row)) => {
-                let dir = crate::supervisor::attempt_dir(&self.config.attempts_root(), id, row);
-                match sup.launch(&self.executor, launch.clone(), dir).await {
-                    Ok(running) => Ok(running),
-                    Err(e) => {
-                        // A full disk, say: the attempt runs in this process instead (it ends
-                        // with the server) rather than not at all.
-                        tracing::warn!(execution = id, job, attempt, error = %e, "cannot start the job's supervisor; running the job in the server's process");
-                        self.executor.launch(launch).await
-                    }
-                }
-            }
-            _ => self.executor.launch(launch).await,
-        };
-        match launched {
-            Ok(running) => {
-                rt.launched = true;
-                exec.running += 1;
-                self.running_total += 1;
-                self.follow(id, job, attempt, running);
-            }
-            Err(e) => {
-                tracing::warn!(workflow = %launch_workflow, execution = id, job, attempt, error = %e, "cannot open the job log");
-                Box::pin(self.on_job_ended(
-                    id,
-                    job,
-                    attempt,
-                    Outcome::Failed {
-                        message: format!("cannot open the job log: {e}"),
-                    },
-                ))
-                .await;
-            }
         }
     }
 
-    /// Hands a running attempt's start and end to the loop; the loop never waits for
-    /// fork/exec.
-    fn follow(&mut self, id: &str, job: &str, attempt: u32, mut running: crate::RunningJob) {
-        if let Some(rt) = self
-            .executions
-            .get_mut(id)
-            .and_then(|e| e.jobs.get_mut(job))
-        {
-            rt.stopper = Some(running.stopper());
-        }
-        let tx = self.tx.clone();
-        let (execution, job_name) = (id.to_string(), job.to_string());
-        tokio::spawn(async move {
-            // RUNNING once the process exists.
-            if running.started().await {
-                let _ = tx
-                    .send(Command::Started {
-                        execution: execution.clone(),
-                        job: job_name.clone(),
+    /// An executor's report on an attempt. Reports of an attempt that is not the job's current
+    /// one, or that already ended, change nothing (attempt fencing); a process of such an
+    /// attempt that has just started is told to stop.
+    async fn on_status(&mut self, id: AttemptId, status: Status, by: Option<&str>) {
+        let current = self.attempt_state(&id.execution, &id.job);
+        let is_current = current.is_some_and(|(a, s)| a == id.attempt && s.is_active());
+        let (execution, job, attempt) = (id.execution.as_str(), id.job.as_str(), id.attempt);
+        match status {
+            Status::Started => {
+                if current == Some((attempt, JobState::Queued)) {
+                    let workflow = self
+                        .executions
+                        .get(execution)
+                        .map(|e| e.workflow.name.clone())
+                        .unwrap_or_default();
+                    tracing::info!(
+                        workflow,
+                        execution,
+                        job,
                         attempt,
-                    })
-                    .await;
-            }
-            let outcome = running.wait().await;
-            let _ = tx
-                .send(Command::JobEnded {
-                    execution,
-                    job: job_name,
-                    attempt,
-                    outcome,
-                })
-                .await;
-        });
-    }
-
-    /// A remote worker's report on an attempt. Reports of an attempt that is not the job's
-    /// current one, or that already ended, change nothing (attempt fencing); a process of such
-    /// an attempt that has just started is told to stop.
-    async fn on_report(&mut self, r: crate::remote::Report) {
-        use crate::remote::ReportKind;
-        let current = self.attempt_state(&r.execution, &r.job);
-        let is_current = current.is_some_and(|(a, s)| a == r.attempt && s.is_active());
-        match &r.kind {
-            ReportKind::Started => {
-                if current == Some((r.attempt, JobState::Queued)) {
-                    tracing::info!(execution = %r.execution, job = %r.job, attempt = r.attempt, worker = %r.worker, "job started on a worker");
-                    self.set_job_state(&r.execution, &r.job, JobState::Running, None)
+                        worker = by.unwrap_or(""),
+                        "job started"
+                    );
+                    self.set_job_state(execution, job, JobState::Running, None)
                         .await;
                 } else if !is_current {
-                    tracing::info!(task = %r.task, worker = %r.worker, "a stale attempt started on a worker; stopping it");
-                    if let Some(f) = self.fabric.clone() {
-                        tokio::spawn(async move { f.stop(&r.task).await });
-                    }
+                    tracing::info!(
+                        execution,
+                        job,
+                        attempt,
+                        worker = by.unwrap_or(""),
+                        "a stale attempt started; stopping it"
+                    );
+                    self.executor.stop(&id);
                 }
             }
-            ReportKind::Ended { .. } | ReportKind::Lost { .. } => {
-                if is_current && let Some(outcome) = r.outcome() {
-                    // After a leader change the `started` report may come again after the
-                    // `ended` one (it was delivered to the old leader, which never acknowledged
-                    // it): the attempt did run.
-                    if current == Some((r.attempt, JobState::Queued))
-                        && matches!(r.kind, ReportKind::Ended { .. })
-                    {
-                        self.set_job_state(&r.execution, &r.job, JobState::Running, None)
+            Status::Ended { outcome, ran } => {
+                if is_current {
+                    // A report of the start may come after the end (after a leader change it
+                    // was delivered to the old leader, which never acknowledged it): the
+                    // attempt did run.
+                    if ran && current == Some((attempt, JobState::Queued)) {
+                        self.set_job_state(execution, job, JobState::Running, None)
                             .await;
                     }
-                    self.on_job_ended(&r.execution, &r.job, r.attempt, outcome)
-                        .await;
+                    self.on_job_ended(execution, job, attempt, outcome).await;
                 } else {
-                    tracing::debug!(task = %r.task, worker = %r.worker, "late report of an older attempt ignored");
+                    tracing::debug!(
+                        execution,
+                        job,
+                        attempt,
+                        "late report of an older attempt ignored"
+                    );
                 }
             }
-        }
-    }
-
-    /// The remote task id of a job's current attempt.
-    fn task_id(&self, id: &str, job: &str) -> Option<String> {
-        let rt = self.executions.get(id)?.jobs.get(job)?;
-        Some(match &rt.row {
-            Some(row) => format!("{row}-{}", rt.attempt),
-            None => format!(
-                "{}-{}-{}",
-                crate::remote::token(id),
-                crate::remote::token(job),
-                rt.attempt
-            ),
-        })
-    }
-
-    /// Jobs go to remote workers.
-    fn remote(&self) -> Option<crate::remote::Fabric> {
-        if self.config.remote {
-            self.fabric.clone()
-        } else {
-            None
         }
     }
 
@@ -2069,15 +1909,14 @@ impl Core {
                 self.pending.effects.push(effect);
             }
             JobState::Waiting | JobState::Queued | JobState::Retrying => {
-                // A QUEUED attempt may already be spawning its process: stop that too.
+                // A QUEUED attempt may already be on its way to a process: stop that too. Its
+                // slot is free now (see `set_job_state`), and its end report changes nothing.
                 self.pending.effects.push(effect);
-                if self.config.remote {
-                    // A task nobody took yet is cancelled: no report will free its slot.
-                    self.release(id, job);
-                }
                 self.set_job_state(id, job, JobState::Stopped, None).await;
                 if restart {
                     self.queue_job(id, job, None).await;
+                } else {
+                    self.check_finished(id).await;
                 }
             }
             _ => {}
@@ -2105,7 +1944,6 @@ impl Core {
         else {
             return;
         };
-        rt.stopper = None;
         rt.stop_asked = false;
         let restart = std::mem::take(&mut rt.restart_after_stop);
         let (state, message) = match &outcome {
@@ -2177,7 +2015,16 @@ impl Core {
         }
         match (rt.state.is_active(), state.is_active()) {
             (false, true) => exec.active += 1,
-            (true, false) => exec.active = exec.active.saturating_sub(1),
+            (true, false) => {
+                exec.active = exec.active.saturating_sub(1);
+                // An attempt that is over (or stopped before it ran) holds no slot: an end
+                // report of it that comes later changes nothing.
+                if rt.launched {
+                    rt.launched = false;
+                    exec.running = exec.running.saturating_sub(1);
+                    self.running_total = self.running_total.saturating_sub(1);
+                }
+            }
             _ => {}
         }
         rt.state = state;
@@ -2393,24 +2240,12 @@ impl Core {
     /// One committed action.
     async fn apply(&mut self, effect: Effect) {
         match effect {
-            Effect::Ack(acker) => {
-                tokio::spawn(async move {
-                    let _ = acker.ack().await;
-                });
-            }
-            Effect::Stop { id, job, attempt } if self.config.remote => {
-                if self.attempt_state(&id, &job).map(|(a, _)| a) == Some(attempt)
-                    && let (Some(task), Some(f)) = (self.task_id(&id, &job), self.fabric.clone())
-                {
-                    tokio::spawn(async move { f.stop(&task).await });
-                }
-            }
+            Effect::Ack(ack) => ack.done(),
             Effect::Stop { id, job, attempt } => {
-                if let Some(rt) = self.executions.get(&id).and_then(|e| e.jobs.get(&job))
-                    && rt.attempt == attempt
-                    && let Some(stop) = &rt.stopper
+                if let Some(attempt_id) = self.attempt_id(&id, &job)
+                    && attempt_id.attempt == attempt
                 {
-                    let _ = stop.send(true);
+                    self.executor.stop(&attempt_id);
                 }
             }
             Effect::Retry {
@@ -2530,54 +2365,15 @@ impl Core {
                 continue;
             };
             let (state, attempt, stop_asked) = (rt.state, rt.attempt, rt.stop_asked);
-            let row = rt.row.clone();
-            if self.config.remote {
-                // Remote attempts live on their workers: reports and heartbeats say how they go.
-                match state {
-                    JobState::Running => {
-                        if let Some(exec) = self.executions.get_mut(&id)
-                            && let Some(rt) = exec.jobs.get_mut(&job)
-                        {
-                            rt.launched = true;
-                            exec.running += 1;
-                            self.running_total += 1;
-                        }
-                        if stop_asked {
-                            self.pending.effects.push(Effect::Stop {
-                                id: id.clone(),
-                                job: job.clone(),
-                                attempt,
-                            });
-                        }
-                        continue;
-                    }
-                    // Handed out again: NATS drops it when it is already in the queue.
-                    JobState::Queued => {
-                        self.enqueue(&id, &job).await;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
+            let retry_at = rt.retry_at;
+            let started = state == JobState::Running;
             if matches!(state, JobState::Queued | JobState::Running)
-                && let Some(row) = &row
-                && let Some(adopted) = crate::supervisor::adopt(crate::supervisor::attempt_dir(
-                    &self.config.attempts_root(),
-                    &id,
-                    row,
-                ))
+                && let Some(attempt_id) = self.attempt_id(&id, &job)
+                && let Adoption::Following { .. } = self.executor.adopt(&attempt_id, started).await
             {
-                // The attempt outlived the previous process: follow it again (its outcome
-                // comes at once when it ended meanwhile).
-                tracing::info!(execution = %id, job, attempt, started = adopted.started, running = adopted.running, "job attempt re-adopted");
-                if let Some(exec) = self.executions.get_mut(&id)
-                    && let Some(rt) = exec.jobs.get_mut(&job)
-                {
-                    rt.launched = true;
-                    exec.running += 1;
-                    self.running_total += 1;
-                }
-                self.follow(&id, &job, attempt, adopted.job);
+                // The attempt outlived the previous process or leader: its executor follows it
+                // again and reports how it goes.
+                self.hold_slot(&id, &job);
                 if stop_asked {
                     self.pending.effects.push(Effect::Stop {
                         id: id.clone(),
@@ -2586,14 +2382,6 @@ impl Core {
                     });
                 }
                 continue;
-            }
-            if matches!(state, JobState::Queued | JobState::Running)
-                && let Some(row) = &row
-            {
-                let killed = durable::kill_leftovers(row);
-                if killed > 0 {
-                    tracing::warn!(execution = %id, job, attempt, processes = killed, "killed what was left of a job attempt");
-                }
             }
             match state {
                 JobState::Queued => self.enqueue(&id, &job).await,
@@ -2609,7 +2397,7 @@ impl Core {
                     self.on_job_ended(&id, &job, attempt, outcome).await;
                 }
                 JobState::Retrying => {
-                    let at = rt.retry_at.unwrap_or_else(Utc::now);
+                    let at = retry_at.unwrap_or_else(Utc::now);
                     self.pending.effects.push(Effect::Retry {
                         delay: (at - Utc::now()).to_std().unwrap_or_default(),
                         id: id.clone(),

@@ -134,7 +134,17 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
             }
         }
         let commands = job.commands().count();
-        if commands == 0 {
+        crate::check::check_image(job.image.as_deref(), job.pull.as_ref(), &loc, &mut p);
+        if job.pull.is_some() && job.image.is_none() {
+            p.push(
+                format!("{loc}.pull"),
+                format!(
+                    "job {:?} sets pull but no image; pull only applies to a container job",
+                    job.name
+                ),
+            );
+        }
+        if commands == 0 && job.image.is_none() {
             p.push(
                 format!("{loc}.nodes"),
                 format!("job {:?} has no command", job.name),

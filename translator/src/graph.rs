@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::names::{Action, Catchup, Life, Op, StatusCondition};
+pub use crate::names::{Action, Catchup, Life, Op, Pull, StatusCondition};
 
 /// The namespace used when a document names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -85,6 +85,14 @@ pub struct JobSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Run the job in a container from this image (`name[:tag][@digest]`, as a Docker Engine
+    /// names it) instead of as a host process; `command` becomes the container's command (the
+    /// image's own when no node gives one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the image is pulled: `if_missing` (default), `always` or `never`. Needs `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<Pull>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Action, Catchup, EventCondition, Life, Op, Resources, StatusCondition};
+use crate::graph::{Action, Catchup, EventCondition, Life, Op, Pull, Resources, StatusCondition};
 
 /// The version of the workflow document format this crate writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -60,6 +60,12 @@ pub struct Job {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The container image the job runs in (none: a host process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the image is pulled (none: `if_missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<Pull>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default)]

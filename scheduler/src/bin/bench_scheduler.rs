@@ -65,6 +65,8 @@ async fn env(max_running: usize) -> Env {
             log_max_bytes: None,
             supervisor: supervisor(),
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
         },
         rx,
     )

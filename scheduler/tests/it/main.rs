@@ -44,6 +44,8 @@ async fn start(
             log_max_bytes: None,
             supervisor: None,
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
         },
         rx,
     )

@@ -1,506 +1,28 @@
-//! Remote execution over NATS JetStream: the scheduler hands job attempts ("tasks") to a
-//! work-queue stream, `aiflow worker` agents take them, run them with the local process
-//! handling of [`crate::executor`], and report back.
-//!
-//! Subjects and streams (all created on first use by whoever comes first):
-//! - `AIFLOW_TASKS` (work queue, `aiflow.tasks.<queue>`): one message per attempt, its
-//!   `Nats-Msg-Id` the task id, so a scheduler that hands the same attempt out again after a
-//!   take-over adds nothing. Workers of a queue share the durable consumer `workers-<queue>` and
-//!   keep a running task's message in progress with a heartbeat; a worker that dies stops
-//!   heartbeating and the message is delivered again after [`HEARTBEAT_TIMEOUT`].
-//! - `aiflow_task_claims` (key-value): a worker claims a task before it runs it (an atomic
-//!   create). A redelivered task that is already claimed was lost with its worker: the worker
-//!   that gets it reports it `lost` (the scheduler fails the attempt and retries under the
-//!   job's policy, as a new attempt) instead of running it a second time. The scheduler claims
-//!   a task "cancelled" when it stops it before any worker took it.
-//! - `AIFLOW_REPORTS` (work queue, `aiflow.reports`): `started`, `ended` and `lost` reports,
-//!   consumed by the scheduling leader and acknowledged only after the state they change is
-//!   committed, so a leader change loses none. Reports of an attempt that is not the current
-//!   one are ignored (attempt fencing), and a process of such an attempt is told to stop.
-//! - `AIFLOW_LOGS` (limits, `aiflow.logs.<execution>.<job>.<attempt>`): log chunks, read by the
-//!   log route of any server.
-//! - `aiflow.control` (plain NATS): stop requests for running tasks.
-//! - `aiflow_workers` (key-value): each worker's registration, refreshed with its heartbeat.
+//! The worker agent (`aiflow worker`): takes tasks from its queues' work-queue stream, claims
+//! each before it runs it (so a task is never run twice), runs it with the local process
+//! handling of [`crate::exec::process`], heartbeats, ships its log and reports back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::executor::{LaunchSpec, LocalExecutor, Outcome};
+use super::wire::{
+    CANCELLED, Control, Fabric, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, Report, ReportKind, Resources,
+    Task, WorkerInfo, ended, nats_err, stopped, token,
+};
 
-/// The default cluster name: the prefix of every subject, stream and bucket below.
-pub const DEFAULT_CLUSTER: &str = "aiflow";
-/// A running task's worker heartbeats this often.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-/// A task whose worker has not heartbeated for this long is delivered again.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
+use crate::exec::gpus::{GpuLease, Gpus};
+use crate::exec::{LaunchSpec, LocalExecutor, Outcome};
+
 /// How long one pull of a worker waits for tasks. Short enough that a pull NATS forgot (it
 /// restarted) is made again within seconds (the client gives up 5 s after this), long enough
 /// that an idle worker costs nothing.
 const PULL_WAIT: Duration = Duration::from_secs(5);
-/// The claim of the value when the scheduler stopped a task nobody had taken.
-const CANCELLED: &str = "cancelled";
-
-/// What a job asks of the machine it runs on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Resources {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpus: Option<u32>,
-}
-
-/// One attempt of one job, as handed to a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Task {
-    /// `<job execution row>-<attempt>`: unique per attempt.
-    pub id: String,
-    pub workflow: String,
-    pub execution: String,
-    pub job: String,
-    pub attempt: u32,
-    pub queue: String,
-    pub commands: Vec<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    pub working_dir: Option<String>,
-    pub timeout_s: Option<u64>,
-    #[serde(default)]
-    pub resources: Resources,
-}
-
-/// How a task went, from its worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ReportKind {
-    /// The claim succeeded and the process is being started.
-    Started,
-    /// The attempt ended.
-    Ended {
-        state: String,
-        #[serde(default)]
-        message: Option<String>,
-    },
-    /// The task came back after its worker stopped heartbeating.
-    Lost { message: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub task: String,
-    pub execution: String,
-    pub job: String,
-    pub attempt: u32,
-    pub worker: String,
-    #[serde(flatten)]
-    pub kind: ReportKind,
-}
-
-impl Report {
-    /// The attempt's outcome, for `ended` and `lost` reports.
-    #[must_use]
-    pub fn outcome(&self) -> Option<Outcome> {
-        match &self.kind {
-            ReportKind::Started => None,
-            ReportKind::Ended { state, message } => Some(match state.as_str() {
-                "SUCCEEDED" => Outcome::Succeeded,
-                "STOPPED" => Outcome::Stopped,
-                "TIMED_OUT" => Outcome::TimedOut,
-                _ => Outcome::Failed {
-                    message: message.clone().unwrap_or_else(|| "failed".into()),
-                },
-            }),
-            ReportKind::Lost { message } => Some(Outcome::Failed {
-                message: message.clone(),
-            }),
-        }
-    }
-}
-
-fn ended(outcome: &Outcome) -> ReportKind {
-    let (state, message) = match outcome {
-        Outcome::Succeeded => ("SUCCEEDED", None),
-        Outcome::Stopped => ("STOPPED", None),
-        Outcome::TimedOut => ("TIMED_OUT", Some("timed out".to_string())),
-        Outcome::Failed { message } => ("FAILED", Some(message.clone())),
-    };
-    ReportKind::Ended {
-        state: state.into(),
-        message,
-    }
-}
-
-/// A stop request on `aiflow.control`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Control {
-    task: String,
-}
-
-/// A registered worker, as listed by `GET /api/v1/workers`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkerInfo {
-    pub name: String,
-    pub queues: Vec<String>,
-    pub slots: usize,
-    /// Tasks running now.
-    pub busy: usize,
-    pub resources: Resources,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub last_heartbeat: chrono::DateTime<chrono::Utc>,
-    /// The last heartbeat is recent (within the heartbeat timeout).
-    #[serde(default)]
-    pub alive: bool,
-}
-
-/// A NATS subject token for a free-form name (`.`, `*`, `>` and spaces are not allowed).
-#[must_use]
-pub fn token(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The JetStream streams and buckets of remote execution, created when missing.
-#[derive(Clone)]
-pub struct Fabric {
-    pub client: async_nats::Client,
-    /// Cluster name: subjects `<cluster>.…`, streams `<CLUSTER>_…`.
-    cluster: String,
-    pub js: jetstream::Context,
-    claims: stream::Stream,
-}
-
-impl std::fmt::Debug for Fabric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fabric").finish_non_exhaustive()
-    }
-}
-
-fn nats_err(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> String + '_ {
-    move |e| format!("nats {what}: {e}")
-}
-
-async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), String> {
-    let name = config.name.clone();
-    if js.get_stream(&name).await.is_ok() {
-        return Ok(());
-    }
-    match js.create_stream(config).await {
-        Ok(_) => Ok(()),
-        // Another process created it in between.
-        Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
-        Err(e) => Err(nats_err("create stream")(&e)),
-    }
-}
-
-impl Fabric {
-    /// A subject of this cluster: `<cluster>.<rest>`.
-    #[must_use]
-    pub fn subject(&self, rest: &str) -> String {
-        format!("{}.{rest}", self.cluster)
-    }
-
-    /// A stream of this cluster: `<CLUSTER>_<what>`.
-    fn stream_name(cluster: &str, what: &str) -> String {
-        format!("{}_{what}", token(cluster).to_uppercase())
-    }
-
-    /// The subject of one attempt's log chunks.
-    #[must_use]
-    pub fn log_subject(&self, execution: &str, job: &str, attempt: u32) -> String {
-        self.subject(&format!(
-            "logs.{}.{}.{attempt}",
-            token(execution),
-            token(job)
-        ))
-    }
-
-    /// Sets up (or finds) the streams and buckets of `cluster` on `client`'s server.
-    pub async fn new(client: async_nats::Client, cluster: &str) -> Result<Fabric, String> {
-        let cluster = token(cluster);
-        if cluster.is_empty() {
-            return Err("cluster: the name must not be empty".into());
-        }
-        let js = jetstream::new(client.clone());
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: Self::stream_name(&cluster, "TASKS"),
-                subjects: vec![format!("{cluster}.tasks.>")],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                // A re-handed attempt within this window is recognised and dropped.
-                duplicate_window: Duration::from_secs(6 * 3600),
-                ..Default::default()
-            },
-        )
-        .await?;
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: Self::stream_name(&cluster, "REPORTS"),
-                subjects: vec![format!("{cluster}.reports")],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            },
-        )
-        .await?;
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: Self::stream_name(&cluster, "LOGS"),
-                subjects: vec![format!("{cluster}.logs.>")],
-                storage: stream::StorageType::File,
-                max_age: Duration::from_secs(7 * 86_400),
-                max_bytes: 1 << 30,
-                ..Default::default()
-            },
-        )
-        .await?;
-        // Key-value shaped streams (one message kept per subject), which NATS 2.9 serves too.
-        for (what, age) in [("CLAIMS", 7 * 86_400), ("WORKERS", 86_400)] {
-            ensure_stream(
-                &js,
-                stream::Config {
-                    name: Self::stream_name(&cluster, what),
-                    subjects: vec![format!("{cluster}.{}.*", what.to_lowercase())],
-                    max_messages_per_subject: 1,
-                    storage: stream::StorageType::File,
-                    max_age: Duration::from_secs(age),
-                    allow_direct: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        }
-        let claims = js
-            .get_stream(Self::stream_name(&cluster, "CLAIMS"))
-            .await
-            .map_err(|e| nats_err("claims stream")(&e))?;
-        Ok(Fabric {
-            client,
-            cluster,
-            js,
-            claims,
-        })
-    }
-
-    /// Hands a task to its queue; a second hand-out of the same attempt is dropped by NATS.
-    pub async fn hand_out(&self, task: &Task) -> Result<(), String> {
-        let payload = serde_json::to_vec(task).expect("task serialises");
-        self.js
-            .send_publish(
-                self.subject(&format!("tasks.{}", token(&task.queue))),
-                jetstream::message::PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(&task.id),
-            )
-            .await
-            .map_err(|e| nats_err("publish task")(&e))?
-            .await
-            .map_err(|e| nats_err("task ack")(&e))?;
-        Ok(())
-    }
-
-    /// Stops a task: a worker running it gets SIGTERM to the process group; a worker that takes
-    /// it later finds it cancelled.
-    pub async fn stop(&self, task: &str) {
-        let _ = self.claim(task, CANCELLED).await;
-        let body = serde_json::to_vec(&Control {
-            task: task.to_string(),
-        })
-        .expect("control serialises");
-        if let Err(e) = self
-            .client
-            .publish(self.subject("control"), body.into())
-            .await
-        {
-            tracing::warn!(task, error = %e, "cannot send a stop to the workers");
-        }
-    }
-
-    /// The durable consumer of reports (one for the scheduling leader).
-    pub async fn reports(&self) -> Result<consumer::pull::Stream, String> {
-        let stream = self
-            .js
-            .get_stream(Self::stream_name(&self.cluster, "REPORTS"))
-            .await
-            .map_err(|e| nats_err("reports stream")(&e))?;
-        let consumer = stream
-            .get_or_create_consumer(
-                "scheduler",
-                consumer::pull::Config {
-                    durable_name: Some("scheduler".into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    // A report delivered to a leader that died is delivered again soon.
-                    ack_wait: Duration::from_secs(3),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| nats_err("reports consumer")(&e))?;
-        consumer
-            .messages()
-            .await
-            .map_err(|e| nats_err("reports")(&e))
-    }
-
-    /// Claims a task for `holder`: `Ok(true)` when this is the first claim, else `Ok(false)`.
-    async fn claim(&self, task: &str, holder: &str) -> Result<bool, String> {
-        let subject = self.subject(&format!("claims.{}", token(task)));
-        let sent = self
-            .js
-            .send_publish(
-                subject,
-                jetstream::message::PublishMessage::build()
-                    .payload(holder.as_bytes().to_vec().into())
-                    .header("Nats-Expected-Last-Subject-Sequence", "0"),
-            )
-            .await
-            .map_err(|e| nats_err("claim")(&e))?
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Ok(false)
-            }
-            Err(e) => Err(nats_err("claim")(&e)),
-        }
-    }
-
-    /// Who claimed a task first.
-    async fn claimed_by(&self, task: &str) -> Option<String> {
-        let subject = self.subject(&format!("claims.{}", token(task)));
-        let m = self
-            .claims
-            .get_last_raw_message_by_subject(&subject)
-            .await
-            .ok()?;
-        Some(String::from_utf8_lossy(&m.payload).into_owned())
-    }
-
-    /// Records a worker's registration (its heartbeat).
-    async fn register(&self, info: &WorkerInfo) -> Result<(), String> {
-        let body = serde_json::to_vec(info).expect("info serialises");
-        self.js
-            .publish(
-                self.subject(&format!("workers.{}", token(&info.name))),
-                body.into(),
-            )
-            .await
-            .map_err(|e| nats_err("register")(&e))?
-            .await
-            .map_err(|e| nats_err("register")(&e))?;
-        Ok(())
-    }
-
-    /// The registered workers, newest heartbeat first.
-    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, String> {
-        let stream = self
-            .js
-            .get_stream(Self::stream_name(&self.cluster, "WORKERS"))
-            .await
-            .map_err(|e| nats_err("workers stream")(&e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.subject("workers.*"),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_err("workers consumer")(&e))?;
-        let pending = consumer.cached_info().num_pending;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| nats_err("workers")(&e))?;
-        let mut out = Vec::new();
-        for _ in 0..pending {
-            let Ok(Some(Ok(m))) =
-                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-            else {
-                break;
-            };
-            if let Ok(mut w) = serde_json::from_slice::<WorkerInfo>(&m.payload) {
-                let age = chrono::Utc::now() - w.last_heartbeat;
-                w.alive = age.to_std().unwrap_or_default() < HEARTBEAT_TIMEOUT;
-                out.push(w);
-            }
-        }
-        out.sort_by_key(|w| std::cmp::Reverse(w.last_heartbeat));
-        Ok(out)
-    }
-
-    /// Everything stored of one attempt's log, in order.
-    pub async fn log(&self, execution: &str, job: &str, attempt: u32) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let mut chunks = self.log_chunks(execution, job, attempt).await?;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), chunks.next())
-            .await
-            .map(|n| n.map(|r| r.map(|m| m.payload.to_vec())))
-        {
-            out.extend_from_slice(&m);
-            if is_last_chunk(&m) {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The log chunks of one attempt from the first, then live ones as they come.
-    pub async fn log_chunks(
-        &self,
-        execution: &str,
-        job: &str,
-        attempt: u32,
-    ) -> Result<consumer::pull::Ordered, String> {
-        let stream = self
-            .js
-            .get_stream(Self::stream_name(&self.cluster, "LOGS"))
-            .await
-            .map_err(|e| nats_err("logs stream")(&e))?;
-        let c = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.log_subject(execution, job, attempt),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_err("logs consumer")(&e))?;
-        c.messages().await.map_err(|e| nats_err("logs")(&e))
-    }
-}
-
-/// Resolves when `rx` says stop (or its sender is gone).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// The last chunk of a log is empty (a marker that the attempt ended).
-#[must_use]
-pub fn is_last_chunk(chunk: &[u8]) -> bool {
-    chunk.is_empty()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The worker.
-
 /// `aiflow worker` settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -519,6 +41,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Largest log of one attempt (older output dropped past it).
     pub log_max_bytes: Option<u64>,
+    /// The engine this worker runs container jobs on (none: it takes no job with an image).
+    pub containers: Option<crate::exec::container::ContainerExecutor>,
 }
 
 struct Running {
@@ -532,7 +56,8 @@ struct WorkerState {
     config: WorkerConfig,
     fabric: Fabric,
     running: Mutex<HashMap<String, Running>>,
-    gpus_used: Mutex<u32>,
+    /// The GPUs of `resources.gpus`, assigned to the tasks that run here.
+    gpus: Gpus,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -548,6 +73,7 @@ impl WorkerState {
             started_at: self.started_at,
             last_heartbeat: chrono::Utc::now(),
             alive: true,
+            containers: self.config.containers.is_some(),
         }
     }
 
@@ -584,8 +110,13 @@ impl WorkerState {
         }
     }
 
-    /// Whether the task fits this worker's resources now (`None`: never).
-    fn fits(&self, r: &Resources) -> Option<bool> {
+    /// Whether the task fits this worker now (`None`: never; a job with an image never fits
+    /// a worker that offers no containers).
+    fn fits(&self, task: &Task) -> Option<bool> {
+        if task.image.is_some() && self.config.containers.is_none() {
+            return None;
+        }
+        let r = &task.resources;
         let have = &self.config.resources;
         let over = |want: Option<f64>, cap: Option<f64>| match (want, cap) {
             (Some(w), Some(c)) => w > c,
@@ -600,8 +131,7 @@ impl WorkerState {
         {
             return None;
         }
-        let used = *self.gpus_used.lock().expect("gpus");
-        Some(used + r.gpus.unwrap_or(0) <= have.gpus.unwrap_or(0))
+        Some(r.gpus.unwrap_or(0) as usize <= self.gpus.free())
     }
 }
 
@@ -619,7 +149,7 @@ pub async fn run_worker(
         config: config.clone(),
         fabric,
         running: Mutex::new(HashMap::new()),
-        gpus_used: Mutex::new(0),
+        gpus: Gpus::new(config.resources.gpus.unwrap_or(0)),
         started_at: chrono::Utc::now(),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(config.slots.max(1)));
@@ -813,7 +343,7 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         }
     };
     let gpus = task.resources.gpus.unwrap_or(0);
-    match state.fits(&task.resources) {
+    match state.fits(&task) {
         Some(true) => {}
         Some(false) => {
             // Busy GPUs: another worker, or this one later.
@@ -830,6 +360,13 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
             return;
         }
     }
+    // The devices are assigned before the claim, so a won claim always has them.
+    let Ok(lease) = state.gpus.acquire(gpus, &task.id) else {
+        let _ = acker
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+            .await;
+        return;
+    };
     let claim = match state.fabric.claim(&task.id, &state.config.name).await {
         Ok(won) => won,
         Err(e) => {
@@ -849,11 +386,23 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
                 HEARTBEAT_TIMEOUT.as_secs()
             );
             let _ = state.report(&task, ReportKind::Lost { message }).await;
+            // Its container, when the lost worker ran it on this engine, goes too.
+            if let Some(engine) = &state.config.containers {
+                let id = crate::exec::AttemptId {
+                    execution: task.execution.clone(),
+                    job: task.job.clone(),
+                    attempt: task.attempt,
+                    row: None,
+                };
+                for c in engine.containers_of_attempt(&id).await.unwrap_or_default() {
+                    tracing::warn!(task = %task.id, container = %c, "removing the container of a lost task");
+                    engine.remove(&c).await;
+                }
+            }
         }
         let _ = acker.ack_with(AckKind::Term).await;
         return;
     }
-    *state.gpus_used.lock().expect("gpus") += gpus;
     let (stop_tx, stop_rx) = watch::channel(false);
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.running.lock().expect("running").insert(
@@ -871,7 +420,7 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         let (state, task) = (state.clone(), task.clone());
         tokio::spawn(async move { state.report(&task, ReportKind::Started).await })
     };
-    let mut outcome = run_task(&state, &task, stop_rx).await;
+    let mut outcome = run_task(&state, &task, &lease, stop_rx).await;
     let _ = started.await;
     if outcome == Outcome::Stopped && !asked.load(std::sync::atomic::Ordering::Relaxed) {
         // This worker is shutting down: the attempt was interrupted, and is retried under the
@@ -886,11 +435,17 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     let _ = state.report(&task, ended(&outcome)).await;
     let _ = acker.ack().await;
     state.running.lock().expect("running").remove(&task.id);
-    *state.gpus_used.lock().expect("gpus") -= gpus;
+    // The task's GPUs are free again.
+    drop(lease);
     tracing::info!(task = %task.id, job = %task.job, outcome = ?outcome, "task ended");
 }
 
-async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bool>) -> Outcome {
+async fn run_task(
+    state: &WorkerState,
+    task: &Task,
+    gpus: &GpuLease,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
     let config = &state.config;
     let log_path = config
         .data_dir
@@ -910,6 +465,9 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
     if let Some(bin) = &config.aiflow_bin {
         env.insert("AIFLOW_BIN".into(), bin.display().to_string());
     }
+    if task.image.is_none() {
+        env.extend(gpus.process_env());
+    }
     let spec = LaunchSpec {
         workflow: task.workflow.clone(),
         execution: task.execution.clone(),
@@ -926,7 +484,25 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
         log_max_bytes: config.log_max_bytes,
         supervisor: None,
     };
-    let running = match executor.launch(spec).await {
+    let launched = match (&task.image, &config.containers) {
+        (Some(image), Some(engine)) => {
+            let container = crate::exec::container::ContainerSpec {
+                image: image.clone(),
+                pull: task.pull.clone(),
+                cpus: task.resources.cpus,
+                memory_mb: task.resources.memory_mb,
+                gpus: gpus.ids(),
+            };
+            engine.launch(spec, container).await
+        }
+        (Some(_), None) => {
+            return Outcome::Failed {
+                message: format!("worker {} offers no containers", config.name),
+            };
+        }
+        (None, _) => executor.launch(spec).await,
+    };
+    let running = match launched {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Failed {

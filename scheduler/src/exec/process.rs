@@ -57,7 +57,7 @@ pub struct RunningJob {
 
 impl RunningJob {
     /// A handle, and the executor's side of it.
-    pub(crate) fn parts() -> (RunningJob, crate::supervisor::Parts) {
+    pub(crate) fn parts() -> (RunningJob, super::supervisor::Parts) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = oneshot::channel();
         let (pid_tx, pid_rx) = watch::channel(None);
@@ -67,7 +67,7 @@ impl RunningJob {
                 stop: stop_tx,
                 done: done_rx,
             },
-            crate::supervisor::Parts {
+            super::supervisor::Parts {
                 pid: pid_tx,
                 stop: stop_rx,
                 done: done_tx,
@@ -114,7 +114,7 @@ pub struct LocalExecutor {
     pub log_max_bytes: Option<u64>,
     /// Run each attempt under a supervisor process of its own, so it outlives this process
     /// (none: attempts are tasks of this process and end with it).
-    pub supervisor: Option<crate::supervisor::Supervisor>,
+    pub supervisor: Option<super::supervisor::Supervisor>,
 }
 
 /// Default of [`LocalExecutor::log_max_bytes`]: 64 MiB.
@@ -137,7 +137,7 @@ impl LocalExecutor {
     /// the attempt with the reason (in the log when there is one).
     pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
         let (handle, parts) = RunningJob::parts();
-        let crate::supervisor::Parts {
+        let super::supervisor::Parts {
             pid: pid_tx,
             stop: stop_rx,
             done: done_tx,
@@ -162,7 +162,7 @@ impl LocalExecutor {
     }
 }
 
-async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(crate) async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
@@ -179,10 +179,10 @@ async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// Where an attempt's output and the executor's own lines go: a channel to the task that owns
 /// the log file, so lines keep their order and the file its size limit.
 #[derive(Debug, Clone)]
-struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+pub(crate) struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
 
 /// The log file of one attempt and its size.
-struct LogWriter {
+pub(crate) struct LogWriter {
     file: std::fs::File,
     size: u64,
     max: Option<u64>,
@@ -190,7 +190,10 @@ struct LogWriter {
 
 impl LogWriter {
     /// Starts the task that writes the log; it ends when every [`Log`] is dropped.
-    fn start(file: std::fs::File, max: Option<u64>) -> (Log, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(
+        file: std::fs::File,
+        max: Option<u64>,
+    ) -> (Log, tokio::task::JoinHandle<()>) {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut writer = LogWriter { file, size, max };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
@@ -404,7 +407,7 @@ async fn run_attempt(
 }
 
 /// Appends one line of the executor's own to the attempt's log.
-fn note(log: &Log, bytes: &[u8]) {
+pub(crate) fn note(log: &Log, bytes: &[u8]) {
     let _ = log.0.send(bytes.to_vec());
 }
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::{oneshot, watch};
 
-use crate::executor::{LaunchSpec, LocalExecutor, Outcome, RunningJob};
+use super::process::{LaunchSpec, LocalExecutor, Outcome, RunningJob};
 
 const SPEC: &str = "spec.json";
 const CLAIM: &str = "claim";

@@ -1,0 +1,134 @@
+//! The local executor: attempts run as processes of this machine, each under a supervisor of
+//! its own when one is configured (they outlive the server and the next one re-adopts them from
+//! their folders), or as tasks of this process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use futures::stream::BoxStream;
+use tokio::sync::{mpsc, watch};
+
+use super::supervisor::{adopt, attempt_dir};
+use super::{
+    Adoption, AttemptId, Executor, LaunchRequest, LocalExecutor, RunningJob, Status, StatusReport,
+};
+
+/// Local processes behind the [`Executor`] trait.
+pub struct LocalProcesses {
+    executor: LocalExecutor,
+    /// `<data_dir>/attempts`: the supervised attempts' folders.
+    root: PathBuf,
+    /// Stops of the attempts that run now.
+    running: std::sync::Arc<Mutex<HashMap<AttemptId, watch::Sender<bool>>>>,
+    tx: mpsc::UnboundedSender<StatusReport>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
+}
+
+impl LocalProcesses {
+    #[must_use]
+    pub fn new(executor: LocalExecutor, root: PathBuf) -> LocalProcesses {
+        let (tx, rx) = mpsc::unbounded_channel();
+        LocalProcesses {
+            executor,
+            root,
+            running: std::sync::Arc::default(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Reports a running attempt's start and end; the caller never waits for fork/exec.
+    fn follow(&self, id: AttemptId, mut job: RunningJob) {
+        self.running
+            .lock()
+            .expect("running")
+            .insert(id.clone(), job.stopper());
+        let (tx, running) = (self.tx.clone(), self.running.clone());
+        tokio::spawn(async move {
+            let report = |status| StatusReport {
+                id: id.clone(),
+                status,
+                by: None,
+                ack: None,
+            };
+            // RUNNING once the process exists.
+            let ran = job.started().await;
+            if ran {
+                let _ = tx.send(report(Status::Started));
+            }
+            let outcome = job.wait().await;
+            running.lock().expect("running").remove(&id);
+            let _ = tx.send(report(Status::Ended { outcome, ran }));
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for LocalProcesses {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn launch(&self, request: LaunchRequest) -> Result<(), String> {
+        let LaunchRequest { id, spec, .. } = request;
+        let launched = match (&self.executor.supervisor, &id.row) {
+            (Some(sup), Some(row)) => {
+                let dir = attempt_dir(&self.root, &id.execution, row);
+                match sup.launch(&self.executor, spec.clone(), dir).await {
+                    Ok(running) => Ok(running),
+                    Err(e) => {
+                        // A full disk, say: the attempt runs in this process instead (it ends
+                        // with the server) rather than not at all.
+                        tracing::warn!(execution = %id.execution, job = %id.job, attempt = id.attempt, error = %e, "cannot start the job's supervisor; running the job in the server's process");
+                        self.executor.launch(spec).await
+                    }
+                }
+            }
+            _ => self.executor.launch(spec).await,
+        };
+        match launched {
+            Ok(job) => {
+                self.follow(id, job);
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot open the job log: {e}")),
+        }
+    }
+
+    fn stop(&self, id: &AttemptId) {
+        if let Some(stop) = self.running.lock().expect("running").get(id) {
+            let _ = stop.send(true);
+        }
+    }
+
+    async fn adopt(&self, id: &AttemptId, _started: bool) -> Adoption {
+        let Some(row) = &id.row else {
+            return Adoption::Unknown;
+        };
+        if let Some(adopted) = adopt(attempt_dir(&self.root, &id.execution, row)) {
+            // The attempt outlived the previous process: follow it again (its outcome comes at
+            // once when it ended meanwhile).
+            tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, started = adopted.started, running = adopted.running, "job attempt re-adopted");
+            let started = adopted.started;
+            self.follow(id.clone(), adopted.job);
+            return Adoption::Following { started };
+        }
+        // No supervisor ever claimed it: what may be left of an unsupervised run goes.
+        let killed = crate::durable::kill_leftovers(row);
+        if killed > 0 {
+            tracing::warn!(execution = %id.execution, job = %id.job, attempt = id.attempt, processes = killed, "killed what was left of a job attempt");
+        }
+        Adoption::Unknown
+    }
+
+    fn reports(&self) -> BoxStream<'static, StatusReport> {
+        let rx = self.rx.lock().expect("reports").take();
+        match rx {
+            Some(rx) => Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            })),
+            None => Box::pin(futures::stream::empty()),
+        }
+    }
+}

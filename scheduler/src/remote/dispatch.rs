@@ -1,0 +1,219 @@
+//! The scheduler side of remote execution: attempts become tasks on their queue's work-queue
+//! stream, stops go out on the control subject, and the workers' reports come back as the
+//! executor's status reports (acknowledged once the state they change is committed).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::{mpsc, watch};
+
+use super::wire::{Fabric, Report, ReportKind, Resources, Task};
+use crate::exec::{
+    Ack, Adoption, AttemptId, Executor, LaunchRequest, Outcome, Status, StatusReport,
+};
+
+/// Remote workers behind the [`Executor`] trait.
+pub struct RemoteExecutor {
+    fabric: Fabric,
+    tx: mpsc::UnboundedSender<StatusReport>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
+}
+
+impl RemoteExecutor {
+    /// Starts reading the workers' reports (the durable consumer of the scheduling leader)
+    /// until `shutdown`.
+    pub async fn start(
+        fabric: Fabric,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RemoteExecutor, crate::Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        spawn_report_feed(fabric.clone(), tx.clone(), shutdown).await?;
+        Ok(RemoteExecutor {
+            fabric,
+            tx,
+            rx: Mutex::new(Some(rx)),
+        })
+    }
+}
+
+/// The attempt a worker's report is about, from its task id (`<row>-<attempt>`).
+fn attempt_of(r: &Report) -> AttemptId {
+    let row = r
+        .task
+        .rsplit_once('-')
+        .filter(|(row, n)| !row.contains('-') && n.parse() == Ok(r.attempt))
+        .map(|(row, _)| row.to_string());
+    AttemptId {
+        execution: r.execution.clone(),
+        job: r.job.clone(),
+        attempt: r.attempt,
+        row,
+    }
+}
+
+fn status_of(r: &Report) -> Status {
+    match (&r.kind, r.outcome()) {
+        (ReportKind::Started, _) | (_, None) => Status::Started,
+        (ReportKind::Ended { .. }, Some(outcome)) => Status::Ended { outcome, ran: true },
+        (ReportKind::Lost { .. }, Some(outcome)) => Status::Ended {
+            outcome,
+            ran: false,
+        },
+    }
+}
+
+/// Remote workers' reports into `tx` (each acknowledged once its changes are committed).
+async fn spawn_report_feed(
+    fabric: Fabric,
+    tx: mpsc::UnboundedSender<StatusReport>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), crate::Error> {
+    let mut reports = fabric.reports().await.map_err(crate::Error::Bus)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = reports.next() => match next {
+                    Some(Ok(m)) => {
+                        let (m, acker) = m.split();
+                        match serde_json::from_slice::<Report>(&m.payload) {
+                            Ok(r) => {
+                                let report = StatusReport {
+                                    id: attempt_of(&r),
+                                    status: status_of(&r),
+                                    by: Some(r.worker.clone()),
+                                    ack: Some(Ack::new(move || {
+                                        Box::pin(async move {
+                                            let _ = acker.ack().await;
+                                        })
+                                    })),
+                                };
+                                if tx.send(report).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "dropping an unreadable worker report");
+                                let _ = acker.ack().await;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "worker reports"),
+                    None => {
+                        // NATS restarted: pull again (unacknowledged reports come again).
+                        loop {
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                () = super::stopped(&mut shutdown) => return,
+                            }
+                            match fabric.reports().await {
+                                Ok(r) => {
+                                    reports = r;
+                                    break;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cannot read worker reports yet"),
+                            }
+                        }
+                    }
+                },
+                () = super::stopped(&mut shutdown) => break,
+            }
+        }
+    });
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Executor for RemoteExecutor {
+    fn name(&self) -> &'static str {
+        "remote"
+    }
+
+    /// Hands the task to its queue in the background; a hand-out that keeps failing ends the
+    /// attempt FAILED with the reason.
+    async fn launch(&self, request: LaunchRequest) -> Result<(), String> {
+        let LaunchRequest { id, job, spec } = request;
+        let task = Task {
+            id: id.key(),
+            workflow: spec.workflow,
+            execution: spec.execution,
+            job: spec.job,
+            attempt: spec.attempt,
+            queue: job.queue.clone(),
+            commands: spec.commands,
+            env: spec.env,
+            working_dir: job.working_dir.clone(),
+            timeout_s: job.timeout_s,
+            resources: job
+                .resources
+                .as_ref()
+                .map(|r| Resources {
+                    cpus: r.cpus,
+                    memory_mb: r.memory_mb,
+                    gpus: r.gpus,
+                })
+                .unwrap_or_default(),
+            image: job.image.clone(),
+            pull: job.pull.clone(),
+        };
+        let (fabric, tx) = (self.fabric.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            let mut last = String::new();
+            for _ in 0..8 {
+                match fabric.hand_out(&task).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, queue = %task.queue, error = %e, "cannot hand out a task; retrying");
+                        last = e;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            let _ = tx.send(StatusReport {
+                id,
+                status: Status::Ended {
+                    outcome: Outcome::Failed {
+                        message: format!(
+                            "cannot hand the task to the work queue {}: {last}",
+                            task.queue
+                        ),
+                    },
+                    ran: false,
+                },
+                by: None,
+                ack: None,
+            });
+        });
+        Ok(())
+    }
+
+    /// A worker running the task gets SIGTERM to its process group; a worker that takes it
+    /// later finds it cancelled.
+    fn stop(&self, id: &AttemptId) {
+        let (fabric, task) = (self.fabric.clone(), id.key());
+        tokio::spawn(async move { fabric.stop(&task).await });
+    }
+
+    /// A running attempt lives on its worker: its reports and heartbeats say how it goes. A
+    /// queued one is handed out again (NATS drops it when it is still in the queue).
+    async fn adopt(&self, _id: &AttemptId, started: bool) -> Adoption {
+        if started {
+            Adoption::Following { started }
+        } else {
+            Adoption::Unknown
+        }
+    }
+
+    fn reports(&self) -> BoxStream<'static, StatusReport> {
+        let rx = self.rx.lock().expect("reports").take();
+        match rx {
+            Some(rx) => Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            })),
+            None => Box::pin(futures::stream::empty()),
+        }
+    }
+}
