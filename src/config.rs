@@ -101,6 +101,10 @@ pub(crate) struct Config {
     /// With authentication off: `Host` names served besides the loopback ones (`name` or
     /// `name:port`; `*`: any); others get 403, against DNS rebinding.
     pub(crate) allowed_hosts: Vec<String>,
+    /// Variables of the server's environment that local jobs get besides the base (`PATH`,
+    /// `HOME`, `LANG`, `TZ`, `TMPDIR`, `USER`): names, or patterns with `*` (`LC_*`). The
+    /// server's own `AIFLOW_*` variables never reach a job (docs/security.md).
+    pub(crate) job_env_passthrough: Vec<String>,
 }
 
 impl Default for Config {
@@ -131,6 +135,7 @@ impl Default for Config {
             stop_jobs_on_exit: false,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            job_env_passthrough: Vec::new(),
         }
     }
 }
@@ -225,6 +230,14 @@ pub(crate) struct ServerArgs {
         value_delimiter = ','
     )]
     pub(crate) allowed_hosts: Vec<String>,
+    /// Also give local jobs this variable of the server's environment (a name, or a pattern
+    /// with *, e.g. LC_*); repeat for more. Added to the config file's `job_env_passthrough`.
+    #[arg(
+        long = "job-env-passthrough",
+        env = "AIFLOW_JOB_ENV_PASSTHROUGH",
+        value_delimiter = ','
+    )]
+    pub(crate) job_env_passthrough: Vec<String>,
     /// Print the merged configuration and exit.
     /// Stop running local jobs when the server stops (default: they keep running and the next
     /// server re-adopts them).
@@ -315,6 +328,11 @@ impl Config {
                 config.allowed_hosts.push(h.clone());
             }
         }
+        for p in &args.job_env_passthrough {
+            if !config.job_env_passthrough.contains(p) {
+                config.job_env_passthrough.push(p.clone());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -402,6 +420,9 @@ impl Config {
             if h.is_empty() || h.contains(['/', ' ', '@']) {
                 bail!("allowed_hosts: {h:?} is not a host name such as aiflow.internal (or *)");
             }
+        }
+        for p in &self.job_env_passthrough {
+            aiflow_scheduler::jobenv::check_pattern(p).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         if self.nats_stream.is_empty()
             || !self

@@ -118,6 +118,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             } else {
                 std::env::current_exe().ok()
             },
+            job_env_passthrough: config.job_env_passthrough.clone(),
         },
         shutdown_rx.clone(),
     )

@@ -20,6 +20,11 @@ struct Server {
 impl Server {
     /// Starts `aiflow server` with `args` on a free loopback port and data in `dir/data`.
     fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`Server::start`] with more variables in the server's environment.
+    fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
@@ -30,6 +35,7 @@ impl Server {
             .env_remove("AIFLOW_NATS")
             .env_remove("AIFLOW_AUTH")
             .env_remove("AIFLOW_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1535,4 +1541,113 @@ async fn the_cli_shows_terminal_escapes_instead_of_obeying_them() {
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A job's environment is built: the base, the operator's passthrough, the job's `env` and
+/// `env_from` secrets and the `AIFLOW_*` variables; never the server's own secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_environment_is_built_not_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let data = dir.path().join("data");
+    let db = format!("sqlite:{}", data.join("aiflow.db").display());
+    let secrets = data.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("db-password"), "hunter2\n").unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--auth", "--job-env-passthrough", "LC_SEC_*"],
+        &[
+            // The server's own database URL, a cloud credential, and a passthrough variable.
+            ("AIFLOW_DATABASE", &db),
+            ("AWS_SECRET_ACCESS_KEY", "server-cloud-secret"),
+            ("NATS_PASSWORD", "server-nats-secret"),
+            ("LC_SEC_PASSED", "passed-through"),
+            ("HOME", "/home/aiflow-test"),
+        ],
+    );
+    let http = Http::new(&server.url);
+    let out_file = dir.path().join("job-env");
+    let doc = json!({"name": "envjob", "nodes": [{"name": "a", "job": {
+        "command": ["sh", "-c", format!("env > {}", out_file.display())],
+        "env": {"MY_SETTING": "mine", "API_KEY": "in-the-document"},
+        "env_from": {"DB_PASSWORD": "db-password"},
+    }}]});
+    let (s, body, _) = http
+        .call(M::POST, "/api/v1/workflows", Some(&admin), Some(doc))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    // Read back: `env` values only for admins; the secret is never in the document.
+    let (viewer, _) = created_token(&server, &admin, &["--role", "viewer"]);
+    for path in [
+        "/api/v1/workflows/envjob/versions/1",
+        "/api/v1/workflows/envjob/versions",
+    ] {
+        let (s, v, _) = http.call(M::GET, path, Some(&viewer), None).await;
+        assert_eq!(s, 200, "{v}");
+        let text = v.to_string();
+        assert!(!text.contains("in-the-document"), "{text}");
+        assert!(text.contains(r#""API_KEY":"<redacted>""#), "{text}");
+        assert!(text.contains(r#""DB_PASSWORD":"db-password""#), "{text}");
+        let (_, v, _) = http.call(M::GET, path, Some(&admin), None).await;
+        assert!(v.to_string().contains("in-the-document"), "{v}");
+        assert!(!v.to_string().contains("hunter2"), "{v}");
+    }
+    let (s, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/envjob/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let e = finished(&http, &admin, e["id"].as_str().unwrap()).await;
+    assert_eq!(e["state"], "SUCCEEDED", "{e}");
+    let env = std::fs::read_to_string(&out_file).unwrap();
+    let vars: std::collections::BTreeMap<&str, &str> =
+        env.lines().filter_map(|l| l.split_once('=')).collect();
+    for secret in [
+        "server-cloud-secret",
+        "server-nats-secret",
+        db.as_str(),
+        admin.as_str(),
+    ] {
+        assert!(!env.contains(secret), "{secret:?} reached the job:\n{env}");
+    }
+    assert!(!vars.contains_key("AIFLOW_DATABASE"), "{env}");
+    assert!(!vars.contains_key("RUST_LOG"), "{env}");
+    assert_eq!(vars.get("HOME"), Some(&"/home/aiflow-test"), "{env}");
+    assert!(vars.contains_key("PATH"), "{env}");
+    assert_eq!(vars.get("LC_SEC_PASSED"), Some(&"passed-through"), "{env}");
+    assert_eq!(vars.get("MY_SETTING"), Some(&"mine"), "{env}");
+    assert_eq!(vars.get("DB_PASSWORD"), Some(&"hunter2"), "{env}");
+    assert_eq!(vars.get("AIFLOW_WORKFLOW"), Some(&"envjob"), "{env}");
+    assert!(vars["AIFLOW_TOKEN"].starts_with("afj_"), "{env}");
+    // Nothing else: the test's own environment (CARGO_*, RUST_LOG, …) stays out. `sh` adds
+    // PWD (and SHLVL, `_` in some shells) itself.
+    let allowed = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "LC_SEC_PASSED",
+        "MY_SETTING",
+        "API_KEY",
+        "DB_PASSWORD",
+        "TRACEPARENT",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    ];
+    let extra: Vec<&str> = vars
+        .keys()
+        .copied()
+        .filter(|k| !k.starts_with("AIFLOW_") && !allowed.contains(k))
+        .collect();
+    assert!(extra.is_empty(), "inherited {extra:?}:\n{env}");
+    server.stop();
 }

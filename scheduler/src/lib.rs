@@ -10,6 +10,7 @@ mod durable;
 pub mod executor;
 mod forward;
 pub mod http;
+pub mod jobenv;
 pub mod leader;
 pub mod metrics;
 pub mod remote;

@@ -517,6 +517,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Largest log of one attempt (older output dropped past it).
     pub log_max_bytes: Option<u64>,
+    /// Variables of this worker's environment that jobs get besides the base (see
+    /// [`crate::jobenv`]).
+    pub job_env_passthrough: Vec<String>,
 }
 
 struct Running {
@@ -905,6 +908,7 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
     if let Some(bin) = &config.aiflow_bin {
         env.insert("AIFLOW_BIN".into(), bin.display().to_string());
     }
+    let env = crate::jobenv::build(crate::jobenv::current(), &config.job_env_passthrough, &env);
     let spec = LaunchSpec {
         workflow: task.workflow.clone(),
         execution: task.execution.clone(),

@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     /// jobs outlive this process and the next one re-adopts them. None: attempts are tasks
     /// of this process and end with it (`aiflow server --stop-jobs-on-exit`).
     pub supervisor: Option<PathBuf>,
+    /// Variables of this process that local jobs also get, besides the base (names or `*`
+    /// patterns; see [`crate::jobenv`]). Remote workers have their own setting.
+    pub job_env_passthrough: Vec<String>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -112,6 +115,7 @@ impl SchedulerConfig {
             job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            job_env_passthrough: Vec::new(),
         }
     }
 }
@@ -1792,7 +1796,17 @@ impl Core {
             return;
         };
         let attempt = rt.attempt;
+        let secrets = crate::jobenv::secrets_dir(&self.config.data_dir);
+        let secrets = match crate::jobenv::resolve_secrets(&secrets, &spec.env_from) {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::warn!(execution = id, job, attempt, error = %message, "cannot read the job's secrets");
+                let failed = Outcome::Failed { message };
+                return Box::pin(self.on_job_ended(id, job, attempt, failed)).await;
+            }
+        };
         let mut env = spec.env.clone();
+        env.extend(secrets);
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
         match &self.config.job_tokens {
             // A token the job's own env names (say, an admin's for a job that submits
@@ -1840,7 +1854,7 @@ impl Core {
         }
         self.obs.launched(id, job, span);
         let launch_workflow = exec.workflow.name.clone();
-        let launch = LaunchSpec {
+        let mut launch = LaunchSpec {
             workflow: launch_workflow.clone(),
             execution: id.to_string(),
             job: job.to_string(),
@@ -1907,6 +1921,12 @@ impl Core {
             });
             return;
         }
+        // Local jobs: the base and passthrough variables of this process (docs/security.md).
+        launch.env = crate::jobenv::build(
+            crate::jobenv::current(),
+            &self.config.job_env_passthrough,
+            &launch.env,
+        );
         let launched = match (&self.executor.supervisor, &rt.row) {
             (Some(sup), Some(row)) => {
                 let dir = crate::supervisor::attempt_dir(&self.config.attempts_root(), id, row);

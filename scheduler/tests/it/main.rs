@@ -43,6 +43,7 @@ async fn start(
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            job_env_passthrough: Vec::new(),
         },
         rx,
     )
