@@ -1651,3 +1651,236 @@ async fn a_jobs_environment_is_built_not_inherited() {
     assert!(extra.is_empty(), "inherited {extra:?}:\n{env}");
     server.stop();
 }
+
+/// Waits for `path` to hold a line, and returns it.
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A job's token acts on its own execution: its events carry it, lineage for another
+/// execution's job is refused, and it deletes or changes only the meta records it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_token_acts_on_its_own_execution_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    // Another execution, finished, whose job execution the job will try to rewrite.
+    let g = graph(dir.path(), "other", "true");
+    assert!(
+        server
+            .cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (_, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/other/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let other = e["id"].as_str().unwrap().to_string();
+    finished(&http, &admin, &other).await;
+    let (_, jobs, _) = http
+        .call(
+            M::GET,
+            &format!("/api/v1/executions/{other}/jobs"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let other_run = jobs[0]["id"].as_str().unwrap().to_string();
+    let other_state = jobs[0]["state"].clone();
+    for (path, body) in [
+        ("/api/v1/projects", json!({"name": "adminproj"})),
+        ("/api/v1/models", json!({"name": "adminmodel"})),
+    ] {
+        let (s, b, _) = http.call(M::POST, path, Some(&admin), Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+    }
+
+    // The job hands its token over and waits to be stopped.
+    let token_file = dir.path().join("job-token");
+    let g = graph(
+        dir.path(),
+        "holder",
+        &format!(
+            "echo \"$AIFLOW_TOKEN\" > {}; sleep 120",
+            token_file.display()
+        ),
+    );
+    assert!(
+        server
+            .cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (_, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/holder/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let mine = e["id"].as_str().unwrap().to_string();
+    let job = wait_for_file(&token_file).await;
+    assert!(job.starts_with("afj_"), "{job}");
+    let job = Some(job.as_str());
+
+    // Events: the server sets the execution; another one, or a non-string one, is refused.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            job,
+            Some(json!({"key": "scope/none", "value": "1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            job,
+            Some(json!([{"key": "scope/batch", "context": {"note": "x"}}])),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, events, _) = http
+        .call(M::GET, "/api/v1/events?key=scope/*", Some(&admin), None)
+        .await;
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{events}");
+    for e in items {
+        assert_eq!(e["context"]["execution"], mine.as_str(), "{e}");
+    }
+    assert_eq!(items[1]["context"]["note"], "x", "{events}");
+    for (body, field) in [
+        (
+            json!({"key": "scope/x", "context": {"execution": 7}}),
+            "context.execution",
+        ),
+        (
+            json!({"key": "scope/x", "context": {"execution": other}}),
+            "context.execution",
+        ),
+        (json!({"key": "scope/x", "context": [1, 2]}), "context"),
+        (
+            json!([{"key": "scope/x"}, {"key": "scope/y", "context": {"execution": null, "a": 1}}, {"key": "scope/z", "context": {"execution": ["x"]}}]),
+            "[2].context.execution",
+        ),
+    ] {
+        let (s, b, _) = http.call(M::POST, "/api/v1/events", job, Some(body)).await;
+        assert!(s == 403 || s == 400, "{s} {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+
+    // Lineage: another execution's job execution is not the job's to report on.
+    let lineage = |run: &str| {
+        json!({"eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z",
+               "run": {"runId": run}, "job": {"namespace": "ns", "name": "j"},
+               "outputs": [{"namespace": "aiflow.model", "name": "model/stolen"}]})
+    };
+    let (s, b, _) = http
+        .call(M::POST, "/api/v1/lineage", job, Some(lineage(&other_run)))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "run.runId", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/lineage/edges",
+            job,
+            Some(json!({"job_execution": other_run, "outputs": []})),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "job_execution", "{b}");
+    let (_, j, _) = http
+        .call(
+            M::GET,
+            &format!("/api/v1/job_executions/{other_run}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(j["state"], other_state, "{j}");
+    // Its own lineage (an outside run id) is accepted.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/lineage",
+            job,
+            Some(lineage("outside-run-1")),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    // Meta records: only those it created.
+    for (method, path) in [
+        (M::DELETE, "/api/v1/projects/adminproj"),
+        (M::PATCH, "/api/v1/models/adminmodel"),
+        (M::DELETE, "/api/v1/models/adminmodel"),
+    ] {
+        let body = (method == M::PATCH).then(|| json!({"description": "mine now"}));
+        let (s, b, _) = http.call(method, path, job, body).await;
+        assert_eq!(s, 403, "{path}: {b}");
+        assert_eq!(b["error"]["field"], "name", "{b}");
+    }
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/projects",
+            job,
+            Some(json!({"name": "jobproj"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::PATCH,
+            "/api/v1/projects/jobproj",
+            job,
+            Some(json!({"description": "d"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        http.status(M::DELETE, "/api/v1/projects/jobproj", job, None)
+            .await,
+        204
+    );
+    // Admins are not limited.
+    assert_eq!(
+        http.status(M::DELETE, "/api/v1/projects/adminproj", Some(&admin), None)
+            .await,
+        204
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            &format!("/api/v1/executions/{mine}/stop"),
+            Some(&admin),
+            None
+        )
+        .await,
+        202
+    );
+    server.stop();
+}
