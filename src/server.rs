@@ -156,19 +156,12 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         guard,
         mlflow,
     );
-    let mut stop = shutdown_rx.clone();
-    let serve = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            // Small JSON answers go out at once instead of waiting for Nagle's timer.
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let serve = tokio::spawn(crate::serve::serve(
+        listener,
+        app,
+        Duration::from_secs(config.header_timeout_s),
+        shutdown_rx.clone(),
+    ));
     let startup = started.elapsed();
     tracing::info!(
         listen = %base,

@@ -1884,3 +1884,210 @@ async fn a_jobs_token_acts_on_its_own_execution_only() {
     );
     server.stop();
 }
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Sends a `POST /events` of `total` bytes (a huge `context` array), declared or chunked,
+/// until the server answers; returns the status line's code.
+fn send_huge_event(addr: &str, total: usize, chunked: bool) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {total}")
+    };
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let prefix = br#"{"key":"k","context":["#;
+    let piece = b"0,".repeat(32 * 1024);
+    let mut sent = 0;
+    let mut first = true;
+    while sent < total {
+        let data: &[u8] = if first { prefix } else { &piece };
+        first = false;
+        let ok = if chunked {
+            s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .and_then(|()| s.write_all(data))
+                .and_then(|()| s.write_all(b"\r\n"))
+        } else {
+            s.write_all(data)
+        };
+        if ok.is_err() {
+            break; // The server answered and closed: read its answer.
+        }
+        sent += data.len();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// How long until the server closes `s` (read returns end of file or an error).
+fn closed_after(mut s: std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Opens a streaming `GET` and returns the connection and its status code.
+fn open_stream(addr: &str, path: &str) -> (std::net::TcpStream, u16) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        if s.read(&mut buf).unwrap() == 0 {
+            break;
+        }
+        out.push(buf[0]);
+    }
+    let code = String::from_utf8_lossy(&out)
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (s, code)
+}
+
+/// Memory per request is bounded (a 60 MB event is refused early, declared or chunked, and
+/// the server's peak RSS stays within 150 MiB of where it started), slow and idle clients
+/// are disconnected after the header timeout, and event streams and log follows are capped
+/// also with authentication off.
+#[test]
+fn memory_connections_and_streams_are_bounded() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--header-timeout-s", "2", "--max-streams", "3"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let pid = server.child.id();
+    // Warm up (the first requests allocate what the server keeps anyway).
+    for _ in 0..3 {
+        raw(
+            &server.url,
+            "POST",
+            "/api/v1/events",
+            &[("Content-Type", "application/json")],
+            r#"{"key":"warm","value":"1"}"#,
+        );
+    }
+    let (before, _) = rss_kib(pid);
+    const MB60: usize = 60 * 1024 * 1024;
+    for chunked in [false, true] {
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let addr = addr.clone();
+                std::thread::spawn(move || send_huge_event(&addr, MB60, chunked))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 413, "a 60 MB event (chunked: {chunked})");
+        }
+    }
+    let (after, peak) = rss_kib(pid);
+    eprintln!("server RSS: before {before} KiB, after {after} KiB, peak {peak} KiB");
+    assert!(
+        peak < before + 150 * 1024,
+        "peak RSS {peak} KiB is over 150 MiB above {before} KiB"
+    );
+    // The largest event body is 4 MiB by default: a batch just under it is stored, one just
+    // over it refused.
+    let batch = |n: usize| {
+        let one = json!({"key": "big", "value": "x".repeat(n)});
+        serde_json::to_string(&vec![one; 4]).unwrap()
+    };
+    let (s, b) = raw(
+        &server.url,
+        "POST",
+        "/api/v1/events",
+        &[("Content-Type", "application/json")],
+        &batch(1_000_000),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = raw(
+        &server.url,
+        "POST",
+        "/api/v1/events",
+        &[("Content-Type", "application/json")],
+        &batch(1_048_576),
+    );
+    assert_eq!(s, 413, "{b}");
+    assert_eq!(b["error"]["field"], "body", "{b}");
+
+    // A client that sends half a header is disconnected after the 2 s header timeout.
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .unwrap();
+    let took = closed_after(half);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "half a request held for {took:?}"
+    );
+    // So is one idle after a request.
+    let (mut idle, code) = open_stream(&addr, "/healthz");
+    assert_eq!(code, 200);
+    idle.flush().unwrap();
+    let took = closed_after(idle);
+    assert!(
+        took < Duration::from_secs(6),
+        "an idle connection held for {took:?}"
+    );
+
+    // At most 3 event streams and log follows at once, with authentication off.
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, code) = open_stream(&addr, "/api/v1/events/stream");
+            assert_eq!(code, 200);
+            s
+        })
+        .collect();
+    let (_, code) = open_stream(&addr, "/api/v1/events/stream");
+    assert_eq!(code, 429, "a fourth stream");
+    let (_, code) = open_stream(&addr, "/api/v1/executions/x/jobs/y/logs?follow=true");
+    assert_eq!(code, 429, "a log follow over the cap");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_s, code) = open_stream(&addr, "/api/v1/events/stream");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {code}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+}
