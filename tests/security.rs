@@ -2091,3 +2091,72 @@ fn memory_connections_and_streams_are_bounded() {
     }
     server.stop();
 }
+
+/// `true` while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// A job's grandchild that left the job's process group (`setsid`) is stopped with the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grandchild_that_called_setsid_is_stopped_with_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let pid_file = dir.path().join("grandchild.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300' & sleep 300",
+        p = pid_file.display()
+    );
+    let g = graph(dir.path(), "escaper", &script);
+    let out = server.cli(None, &["workflow", "submit", g.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/escaper/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let grandchild: u32 = loop {
+        if let Ok(p) = std::fs::read_to_string(&pid_file)
+            && let Ok(p) = p.trim().parse()
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the grandchild never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(alive(grandchild));
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            &format!("/api/v1/executions/{id}/stop"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let e = finished(&http, "", &id).await;
+    assert_eq!(e["state"], "STOPPED", "{e}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(grandchild) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-9", &grandchild.to_string()])
+                .status();
+            panic!("the grandchild {grandchild} outlived its job's stop");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop();
+}

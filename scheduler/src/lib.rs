@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobenv;
 pub mod leader;
 pub mod metrics;
+pub mod reaper;
 pub mod remote;
 pub mod rules;
 pub mod service;
