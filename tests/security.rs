@@ -2160,3 +2160,70 @@ async fn a_grandchild_that_called_setsid_is_stopped_with_its_job() {
     }
     server.stop();
 }
+
+/// The dags folder does not follow a symbolic link out of itself, and `load_errors` says why
+/// without quoting the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dags_folder_keeps_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // A JSON file elsewhere whose content a submit error would quote, and a file that is not
+    // JSON, whose parse error would too.
+    std::fs::write(
+        outside.join("secret.json"),
+        r#"{"name": "leak", "nodes": "TOPSECRET-VALUE"}"#,
+    )
+    .unwrap();
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), dags.join("link.json")).unwrap();
+    std::fs::write(dags.join("broken.json"), "TOPSECRET-TEXT {").unwrap();
+    std::fs::write(
+        dags.join("good.json"),
+        json!({"name": "good", "nodes": [{"name": "a", "job": {"command": ["true"]}}]}).to_string(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dags.join("good.json"), dags.join("alias.json")).unwrap();
+    let server = Server::start(dir.path(), &["--dags", dags.to_str().unwrap()]);
+    let http = Http::new(&server.url);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let (_, list, _) = http.call(M::GET, "/api/v1/workflows", None, None).await;
+        if list["load_errors"].as_array().is_some_and(|e| e.len() >= 2) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = list.to_string();
+    assert!(!text.contains("TOPSECRET"), "{text}");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["good"], "{list}");
+    let errors = list["load_errors"].as_array().unwrap();
+    let link = errors
+        .iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with("link.json"))
+        .unwrap();
+    assert!(
+        link["error"]
+            .as_str()
+            .unwrap()
+            .contains("leads out of the dags folder"),
+        "{link}"
+    );
+    let broken = errors
+        .iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with("broken.json"))
+        .unwrap();
+    assert!(
+        broken["error"].as_str().unwrap().contains("line 1"),
+        "{broken}"
+    );
+    server.stop();
+}
