@@ -2038,15 +2038,11 @@ fn memory_connections_and_streams_are_bounded() {
         &batch(1_000_000),
     );
     assert_eq!(s, 201, "{b}");
-    let (s, b) = raw(
-        &server.url,
-        "POST",
-        "/api/v1/events",
-        &[("Content-Type", "application/json")],
-        &batch(1_048_576),
+    assert_eq!(
+        send_huge_event(&addr, 4 * 1024 * 1024 + 1024, false),
+        413,
+        "just over 4 MiB"
     );
-    assert_eq!(s, 413, "{b}");
-    assert_eq!(b["error"]["field"], "body", "{b}");
 
     // A client that sends half a header is disconnected after the 2 s header timeout.
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
@@ -2225,5 +2221,55 @@ async fn the_dags_folder_keeps_to_itself() {
         broken["error"].as_str().unwrap().contains("line 1"),
         "{broken}"
     );
+    server.stop();
+}
+
+/// Names that could pass for others (bidirectional overrides, zero-width characters) are
+/// refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    for bad in ["ad\u{202e}nim", "pro\u{200b}d", "x\u{feff}", "a\u{2066}b"] {
+        for path in ["/api/v1/projects", "/api/v1/models", "/api/v1/datasets"] {
+            let (s, b, _) = http
+                .call(M::POST, path, None, Some(json!({"name": bad})))
+                .await;
+            assert_eq!(s, 422, "{path} {bad:?}: {b}");
+            assert_eq!(b["error"]["field"], "name", "{b}");
+        }
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/events", None, Some(json!({"key": bad})))
+            .await;
+        assert_eq!(s, 400, "{bad:?}: {b}");
+        assert_eq!(b["error"]["field"], "key", "{b}");
+    }
+    // Other scripts are names like any.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/projects",
+            None,
+            Some(json!({"name": "模型-é"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "adm\u{202e}in",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bidirectional"), "{err}");
     server.stop();
 }
