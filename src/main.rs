@@ -55,7 +55,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow --auth\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
     )]
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
     /// Run a remote worker: take tasks from the JetStream work queue, run them, report back.
     #[command(
         after_help = "Examples:\n  aiflow worker --nats nats://127.0.0.1:4222\n  aiflow worker --nats nats://nats.example:4222 --queue gpu --slots 2 --gpus 2 --label site=a\n  aiflow worker --nats nats://127.0.0.1:4222 --queue site-a --server http://aiflow.example:8080"
