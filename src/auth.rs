@@ -22,6 +22,10 @@ use crate::config::Config;
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_body_bytes: usize,
+    /// Largest body of `POST /api/v1/events`.
+    pub(crate) max_event_body_bytes: usize,
+    /// Event streams and log follows open at once on the server (0: no limit).
+    pub(crate) max_streams: usize,
     pub(crate) max_page_size: u32,
     pub(crate) max_streams_per_token: usize,
     pub(crate) publish_rate_per_token: f64,
@@ -39,6 +43,8 @@ impl Limits {
     pub(crate) fn of(config: &Config) -> Self {
         Self {
             max_body_bytes: config.max_body_bytes,
+            max_event_body_bytes: config.max_event_body_bytes.min(config.max_body_bytes),
+            max_streams: config.max_streams,
             max_page_size: config.max_page_size,
             max_streams_per_token: config.max_streams_per_token,
             publish_rate_per_token: config.publish_rate_per_token,
@@ -112,7 +118,16 @@ impl Guard {
 
     /// Counts one more open stream of the token, unless it has its most open.
     fn open_stream(self: &Arc<Self>, key: &str) -> Option<StreamSlot> {
-        let max = self.limits.max_streams_per_token;
+        self.open_slot(key, self.limits.max_streams_per_token)
+    }
+
+    /// Counts one more event stream or log follow on the whole server, unless it has its
+    /// most open.
+    fn open_server_stream(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.open_slot(SERVER_STREAMS, self.limits.max_streams)
+    }
+
+    fn open_slot(self: &Arc<Self>, key: &str, max: usize) -> Option<StreamSlot> {
         let mut streams = self.streams.lock().expect("stream counts");
         let n = streams.entry(key.to_string()).or_insert(0);
         if max > 0 && *n >= max {
@@ -125,6 +140,9 @@ impl Guard {
         })
     }
 }
+
+/// The key of the server-wide count of streams (token ids are hex digits).
+const SERVER_STREAMS: &str = "*server*";
 
 /// One open event stream of a token; dropped with the response body (the client left).
 struct StreamSlot {
@@ -521,6 +539,8 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
         && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/")
     {
         usize::MAX
+    } else if parts.method == Method::POST && parts.uri.path() == "/api/v1/events" {
+        g.limits.max_event_body_bytes
     } else {
         g.limits.max_body_bytes
     };
@@ -647,8 +667,29 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
         });
     }
 
-    // 4. Per-token limits.
-    let mut slot = None;
+    // 4. Streams open on the server (also with authentication off), then per-token limits.
+    let mut slots = Vec::new();
+    let follow = parts.method == Method::GET
+        && path.starts_with("/api/v1/executions/")
+        && path.ends_with("/logs")
+        && pairs
+            .iter()
+            .any(|(k, v)| k == "follow" && matches!(v.as_str(), "true" | "1"));
+    if stream || follow {
+        match g.open_server_stream() {
+            Some(s) => slots.push(s),
+            None => {
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    format!(
+                        "the server already has {} event streams and log follows open; retry later",
+                        g.limits.max_streams
+                    ),
+                );
+            }
+        }
+    }
     if let Some(p) = &principal {
         if parts.method == Method::POST && path == "/api/v1/events" {
             if let Err(wait) = g.take_publish(&p.token_id) {
@@ -666,7 +707,7 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
             }
         } else if stream {
             match g.open_stream(&p.token_id) {
-                Some(s) => slot = Some(s),
+                Some(s) => slots.push(s),
                 None => {
                     return refuse(
                         StatusCode::TOO_MANY_REQUESTS,
@@ -683,17 +724,15 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
 
     let resp = next.run(Request::from_parts(parts, body)).await;
     let resp = json_413(resp);
-    match slot {
-        Some(slot) if resp.status().is_success() => {
-            let (parts, body) = resp.into_parts();
-            let body = body.into_data_stream().map(move |chunk| {
-                let _held = &slot;
-                chunk
-            });
-            Response::from_parts(parts, Body::from_stream(body))
-        }
-        _ => resp,
+    if slots.is_empty() || !resp.status().is_success() {
+        return resp;
     }
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &slots;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// A 413 that a route answered in plain text (its body reader hit the limit) gets the JSON
@@ -814,6 +853,8 @@ mod tests {
             None,
             Limits {
                 max_body_bytes: 1 << 20,
+                max_event_body_bytes: 1 << 20,
+                max_streams: 0,
                 max_page_size: 1000,
                 max_streams_per_token: 1,
                 publish_rate_per_token: 2.0,
@@ -848,6 +889,8 @@ mod tests {
     fn site_limits(origins: &[&str], hosts: &[&str]) -> Limits {
         Limits {
             max_body_bytes: 1 << 20,
+            max_event_body_bytes: 1 << 20,
+            max_streams: 0,
             max_page_size: 1000,
             max_streams_per_token: 1,
             publish_rate_per_token: 0.0,

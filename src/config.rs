@@ -115,6 +115,18 @@ pub(crate) struct Config {
     /// The CA file of `--ca-cert`/`AIFLOW_CA_CERT`, given to local jobs as `AIFLOW_CA_CERT`.
     #[serde(skip)]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// Variables of the server's environment that local jobs get besides the base (`PATH`,
+    /// `HOME`, `LANG`, `TZ`, `TMPDIR`, `USER`): names, or patterns with `*` (`LC_*`). The
+    /// server's own `AIFLOW_*` variables never reach a job (docs/security.md).
+    pub(crate) job_env_passthrough: Vec<String>,
+    /// Largest body of `POST /events` in bytes (413 above), below `max_body_bytes`.
+    pub(crate) max_event_body_bytes: usize,
+    /// Event streams and log follows open at once on the whole server, also with
+    /// authentication off (429 above; 0: no limit).
+    pub(crate) max_streams: usize,
+    /// Seconds a connection may take to send a request's header, and may stay idle between
+    /// requests, before the server closes it.
+    pub(crate) header_timeout_s: u64,
 }
 
 impl Default for Config {
@@ -150,6 +162,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             ca_cert: None,
+            job_env_passthrough: Vec::new(),
+            max_event_body_bytes: 4 * 1024 * 1024,
+            max_streams: 256,
+            header_timeout_s: 30,
         }
     }
 }
@@ -250,6 +266,25 @@ pub(crate) struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "AIFLOW_TLS_KEY", value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Also give local jobs this variable of the server's environment (a name, or a pattern
+    /// with *, e.g. LC_*); repeat for more. Added to the config file's `job_env_passthrough`.
+    #[arg(
+        long = "job-env-passthrough",
+        env = "AIFLOW_JOB_ENV_PASSTHROUGH",
+        value_delimiter = ','
+    )]
+    pub(crate) job_env_passthrough: Vec<String>,
+    /// Largest POST /events body in bytes [default: 4194304].
+    #[arg(long, env = "AIFLOW_MAX_EVENT_BODY_BYTES")]
+    pub(crate) max_event_body_bytes: Option<usize>,
+    /// Event streams and log follows open at once, also with auth off, 0 for no limit
+    /// [default: 256].
+    #[arg(long, env = "AIFLOW_MAX_STREAMS")]
+    pub(crate) max_streams: Option<usize>,
+    /// Seconds a client may take to send a request header, or stay idle between requests,
+    /// before its connection is closed [default: 30].
+    #[arg(long, env = "AIFLOW_HEADER_TIMEOUT_S")]
+    pub(crate) header_timeout_s: Option<u64>,
     /// Stop running local jobs when the server stops (default: they keep running and the next
     /// server re-adopts them).
     #[arg(long, env = "AIFLOW_STOP_JOBS_ON_EXIT")]
@@ -359,6 +394,20 @@ impl Config {
                 config.allowed_hosts.push(h.clone());
             }
         }
+        if let Some(v) = args.max_event_body_bytes {
+            config.max_event_body_bytes = v;
+        }
+        if let Some(v) = args.max_streams {
+            config.max_streams = v;
+        }
+        if let Some(v) = args.header_timeout_s {
+            config.header_timeout_s = v;
+        }
+        for p in &args.job_env_passthrough {
+            if !config.job_env_passthrough.contains(p) {
+                config.job_env_passthrough.push(p.clone());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -422,6 +471,12 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
         }
+        if self.max_event_body_bytes < 1024 {
+            bail!("max_event_body_bytes: must be at least 1024");
+        }
+        if !(1..=3600).contains(&self.header_timeout_s) {
+            bail!("header_timeout_s: must be between 1 and 3600");
+        }
         if self.max_artifact_bytes == 0 {
             bail!("max_artifact_bytes: must be at least 1");
         }
@@ -462,6 +517,9 @@ impl Config {
             if h.is_empty() || h.contains(['/', ' ', '@']) {
                 bail!("allowed_hosts: {h:?} is not a host name such as aiflow.internal (or *)");
             }
+        }
+        for p in &self.job_env_passthrough {
+            aiflow_scheduler::jobenv::check_pattern(p).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         if self.nats_stream.is_empty()
             || !self

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod demo;
 mod metrics;
+mod serve;
 mod server;
 mod telemetry;
 mod tls;

@@ -139,6 +139,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             },
             docker_host: config.docker_host.clone(),
             gpus: config.gpus,
+            job_env_passthrough: config.job_env_passthrough.clone(),
         },
         shutdown_rx.clone(),
     )
@@ -176,29 +177,30 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         guard,
         mlflow,
     );
-    let mut stop = shutdown_rx.clone();
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+    let header_timeout = Duration::from_secs(config.header_timeout_s);
     let serve = match tls {
         Some(tls) => {
             let listener = crate::tls::TlsListener::new(listener, tls)?;
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            })
+            tokio::spawn(crate::serve::serve(
+                listener,
+                app,
+                header_timeout,
+                shutdown_rx.clone(),
+            ))
         }
-        None => tokio::spawn(async move {
+        None => {
             use axum::serve::ListenerExt;
             let listener = listener.tap_io(|tcp| {
                 // Small JSON answers go out at once instead of waiting for Nagle's timer.
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }),
+            tokio::spawn(crate::serve::serve(
+                listener,
+                app,
+                header_timeout,
+                shutdown_rx.clone(),
+            ))
+        }
     };
     let startup = started.elapsed();
     tracing::info!(

@@ -61,6 +61,14 @@ pub(crate) struct WorkerArgs {
     /// socket].
     #[arg(long, env = "DOCKER_HOST")]
     pub(crate) docker_host: Option<String>,
+    /// Also give jobs this variable of the worker's environment (a name, or a pattern with *,
+    /// e.g. LC_*); repeat for more. Jobs otherwise get PATH, HOME, LANG, TZ, TMPDIR and USER.
+    #[arg(
+        long = "job-env-passthrough",
+        env = "AIFLOW_JOB_ENV_PASSTHROUGH",
+        value_delimiter = ','
+    )]
+    pub(crate) job_env_passthrough: Vec<String>,
 }
 
 fn machine_memory_mb() -> Option<u64> {
@@ -125,6 +133,11 @@ pub(crate) async fn run(
     } else {
         None
     };
+    for p in &args.job_env_passthrough {
+        if let Err(e) = aiflow_scheduler::jobenv::check_pattern(p) {
+            bail!("{e}");
+        }
+    }
     crate::config::private_dir(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
     let config = aiflow_scheduler::remote::WorkerConfig {
@@ -149,6 +162,7 @@ pub(crate) async fn run(
         grace: Duration::from_secs(args.stop_grace_s),
         log_max_bytes: (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes),
         containers,
+        job_env_passthrough: args.job_env_passthrough,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cluster = args.cluster.clone();

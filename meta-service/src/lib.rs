@@ -12,6 +12,7 @@ mod docs;
 mod error;
 pub mod mlflow;
 mod outbox;
+mod owner;
 mod routes;
 pub(crate) mod store;
 pub mod tags;

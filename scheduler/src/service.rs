@@ -79,6 +79,9 @@ pub struct SchedulerConfig {
     pub docker_host: Option<String>,
     /// GPUs of this machine's executor (none: those `nvidia-smi -L` lists, if any).
     pub gpus: Option<u32>,
+    /// Variables of this process that local jobs also get, besides the base (names or `*`
+    /// patterns; see [`crate::jobenv`]). Remote workers have their own setting.
+    pub job_env_passthrough: Vec<String>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -123,6 +126,7 @@ impl SchedulerConfig {
             ca_cert: None,
             docker_host: None,
             gpus: None,
+            job_env_passthrough: Vec::new(),
         }
     }
 }
@@ -1743,7 +1747,17 @@ impl Core {
             return;
         };
         let attempt = rt.attempt;
+        let secrets = crate::jobenv::secrets_dir(&self.config.data_dir);
+        let secrets = match crate::jobenv::resolve_secrets(&secrets, &spec.env_from) {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::warn!(execution = id, job, attempt, error = %message, "cannot read the job's secrets");
+                let failed = Outcome::Failed { message };
+                return Box::pin(self.on_job_ended(id, job, attempt, failed)).await;
+            }
+        };
         let mut env = spec.env.clone();
+        env.extend(secrets);
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
         if let Some(ca) = &self.config.ca_cert {
             env.insert("AIFLOW_CA_CERT".into(), ca.display().to_string());

@@ -36,6 +36,37 @@ pub(crate) fn check_at_most(value: Option<u64>, max: u64, location: &str, p: &mu
     }
 }
 
+/// A job's `env_from`: plain variable names, each naming a secret by a plain name (letters,
+/// digits, `.`, `_`, `-`, not starting with `.`, at most 128 bytes): a secret is a file of the
+/// server's secrets folder, and its name never leads out of it.
+pub(crate) fn check_env_from(
+    env_from: &std::collections::BTreeMap<String, String>,
+    loc: &str,
+    p: &mut Problems,
+) {
+    for (k, v) in env_from {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            p.push(
+                format!("{loc}.{k}"),
+                format!("environment variable name {k:?} is invalid: use letters, digits and _"),
+            );
+        }
+        let plain = !v.is_empty()
+            && v.len() <= 128
+            && !v.starts_with('.')
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            p.push(
+                format!("{loc}.{k}"),
+                format!(
+                    "secret name {v:?} is invalid: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'"
+                ),
+            );
+        }
+    }
+}
+
 /// The numbers of a job's settings, each under its documented maximum.
 pub(crate) fn check_job_numbers(
     timeout_s: Option<u64>,
@@ -303,6 +334,7 @@ pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut P
         }
     }
     check_image(spec.image.as_deref(), spec.pull.as_ref(), &loc(), p);
+    check_env_from(&spec.env_from, &format!("{}.env_from", loc()), p);
     check_job_numbers(
         spec.timeout_s,
         spec.retries,

@@ -167,6 +167,15 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
                 "timeout must be at least 1 second",
             );
         }
+        crate::check::check_env_from(&job.env_from, &format!("{loc}.env_from"), &mut p);
+        for k in job.env_from.keys() {
+            if job.env.contains_key(k) {
+                p.push(
+                    format!("{loc}.env_from.{k}"),
+                    format!("{k} is set both in env and in env_from"),
+                );
+            }
+        }
         crate::check::check_job_numbers(
             job.timeout_s,
             Some(job.retries),

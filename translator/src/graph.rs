@@ -83,6 +83,10 @@ pub struct JobSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are the server's named secrets, `{"VARIABLE": "secret-name"}`:
+    /// read at launch from `<data_dir>/secrets/<secret-name>`, never stored in the document.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// Run the job in a container from this image (`name[:tag][@digest]`, as a Docker Engine

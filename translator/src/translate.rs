@@ -403,6 +403,7 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
     let mut resources = Setting::new();
     let mut priority = Setting::new();
     let mut env: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut env_from: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for &i in nodes {
         let spec = &ai.nodes[i].job;
         name.offer(spec.name.as_ref(), i, "name", ai, p);
@@ -430,6 +431,29 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
                     env.insert(k.clone(), (v.clone(), i));
                 }
             }
+        }
+        for (k, v) in &spec.env_from {
+            match env_from.get(k) {
+                Some((old, from)) if old != v => p.push(
+                    format!("nodes[{i}].job.env_from.{k}"),
+                    format!(
+                        "env_from {k}={v:?} conflicts with {old:?} set by node {:?} of the same job",
+                        ai.nodes[*from].name
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    env_from.insert(k.clone(), (v.clone(), i));
+                }
+            }
+        }
+    }
+    for (k, (_, i)) in &env_from {
+        if env.contains_key(k) {
+            p.push(
+                format!("nodes[{i}].job.env_from.{k}"),
+                format!("{k} is set both in env and in env_from of the same job"),
+            );
         }
     }
     let first = nodes[0];
@@ -476,6 +500,7 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
         name: job_name,
         nodes: job_nodes,
         env: env.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        env_from: env_from.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         working_dir: working_dir.get(),
         image,
         pull,

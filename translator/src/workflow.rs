@@ -58,6 +58,10 @@ pub struct Job {
     pub nodes: Vec<JobNode>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are the server's named secrets (`VARIABLE → secret name`),
+    /// read when each attempt starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// The container image the job runs in (none: a host process).

@@ -473,7 +473,9 @@ fn ol_target(d: &OpenLineageDataset, field: &str) -> Result<(&'static str, Strin
     let mut name: String = raw
         .chars()
         .map(|c| {
-            if c.is_whitespace() || c.is_control() || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
+            if c.is_whitespace()
+                || aiflow_api::is_deceptive_char(c)
+                || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
             {
                 '_'
             } else {

@@ -67,6 +67,7 @@ async fn env(max_running: usize) -> Env {
             ca_cert: None,
             docker_host: None,
             gpus: None,
+            job_env_passthrough: Vec::new(),
         },
         rx,
     )

@@ -168,6 +168,7 @@ pub(crate) async fn build(
                 .map(|program| supervisor::Supervisor { program }),
         },
         config.attempts_root(),
+        config.job_env_passthrough.clone(),
     ));
     // Jobs with an image run as containers on the server's engine, beside the processes.
     let containers = routed::Containers::new(

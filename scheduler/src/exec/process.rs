@@ -317,7 +317,9 @@ async fn run_attempt(
             continue;
         };
         let mut cmd = Command::new(program);
+        // The environment is the spec's alone (built by `jobenv`), never this process's.
         cmd.args(args)
+            .env_clear()
             .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Largest log of one attempt (older output dropped past it).
     pub log_max_bytes: Option<u64>,
+    /// Variables of this worker's environment that jobs get besides the base (see
+    /// [`crate::jobenv`]).
+    pub job_env_passthrough: Vec<String>,
     /// The engine this worker runs container jobs on (none: it takes no job with an image).
     pub containers: Option<crate::exec::container::ContainerExecutor>,
 }
@@ -467,6 +470,8 @@ async fn run_task(
     }
     if task.image.is_none() {
         env.extend(gpus.process_env());
+        // A process gets a built environment, not the worker's (a container, its image's).
+        env = crate::jobenv::build(crate::jobenv::current(), &config.job_env_passthrough, &env);
     }
     let spec = LaunchSpec {
         workflow: task.workflow.clone(),

@@ -46,6 +46,7 @@ async fn start(
             ca_cert: None,
             docker_host: None,
             gpus: None,
+            job_env_passthrough: Vec::new(),
         },
         rx,
     )

@@ -465,3 +465,41 @@ fn image_references_as_an_engine_takes_them() {
         assert!(image_problem(bad).is_some(), "{bad:?} should be refused");
     }
 }
+
+#[test]
+fn env_from_names_plain_secrets_and_never_clashes_with_env() {
+    let g = graph(json!({
+        "name": "secrets",
+        "nodes": [
+            {"name": "a", "job": {"command": ["true"], "env": {"TOKEN": "x"},
+              "env_from": {"TOKEN": "api-token", "DB": "../etc/shadow", "BAD-NAME": "ok"}}},
+            {"name": "b", "job": {"command": ["true"], "env_from": {"K": "good.secret_1"}}}
+        ]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    let mut at = locations(&e);
+    at.sort_unstable();
+    assert_eq!(
+        at,
+        [
+            "nodes[0].job.env_from.BAD-NAME",
+            "nodes[0].job.env_from.DB",
+            "nodes[0].job.env_from.TOKEN"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("secret name \"../etc/shadow\" is invalid"),
+        "{text}"
+    );
+    assert!(
+        text.contains("TOKEN is set both in env and in env_from"),
+        "{text}"
+    );
+    // A good one is kept in the workflow, by name.
+    let ok = graph(json!({"name": "s", "nodes": [
+        {"name": "b", "job": {"command": ["true"], "env_from": {"K": "good.secret_1"}}}]}));
+    let w = translate(&ok).unwrap();
+    assert_eq!(w.jobs[0].env_from["K"], "good.secret_1");
+}
