@@ -146,6 +146,11 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         config.data_dir.join("artifacts"),
         config.max_artifact_bytes,
     );
+    let content = aiflow_meta::content_routes(
+        store.clone(),
+        config.data_dir.join("artifacts"),
+        config.max_artifact_bytes,
+    );
     let app = router(
         db.clone(),
         bus.clone(),
@@ -153,7 +158,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         scheduler.clone(),
         tokens.clone(),
         guard,
-        mlflow,
+        (mlflow, content),
     );
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
@@ -219,12 +224,13 @@ pub(crate) fn router(
     scheduler: Scheduler,
     tokens: aiflow_meta::auth::Tokens,
     guard: std::sync::Arc<crate::auth::Guard>,
-    mlflow: axum::Router,
+    (mlflow, content): (axum::Router, OpenApiRouter),
 ) -> axum::Router {
     let api = OpenApiRouter::new()
         .merge(aiflow_notification::routes(bus.clone()))
         .merge(aiflow_meta::auth::token_routes(tokens))
         .merge(aiflow_meta::routes(store.clone()))
+        .merge(content)
         .merge(aiflow_meta::run_routes(store))
         .merge(aiflow_scheduler::http::routes(scheduler.clone()));
     let (api, mut openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())
