@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod demo;
 mod metrics;
+mod openlineage;
 mod server;
 mod telemetry;
 mod worker;

@@ -92,6 +92,19 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let upkeep = crate::metrics::start(db.backend.name(), bus.backend(), shutdown_rx.clone());
     let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
+    let lineage = config.openlineage_url.as_ref().map(|url| {
+        tracing::info!(url = %url, namespace = %config.openlineage_namespace, "OpenLineage RunEvents of job attempts are sent");
+        crate::openlineage::spawn(
+            crate::openlineage::Emitter {
+                url: url.clone(),
+                namespace: config.openlineage_namespace.clone(),
+            },
+            db.clone(),
+            store.clone(),
+            bus.clone(),
+            shutdown_rx.clone(),
+        )
+    });
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -203,7 +216,10 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         startup,
         shutdown: shutdown_tx,
         serve,
-        background: vec![relay, scheduler_task, upkeep],
+        background: [relay, scheduler_task, upkeep]
+            .into_iter()
+            .chain(lineage)
+            .collect(),
     })
 }
 
