@@ -112,9 +112,14 @@ async fn collect(
     loop {
         let after = match cursor(&db).await {
             Ok(Some(o)) => Offset(o),
-            // First start: from now on (history is not reported).
+            // First start: from now on (history is not reported), kept at once.
             Ok(None) => match bus.latest_offset().await {
-                Ok(o) => o,
+                Ok(o) => {
+                    if let Err(e) = set_cursor(&db, o.0).await {
+                        tracing::warn!(error = %e, "openlineage: cannot keep the cursor");
+                    }
+                    o
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "openlineage: cannot read the event bus; retrying");
                     if pause(&mut shutdown, Duration::from_secs(2)).await {
@@ -168,6 +173,18 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
         _ = shutdown.wait_for(|s| *s) => true,
         () = tokio::time::sleep(d) => false,
     }
+}
+
+async fn set_cursor(db: &Db, offset: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO openlineage_cursor (name, event_offset) VALUES ($1, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(CURSOR)
+    .bind(offset)
+    .execute(&db.pool)
+    .await
+    .map(|_| ())
 }
 
 async fn cursor(db: &Db) -> Result<Option<i64>, sqlx::Error> {
@@ -397,15 +414,19 @@ async fn send_loop(
 /// again after a backoff). Returns how many were sent.
 async fn send_due(emitter: &Emitter, db: &Db, http: &reqwest::Client) -> anyhow::Result<usize> {
     let now = now_us();
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT id, body, attempts FROM openlineage_outbox WHERE sent_at IS NULL AND next_at <= $1 \
-         AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT 100",
+    // The oldest unsent rows, in order: one that waits for its retry (or is being sent by
+    // another replica) holds back those after it.
+    let rows: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, body, attempts, next_at, claimed_until FROM openlineage_outbox \
+         WHERE sent_at IS NULL ORDER BY id LIMIT 100",
     )
-    .bind(now)
     .fetch_all(&db.pool)
     .await?;
     let mut sent = 0;
-    for (id, body, attempts) in rows {
+    for (id, body, attempts, next_at, claimed_until) in rows {
+        if next_at > now || claimed_until.is_some_and(|c| c >= now) {
+            break;
+        }
         // Another replica may send the same row: the one that claims it does.
         let claimed = sqlx::query(
             "UPDATE openlineage_outbox SET claimed_until = $1 WHERE id = $2 AND sent_at IS NULL \
@@ -417,7 +438,7 @@ async fn send_due(emitter: &Emitter, db: &Db, http: &reqwest::Client) -> anyhow:
         .execute(&db.pool)
         .await?;
         if claimed.rows_affected() == 0 {
-            continue;
+            break;
         }
         let result = http
             .post(&emitter.url)

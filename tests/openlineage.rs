@@ -107,8 +107,8 @@ fn check_run_event(e: &Value) {
     assert!(parent["job"]["namespace"].is_string() && parent["job"]["name"].is_string());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_attempts_are_reported_to_an_openlineage_backend() {
+/// The receiver: its URL, and what it got.
+async fn start_receiver() -> (String, Receiver) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -116,9 +116,13 @@ async fn job_attempts_are_reported_to_an_openlineage_backend() {
         .route("/api/v1/lineage", axum::routing::post(receive))
         .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://127.0.0.1:{port}/api/v1/lineage"), receiver)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_attempts_are_reported_to_an_openlineage_backend() {
+    let (url, receiver) = start_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{port}/api/v1/lineage");
     let (_server, base) = embedded(
         dir.path(),
         &[
@@ -128,6 +132,30 @@ async fn job_attempts_are_reported_to_an_openlineage_backend() {
             "ml-platform",
         ],
     );
+    exercise(&base, &receiver).await;
+}
+
+/// The distributed shape: two replicas (PostgreSQL + NATS) share the outbox, a worker runs the
+/// jobs; each event still reaches the backend once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_attempts_are_reported_once_by_two_replicas() {
+    let Some(c) = Cluster::start("ol").await else {
+        return;
+    };
+    let (url, receiver) = start_receiver().await;
+    let args = [
+        "--openlineage-url",
+        url.as_str(),
+        "--openlineage-namespace",
+        "ml-platform",
+    ];
+    let (_a, a) = c.server_with("a", &args);
+    let (_b, _) = c.server_with("b", &args);
+    let _w = c.worker("w", &a);
+    exercise(&a, &receiver).await;
+}
+
+async fn exercise(base: &str, receiver: &Receiver) {
     let http = reqwest::Client::new();
     // What the job reads (from another system, through OpenLineage) and writes (an AI Flow
     // dataset).
