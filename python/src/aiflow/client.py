@@ -551,8 +551,8 @@ class Client:
         keeps nothing. Returns the artifact, its ``sha256`` and ``size`` now the file's.
 
         Args:
-            name: the artifact; with ``uri`` given and the artifact missing, it is registered
-                first (with ``kind`` and ``project``).
+            name: the artifact; with ``uri`` given it is registered first when missing (with
+                ``kind`` and ``project``).
             path: the file to upload.
 
         Raises:
@@ -564,36 +564,30 @@ class Client:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+        if uri is not None:
+            body: JSON = {"name": name, "uri": uri}
+            if kind is not None:
+                body["kind"] = kind
+            if project is not None:
+                body["project"] = project
+            try:
+                self.request("POST", "/artifacts", body)
+            except ApiError as e:
+                if e.status != 409:  # 409: registered already
+                    raise
         route = f"/artifacts/{_quote(name)}/content"
         headers = self._headers(False)
         headers["Content-Type"] = "application/octet-stream"
         headers["Content-Length"] = str(size)
         headers["X-Checksum-Sha256"] = digest.hexdigest()
-        for attempt in (0, 1):
-            with open(path, "rb") as f:
-                req = urllib.request.Request(
-                    self._url(route), data=f, method="PUT", headers=headers
-                )
-                try:
-                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                        answer: JSON = json.loads(resp.read().decode("utf-8"))
-                        return answer
-                except urllib.error.HTTPError as e:
-                    err = ApiError.from_body(e.code, e.read(), "PUT", route)
-            if attempt == 0 and err.status == 404 and uri is not None:
-                body: JSON = {"name": name, "uri": uri}
-                if kind is not None:
-                    body["kind"] = kind
-                if project is not None:
-                    body["project"] = project
-                try:
-                    self.request("POST", "/artifacts", body)
-                except ApiError as e2:
-                    if e2.status != 409:
-                        raise
-                continue
-            raise err
-        raise AssertionError("unreachable")
+        with open(path, "rb") as f:
+            req = urllib.request.Request(self._url(route), data=f, method="PUT", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    answer: JSON = json.loads(resp.read().decode("utf-8"))
+                    return answer
+            except urllib.error.HTTPError as e:
+                raise ApiError.from_body(e.code, e.read(), "PUT", route) from None
 
     def download_artifact(self, name: str, path: Union[str, "os.PathLike[str]"]) -> int:
         """Downloads the content of artifact ``name`` into ``path``, streamed: written beside it
