@@ -385,11 +385,21 @@ async fn send_loop(
     mut wake: watch::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
+    // HTTPS trusts the system roots and the CA of AIFLOW_CA_CERT, as every client here does.
+    let http = match aiflow_sdk::tls::http_builder(aiflow_sdk::tls::ca_cert_from_env().as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "openlineage: no HTTP client; nothing is sent (the outbox keeps the events)");
+            let _ = shutdown.wait_for(|s| *s).await;
+            return;
+        }
+    };
     loop {
         let idle = match send_due(&emitter, &db, &http).await {
             Ok(sent) => sent == 0,

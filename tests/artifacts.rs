@@ -61,7 +61,7 @@ async fn content(http: &reqwest::Client, base: &str, name: &str) -> (u16, Vec<u8
 /// Everything a store must do; uploads go to `a`, downloads come from `b` (another replica in
 /// the distributed shape).
 async fn exercise(a: &str, b: &str, work: &Path) {
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     for name in ["ranker", "pinned", "empty", "big"] {
         post(
             &http,

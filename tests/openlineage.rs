@@ -156,7 +156,7 @@ async fn job_attempts_are_reported_once_by_two_replicas() {
 }
 
 async fn exercise(base: &str, receiver: &Receiver) {
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     // What the job reads (from another system, through OpenLineage) and writes (an AI Flow
     // dataset).
     post(

@@ -71,6 +71,8 @@ pub struct SchedulerConfig {
     /// jobs outlive this process and the next one re-adopts them. None: attempts are tasks
     /// of this process and end with it (`aiflow server --stop-jobs-on-exit`).
     pub supervisor: Option<PathBuf>,
+    /// `AIFLOW_CA_CERT` given to jobs: the CA to trust for an https:// `server_url`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -112,6 +114,7 @@ impl SchedulerConfig {
             job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            ca_cert: None,
         }
     }
 }
@@ -1794,6 +1797,9 @@ impl Core {
         let attempt = rt.attempt;
         let mut env = spec.env.clone();
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
+        if let Some(ca) = &self.config.ca_cert {
+            env.insert("AIFLOW_CA_CERT".into(), ca.display().to_string());
+        }
         match &self.config.job_tokens {
             // A token the job's own env names (say, an admin's for a job that submits
             // workflows) is kept; otherwise the job gets one scoped to this execution.

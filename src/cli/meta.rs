@@ -339,6 +339,9 @@ pub(crate) enum MetricCmd {
         max_points: Option<u32>,
         #[arg(long)]
         limit: Option<u32>,
+        /// Cursor from a previous page (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -370,8 +373,6 @@ pub(crate) enum ArtifactCmd {
     /// Upload FILE as the artifact's content, streamed. Its sha256 is computed first and checked
     /// by the server, which also refuses a file that differs from the artifact's recorded
     /// sha256, or is over its --max-artifact-bytes.
-    ///
-    /// Example: aiflow artifact put ranker-onnx ./model.onnx
     Put {
         /// The artifact (registered before with `aiflow artifact create`).
         name: String,
@@ -380,8 +381,6 @@ pub(crate) enum ArtifactCmd {
     },
     /// Download the artifact's content, checked against its recorded sha256: into FILE with
     /// -o (written beside it, then moved into place), else to stdout.
-    ///
-    /// Example: aiflow artifact get ranker-onnx -o model.onnx
     Get {
         name: String,
         /// Write the file here instead of to stdout.
@@ -927,6 +926,7 @@ pub(crate) fn run_metric(cmd: MetricCmd, ctx: &Ctx) -> CliResult {
                 to,
                 max_points,
                 limit,
+                cursor,
             } => {
                 let q = PointsQuery {
                     key: Some(key),
@@ -934,7 +934,7 @@ pub(crate) fn run_metric(cmd: MetricCmd, ctx: &Ctx) -> CliResult {
                     step_to: to,
                     max_points,
                     limit,
-                    cursor: None,
+                    cursor,
                 };
                 let s = c.read_points(&name, &q).await?;
                 ctx.print(&s, |s| {

@@ -248,7 +248,8 @@ impl Client {
         self.patch(&format!("/artifacts/{}", segment(name)), u)
             .await
     }
-    /// Uploads the file of artifact `name` from `body`, streamed. With `sha256` (64 hex digits)
+    /// Uploads the file of artifact `name` from `body`, streamed (no request timeout: a file
+    /// takes as long as it takes). With `sha256` (64 hex digits)
     /// the server refuses bytes that differ (422) and keeps nothing. Returns the artifact with
     /// the file's sha256 and size.
     pub async fn upload_artifact_content(
@@ -258,7 +259,7 @@ impl Client {
         sha256: Option<&str>,
     ) -> Result<Artifact, Error> {
         let mut rb = self
-            .request(
+            .stream_request(
                 reqwest::Method::PUT,
                 &format!("/artifacts/{}/content", segment(name)),
             )
@@ -287,7 +288,7 @@ impl Client {
         let stream = read_stream(file);
         let body = reqwest::Body::wrap_stream(stream);
         let rb = self
-            .request(
+            .stream_request(
                 reqwest::Method::PUT,
                 &format!("/artifacts/{}/content", segment(name)),
             )
@@ -301,7 +302,7 @@ impl Client {
     /// The file of artifact `name` as a streamed answer (read it with `bytes_stream`); its
     /// recorded sha256 is in the `x-checksum-sha256` header.
     pub async fn download_artifact_content(&self, name: &str) -> Result<reqwest::Response, Error> {
-        self.send_raw(self.request(
+        self.send_raw(self.stream_request(
             reqwest::Method::GET,
             &format!("/artifacts/{}/content", segment(name)),
         ))
