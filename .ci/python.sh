@@ -68,5 +68,9 @@ else
     done
     AIFLOW_TEST_POSTGRES="$pg" AIFLOW_TEST_NATS="nats://127.0.0.1:$nats_port" \
         run_tests "distributed: PostgreSQL + NATS" || rc=$?
+    # Databases a test server could not drop at its end.
+    for db in $(psql "$pg" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'aiflow\_py\_%'"); do
+        psql "$pg" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
+    done
 fi
 exit "$rc"
