@@ -476,7 +476,17 @@ fn origin_refused(
     None
 }
 
-/// Routes under `/api/v1` read JSON bodies only: a body of another type (a form, text/plain,
+/// `PUT /api/v1/artifacts/{name}/content`: the one `/api/v1` route whose body is a file
+/// (`application/octet-stream`), limited by the route itself (`max_artifact_bytes`).
+fn artifact_upload(method: &Method, path: &str) -> bool {
+    *method == Method::PUT
+        && path
+            .strip_prefix("/api/v1/artifacts/")
+            .and_then(|rest| rest.strip_suffix("/content"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// Routes under `/api/v1` read JSON bodies only (and a file upload its raw bytes): a body of another type (a form, text/plain,
 /// which browsers send across sites without asking first) is refused with 415.
 fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
     if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
@@ -504,7 +514,10 @@ fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
         .to_ascii_lowercase();
     let json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json {
+    // A file upload: raw bytes, which browsers cannot send across sites without asking first.
+    let file =
+        essence == "application/octet-stream" && artifact_upload(&parts.method, parts.uri.path());
+    if json || file {
         return None;
     }
     let shown = if ty.is_empty() { "none" } else { ty };
@@ -512,7 +525,15 @@ fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
         HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("the body must be JSON sent with Content-Type: application/json, not {shown}"),
+            if artifact_upload(&parts.method, parts.uri.path()) {
+                format!(
+                    "the file must be sent with Content-Type: application/octet-stream, not {shown}"
+                )
+            } else {
+                format!(
+                    "the body must be JSON sent with Content-Type: application/json, not {shown}"
+                )
+            },
         )
         .field("content-type")
         .into_response(),
@@ -535,8 +556,9 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     //    without one stops being read at the limit (the route answers 413).
     // An MLflow artifact upload has its own, larger limit (`max_artifact_bytes`), checked
     // by the route as the file streams in.
-    let max_body = if parts.method == Method::PUT
-        && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/")
+    let max_body = if (parts.method == Method::PUT
+        && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/"))
+        || artifact_upload(&parts.method, parts.uri.path())
     {
         usize::MAX
     } else if parts.method == Method::POST && parts.uri.path() == "/api/v1/events" {
@@ -1071,6 +1093,28 @@ mod tests {
             check(Method::GET, "/api/v1/workflows", &[len]),
             None,
             "reads"
+        );
+        // Raw bytes on the file upload route only, still not a form or text.
+        let bytes = ("content-type", "application/octet-stream");
+        assert_eq!(
+            check(Method::PUT, "/api/v1/artifacts/m/content", &[len, bytes]),
+            None
+        );
+        for (method, path) in [
+            (Method::POST, "/api/v1/artifacts/m/content"),
+            (Method::PUT, "/api/v1/artifacts/m"),
+            (Method::PUT, "/api/v1/models/m/content"),
+            (Method::PUT, "/api/v1/artifacts/a/b/content"),
+        ] {
+            assert_eq!(check(method, path, &[len, bytes]), refused, "{path}");
+        }
+        assert_eq!(
+            check(
+                Method::PUT,
+                "/api/v1/artifacts/m/content",
+                &[len, ("content-type", "text/plain")]
+            ),
+            refused
         );
     }
 }

@@ -76,6 +76,11 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     /// Largest artifact upload in bytes through `/api/2.0/mlflow-artifacts` (413 above).
     pub(crate) max_artifact_bytes: u64,
+    /// OpenLineage backend (`http://marquez:5000/api/v1/lineage`) that gets a RunEvent for
+    /// each start and end of the server's job attempts; none: nothing is sent.
+    pub(crate) openlineage_url: Option<String>,
+    /// The job namespace of those RunEvents.
+    pub(crate) openlineage_namespace: String,
     /// Largest `limit` of a list (400 above; the default page size is 100 or this, if less).
     pub(crate) max_page_size: u32,
     /// With auth on: most `GET /events/stream` connections one token holds open (429 above;
@@ -148,6 +153,8 @@ impl Default for Config {
             insecure: false,
             max_body_bytes: 64 * 1024 * 1024,
             max_artifact_bytes: 1024 * 1024 * 1024,
+            openlineage_url: None,
+            openlineage_namespace: "aiflow".into(),
             max_page_size: aiflow_api::page::MAX_LIMIT,
             max_streams_per_token: 16,
             publish_rate_per_token: 100.0,
@@ -226,6 +233,13 @@ pub(crate) struct ServerArgs {
     /// Largest artifact upload in bytes (MLflow artifacts) [default: 1073741824].
     #[arg(long, env = "AIFLOW_MAX_ARTIFACT_BYTES")]
     pub(crate) max_artifact_bytes: Option<u64>,
+    /// Send OpenLineage RunEvents of the server's job attempts to this endpoint
+    /// (e.g. http://marquez:5000/api/v1/lineage), from an outbox with retries.
+    #[arg(long, env = "AIFLOW_OPENLINEAGE_URL", value_name = "URL")]
+    pub(crate) openlineage_url: Option<String>,
+    /// The job namespace of those RunEvents [default: aiflow].
+    #[arg(long, env = "AIFLOW_OPENLINEAGE_NAMESPACE")]
+    pub(crate) openlineage_namespace: Option<String>,
     /// Largest `limit` of a list request, 1..=1000 [default: 1000].
     #[arg(long, env = "AIFLOW_MAX_PAGE_SIZE")]
     pub(crate) max_page_size: Option<u32>,
@@ -360,6 +374,12 @@ impl Config {
         if let Some(v) = args.max_artifact_bytes {
             config.max_artifact_bytes = v;
         }
+        if let Some(v) = &args.openlineage_url {
+            config.openlineage_url = Some(v.clone());
+        }
+        if let Some(v) = &args.openlineage_namespace {
+            config.openlineage_namespace = v.clone();
+        }
         if let Some(v) = args.max_page_size {
             config.max_page_size = v;
         }
@@ -476,6 +496,14 @@ impl Config {
         }
         if !(1..=3600).contains(&self.header_timeout_s) {
             bail!("header_timeout_s: must be between 1 and 3600");
+        }
+        if let Some(url) = &self.openlineage_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("openlineage_url: {url:?} is not an http:// or https:// URL");
+        }
+        if self.openlineage_namespace.trim().is_empty() {
+            bail!("openlineage_namespace: must not be empty");
         }
         if self.max_artifact_bytes == 0 {
             bail!("max_artifact_bytes: must be at least 1");
