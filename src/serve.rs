@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use axum::serve::Listener;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
