@@ -81,7 +81,7 @@ async fn a_container_job_logs_its_exit_code_and_its_event_starts_the_next_job() 
     }
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(&dir.path().join("data"), &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let script = format!(
         "echo hi; echo job=$AIFLOW_JOB execution=$AIFLOW_EXECUTION in $(pwd); {}; exit 3",
         publish("boxed/trained")
@@ -149,7 +149,7 @@ async fn stop_removes_the_container_and_restart_replaces_it() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(&dir.path().join("data"), &["--stop-jobs-on-exit"]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     post(
         &http,
         &format!("{base}/api/v1/workflows"),
@@ -234,7 +234,7 @@ async fn a_missing_image_fails_the_attempt_and_a_bad_one_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(&dir.path().join("data"), &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     // A malformed reference: 422 naming the field.
     let resp = http
         .post(format!("{base}/api/v1/workflows"))
@@ -273,7 +273,7 @@ async fn a_job_with_an_image_goes_only_to_a_worker_that_offers_containers() {
         return;
     };
     let (_s1, u) = c.server("s1");
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     wait_for("s1 to lead", Duration::from_secs(15), || async {
         common::role(&http, &u).await == "leader"
     })
@@ -342,7 +342,7 @@ async fn a_container_outlives_kill_9_of_the_server_and_is_re_adopted_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut server, base) = embedded(&data, &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     post(
         &http,
         &format!("{base}/api/v1/workflows"),
@@ -381,7 +381,7 @@ async fn running_jobs_on_the_server_get_distinct_gpus() {
     // No engine needed: processes only, on a server configured with two GPUs.
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(&dir.path().join("data"), &["--gpus", "2"]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let node = |name: &str| {
         json!({"name": name, "job": {"resources": {"gpus": 1},
             "command": ["sh", "-c", "echo devices=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES; sleep 2"]}})
@@ -451,7 +451,7 @@ async fn the_container_of_a_worker_killed_with_9_runs_once_and_is_removed() {
         return;
     };
     let (_s1, u) = c.server("s1");
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     wait_for("s1 to lead", Duration::from_secs(15), || async {
         common::role(&http, &u).await == "leader"
     })

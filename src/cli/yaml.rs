@@ -108,7 +108,7 @@ mod tests {
     fn block_style_with_quoted_strings() {
         let v = json!({
             "items": [
-                {"name": "churn", "tags": {"team": "ml"}, "size": 3, "empty": [], "none": null},
+                {"empty": [], "name": "churn", "none": null, "size": 3, "tags": {"team": "ml"}},
                 {"name": "yes", "nested": [[1, 2], []]}
             ],
             "next_cursor": null,
