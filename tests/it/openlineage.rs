@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::*;
 
 #[derive(Clone, Default)]

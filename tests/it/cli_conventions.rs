@@ -1,7 +1,7 @@
 //! CLI conventions against a real server: `execution start --wait` exit codes, `--output yaml`,
 //! and `--limit`/`--cursor` paging of the lists.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -2,7 +2,7 @@
 //! made here, the CLI, the SDK and a job talking to it, and what is refused. Also PostgreSQL
 //! URLs with `sslmode`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::*;
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];

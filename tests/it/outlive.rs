@@ -1,7 +1,7 @@
 //! Jobs that outlive the server (SIGTERM, kill -9), `max_duration_s`, and events routed to the
 //! execution they name, on real `aiflow server` processes (embedded shape).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

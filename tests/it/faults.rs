@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::*;
 
 async fn ready(http: &reqwest::Client, base: &str) -> (u16, Value) {

@@ -3,7 +3,7 @@
 //! few hundred proptest cases per parser. Errors, never panics or hangs; see `.ci/fuzz.sh` for
 //! the long run.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 #[allow(unreachable_pub, dead_code)]
 mod checks;
 

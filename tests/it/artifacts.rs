@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-mod common;
+use crate::common;
 use common::*;
 
 /// The server's `--max-artifact-bytes` in these tests.

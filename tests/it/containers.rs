@@ -2,7 +2,7 @@
 //! `.ci/docker.sh` starts the engine and builds the local image `aiflow-test/debian:bookworm`.
 //! Without an engine these tests say so loudly and pass without checking anything.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
