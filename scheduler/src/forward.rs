@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
 use crate::remote::{Fabric, stopped};
-use crate::service::Command;
+use crate::runtime::Command;
 
 const START: &str = "scheduler.start";
 const STOP: &str = "scheduler.stop";

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted, TriggerInfo};
 
-use crate::service::Scheduler;
+use crate::runtime::Scheduler;
 use crate::state::JobState;
 
 /// `/workflows` (submit, pause, resume, delete, start), `/executions/…` (stop, logs, why) and

@@ -5,6 +5,7 @@
 //! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
 //! its routes.
 
+mod core;
 pub mod dags;
 mod durable;
 pub mod exec;
@@ -14,7 +15,9 @@ pub mod leader;
 pub mod metrics;
 pub mod remote;
 pub mod rules;
-pub mod service;
+pub mod runtime;
+/// The runtime under its former name.
+pub use runtime as service;
 pub mod state;
 pub mod telemetry;
 mod trace;
@@ -32,7 +35,7 @@ pub use exec::{Executor, LaunchSpec, LocalExecutor, Outcome, RunningJob};
 pub use rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, initial_jobs, outcome,
 };
-pub use service::{Scheduler, SchedulerConfig, Submitted};
+pub use runtime::{Scheduler, SchedulerConfig, Submitted};
 pub use state::{JobState, WorkflowState};
 
 /// Errors of the scheduler.
