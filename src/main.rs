@@ -202,8 +202,12 @@ fn run_server(args: &config::ServerArgs) -> cli::CliResult {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let telemetry = telemetry::init(config.log_format, "info", config.otlp().as_ref())
-        .map_err(cli::CliError::from)?;
+    let telemetry = telemetry::init(
+        config.log_format,
+        "info",
+        telemetry::Otlp::of(&config).as_ref(),
+    )
+    .map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     let result = rt.block_on(server::run(config));

@@ -5,6 +5,7 @@
 //! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
 //! its routes.
 
+mod command;
 mod core;
 pub mod dags;
 mod durable;
@@ -50,9 +51,19 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     #[error("store: {0}")]
-    Store(String),
+    Store(#[from] sqlx::Error),
+    /// A stored or received document the scheduler cannot read.
+    #[error("{what} is unreadable: {source}")]
+    Unreadable {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("event bus: {0}")]
-    Bus(String),
+    Bus(#[source] aiflow_notification::Error),
+    /// NATS (remote workers, forwarded requests), with what was being done.
+    #[error("{0}")]
+    Nats(String),
     #[error("the scheduler is not running")]
     Stopped,
     /// The answer of the scheduling leader to a request forwarded by a standby.
@@ -65,7 +76,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn bus(e: aiflow_notification::Error) -> Self {
-        Error::Bus(e.to_string())
+        Error::Bus(e)
     }
 }
 

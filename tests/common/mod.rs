@@ -76,8 +76,14 @@ impl Cluster {
 
     /// Starts a server replica and waits for its banner; returns it and its base URL.
     pub(crate) fn server(&self, node: &str) -> (Proc, String) {
+        self.server_with(node, &[])
+    }
+
+    /// [`Cluster::server`] with extra flags (`--executor local`, …).
+    pub(crate) fn server_with(&self, node: &str, extra: &[&str]) -> (Proc, String) {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--dags", "none"])
+            .args(extra)
             .arg("--data-dir")
             .arg(self.dir.path().join(node))
             .args(["--database", &self.db_url, "--nats", NATS])

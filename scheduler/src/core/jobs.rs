@@ -392,11 +392,8 @@ impl Core {
         if state == JobState::Failed && attempt <= retries && !stopping {
             self.set_job_state(id, job, JobState::Retrying, message);
             // Exponential backoff with jitter: base · 2^(attempt-1) · [1, 1.25).
-            let base = backoff.saturating_mul(1 << (attempt - 1).min(10)) as f64;
-            let jitter = 1.0 + f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 262_140.0;
-            let delay = Duration::try_from_secs_f64(base * jitter)
-                .unwrap_or(MAX_WAIT)
-                .min(MAX_WAIT);
+            let base = Duration::from_secs(backoff.saturating_mul(1 << (attempt - 1).min(10)));
+            let delay = aiflow_api::backoff::jittered(base.min(MAX_WAIT)).min(MAX_WAIT);
             // The next attempt gets a new number when it is queued.
             if let Some(rt) = self
                 .executions

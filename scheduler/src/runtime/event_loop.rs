@@ -188,8 +188,10 @@ impl Runtime {
             .get_workflow_version(name, info.latest_version)
             .await?;
         let workflow: Arc<Workflow> = Arc::new(
-            serde_json::from_value(version.workflow_doc)
-                .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?,
+            serde_json::from_value(version.workflow_doc).map_err(|source| Error::Unreadable {
+                what: format!("stored workflow {name}"),
+                source,
+            })?,
         );
         Ok(self
             .core
@@ -336,7 +338,7 @@ impl Runtime {
                 let wf = match self.load_workflow(&info.name).await {
                     Ok(wf) => wf,
                     Err(Error::Meta(aiflow_meta::Error::Db(e))) => {
-                        return Err(Error::Store(e.to_string()));
+                        return Err(Error::Meta(aiflow_meta::Error::Db(e)));
                     }
                     Err(e) => {
                         tracing::warn!(workflow = %info.name, error = %e, "a workflow's triggers cannot be read; skipped");
@@ -404,8 +406,11 @@ impl Runtime {
             .store
             .get_workflow_version(name, info.latest_version)
             .await?;
-        let wf: Workflow = serde_json::from_value(version.workflow_doc)
-            .map_err(|e| Error::Store(format!("stored workflow {name} is unreadable: {e}")))?;
+        let wf: Workflow =
+            serde_json::from_value(version.workflow_doc).map_err(|source| Error::Unreadable {
+                what: format!("stored workflow {name}"),
+                source,
+            })?;
         // An older server may have stored what this one refuses (say, a retry_backoff_s of
         // 10^13): such a workflow is not run, and says why.
         aiflow_translator::validate_workflow(&wf).map_err(Error::Invalid)?;
@@ -421,7 +426,8 @@ impl Runtime {
         trigger: serde_json::Value,
         event: Option<Event>,
     ) -> Result<String, Error> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             match self
                 .start_execution(name, trigger.clone(), event.clone())
@@ -432,9 +438,9 @@ impl Runtime {
                         self.depose();
                         return Err(Error::Stopped);
                     }
-                    tracing::warn!(workflow = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the store to start a triggered execution; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(workflow = name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the store to start a triggered execution; retrying");
+                    tokio::time::sleep(delay).await;
                 }
                 other => return other,
             }
@@ -460,7 +466,10 @@ impl Runtime {
         for _ in 0..16 {
             let (batch, offset) = self.take_batch();
             if !batch.is_empty() {
-                let mut backoff = Duration::from_millis(50);
+                let mut backoff = aiflow_api::backoff::Backoff::new(
+                    Duration::from_millis(50),
+                    Duration::from_secs(5),
+                );
                 let _timer = aiflow_db::QueryTimer::new("scheduler", "commit_state");
                 let ids = loop {
                     match durable::commit(self.store.db(), &batch, self.fence).await {
@@ -473,9 +482,9 @@ impl Runtime {
                         }
                         Err(e) => {
                             self.core.obs.progress().set_commit_failing(true);
-                            tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot commit the scheduler state; nothing acts until it is stored");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            let delay = backoff.next_delay();
+                            tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot commit the scheduler state; nothing acts until it is stored");
+                            tokio::time::sleep(delay).await;
                             if self.lease_lost.as_ref().is_some_and(|l| *l.borrow()) {
                                 tracing::error!(
                                     "the scheduling lease was lost while the commit failed; standing by"
@@ -632,9 +641,7 @@ impl Runtime {
     /// process (what is left of it is killed): a stop that was asked for ends STOPPED,
     /// anything else is FAILED (lost) and retried under the job's retry policy.
     pub(crate) async fn resume(&mut self) -> Result<(), Error> {
-        let saved = durable::load(self.store.db())
-            .await
-            .map_err(|e| Error::Store(e.to_string()))?;
+        let saved = durable::load(self.store.db()).await.map_err(Error::Store)?;
         let mut tracked: HashSet<String> = saved.execs.iter().map(|e| e.id.clone()).collect();
         let mut jobs = saved.jobs;
         let mut rules = saved.rules;
@@ -646,8 +653,15 @@ impl Runtime {
                 .await
                 .map_err(Error::from)
                 .and_then(|v| {
-                    serde_json::from_value::<Workflow>(v.workflow_doc)
-                        .map_err(|e| Error::Store(e.to_string()))
+                    serde_json::from_value::<Workflow>(v.workflow_doc).map_err(|source| {
+                        Error::Unreadable {
+                            what: format!(
+                                "stored workflow {} version {}",
+                                row.workflow, row.version
+                            ),
+                            source,
+                        }
+                    })
                 }) {
                 Ok(wf) => Arc::new(wf),
                 Err(e) => {

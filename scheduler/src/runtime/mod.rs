@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aiflow_api::meta::WorkflowExecutionInfo;
 pub use aiflow_api::scheduler::Submitted;
-use aiflow_api::{Event, EventFilter, NewEvent, Offset};
+use aiflow_api::{EventFilter, NewEvent, Offset};
 use aiflow_meta::{NewWorkflowVersion, Store};
 use aiflow_notification::EventBus;
 use aiflow_translator::Document;
@@ -21,10 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Error;
+pub(crate) use crate::command::Command;
 use crate::core::{Core, log_path};
 pub use crate::core::{JOB_STATUS, MAX_WAIT, SENDER, WORKFLOW_STATUS};
-use crate::durable::{self, Delayed, OFFSET_KEY};
-use crate::exec::{Executor, StatusReport};
+use crate::durable::{self, OFFSET_KEY};
+use crate::exec::Executor;
 use crate::leader::Role;
 use crate::metrics::{Obs, Progress};
 use event_loop::Runtime;
@@ -101,32 +102,6 @@ pub(crate) const BATCH: usize = 255;
 /// An offset with no state change to go with it is committed at most this often: a restart
 /// reads that much again, instead of one write per event halving the bus.
 pub(crate) const OFFSET_EVERY: Duration = Duration::from_millis(200);
-
-pub(crate) enum Command {
-    Start {
-        workflow: String,
-        trigger: serde_json::Value,
-        event: Option<Event>,
-        reply: oneshot::Sender<Result<WorkflowExecutionInfo, Error>>,
-    },
-    Stop {
-        execution: String,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Event(Event),
-    /// An executor's report on an attempt (acknowledged, when it asks, once committed).
-    Status(Box<StatusReport>),
-    Retry {
-        execution: String,
-        job: String,
-        attempt: u32,
-    },
-    Reload,
-    /// The clock moved: fire due time triggers.
-    Tick(chrono::DateTime<Utc>),
-    /// An event-triggered start whose `delay_s` has passed.
-    Delayed(Box<Delayed>),
-}
 
 /// A cheap handle to the scheduler loop.
 #[derive(Clone)]
@@ -380,9 +355,6 @@ impl Scheduler {
     }
 }
 
-/// Publishes committed status events in order, in batches (one transaction on the embedded
-/// bus), then deletes them from the outbox; retries a failed batch with backoff so no status
-/// is dropped while the bus is away.
 /// A standby's wait for the lease: scheduler requests made here meanwhile go to the leader
 /// over NATS (`aiflow.scheduler.*`), or fail with 503 when there is no NATS or no leader.
 async fn standby(
@@ -391,14 +363,15 @@ async fn standby(
     rx: &mut mpsc::Receiver<Command>,
 ) -> Option<crate::leader::Lease> {
     let acquire = async {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             match crate::leader::acquire(store.db(), &config.node, &config.server_url).await {
                 Ok(lease) => return lease,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot wait for the scheduling lease");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot wait for the scheduling lease");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -437,7 +410,7 @@ async fn lead(
     // Status events committed by a previous process but not published yet go first.
     let leftover = durable::pending_statuses(store.db())
         .await
-        .map_err(|e| Error::Store(e.to_string()))?;
+        .map_err(Error::Store)?;
     if !leftover.is_empty() {
         tracing::info!(
             events = leftover.len(),
@@ -474,13 +447,14 @@ async fn lead(
         // A subscription that fails (the bus restarted, say) starts again after the last
         // event passed on: nothing is skipped, and the loop ignores what it already handled.
         let mut last = from;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::select! {
                 next = events.next() => match next {
                     Some(Ok(e)) => {
                         last = e.offset;
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         if feed.send(Command::Event(e)).await.is_err() {
                             break;
                         }
@@ -497,10 +471,9 @@ async fn lead(
             }
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = until_shutdown(&mut feed_shutdown) => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 match bus.subscribe(EventFilter::default(), last).await {
                     Ok(s) => {
                         events = s;
@@ -557,6 +530,9 @@ fn spawn_status_feed(
     });
 }
 
+/// Publishes committed status events in order, in batches (one transaction on the embedded
+/// bus), then deletes them from the outbox; retries a failed batch with backoff so no status
+/// is dropped while the bus is away.
 fn spawn_status_publisher(
     bus: Arc<dyn EventBus>,
     store: Store,
@@ -590,14 +566,17 @@ fn spawn_status_publisher(
             for chunk in items.chunks(256) {
                 let batch: Vec<NewEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
                 let last = chunk.last().map_or(0, |(id, _)| *id);
-                let mut backoff = Duration::from_millis(50);
+                let mut backoff = aiflow_api::backoff::Backoff::new(
+                    Duration::from_millis(50),
+                    Duration::from_secs(5),
+                );
                 loop {
                     match bus.publish_batch(batch.clone()).await {
                         Ok(_) => break,
                         Err(e) => {
-                            tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "cannot publish status events");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %e, events = batch.len(), retry_in_ms = delay.as_millis() as u64, "cannot publish status events");
+                            tokio::time::sleep(delay).await;
                         }
                     }
                 }
@@ -635,6 +614,6 @@ pub(crate) async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
 async fn load_offset(store: &Store) -> Result<Offset, Error> {
     let v = durable::kv_get(store.db(), OFFSET_KEY)
         .await
-        .map_err(|e| Error::Store(e.to_string()))?;
+        .map_err(Error::Store)?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or_default())
 }
