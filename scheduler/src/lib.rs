@@ -1,9 +1,11 @@
 //! AI Flow scheduler: rule engine, execution state machines, triggers and executors.
 //!
-//! The core is pure: [`state`] holds the state machines with their allowed transitions,
-//! [`rules`] evaluates job rules against signals and decides what a fired action does.
-//! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
-//! its routes.
+//! The decisions are pure: [`state`] holds the state machines with their allowed transitions,
+//! [`rules`] evaluates job rules against signals and decides what a fired action does, and the
+//! scheduler core (`core`) decides over plain data, returning what to commit and the effects to
+//! carry out. [`runtime`] carries them out (event loop, commit, leader term, feeds, resume),
+//! [`exec`] runs job attempts behind the [`Executor`] trait (local processes, [`remote`]
+//! workers), and [`http`] holds the routes.
 
 mod command;
 mod core;
