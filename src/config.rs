@@ -101,6 +101,13 @@ pub(crate) struct Config {
     /// With authentication off: `Host` names served besides the loopback ones (`name` or
     /// `name:port`; `*`: any); others get 403, against DNS rebinding.
     pub(crate) allowed_hosts: Vec<String>,
+    /// PEM certificate chain (leaf first): with `tls_key`, the server speaks HTTPS only.
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub(crate) tls_key: Option<PathBuf>,
+    /// The CA file of `--ca-cert`/`AIFLOW_CA_CERT`, given to local jobs as `AIFLOW_CA_CERT`.
+    #[serde(skip)]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -131,6 +138,9 @@ impl Default for Config {
             stop_jobs_on_exit: false,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            ca_cert: None,
         }
     }
 }
@@ -225,11 +235,17 @@ pub(crate) struct ServerArgs {
         value_delimiter = ','
     )]
     pub(crate) allowed_hosts: Vec<String>,
-    /// Print the merged configuration and exit.
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, env = "AIFLOW_TLS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "AIFLOW_TLS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Stop running local jobs when the server stops (default: they keep running and the next
     /// server re-adopts them).
     #[arg(long, env = "AIFLOW_STOP_JOBS_ON_EXIT")]
     pub(crate) stop_jobs_on_exit: bool,
+    /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
 }
@@ -305,6 +321,12 @@ impl Config {
         if let Some(v) = args.job_token_ttl_s {
             config.job_token_ttl_s = v;
         }
+        if args.tls_cert.is_some() {
+            config.tls_cert.clone_from(&args.tls_cert);
+        }
+        if args.tls_key.is_some() {
+            config.tls_key.clone_from(&args.tls_key);
+        }
         for o in &args.allowed_origins {
             if !config.allowed_origins.contains(o) {
                 config.allowed_origins.push(o.clone());
@@ -327,6 +349,15 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                bail!("tls_key: needed with tls_cert (the certificate's private key)")
+            }
+            (None, Some(_)) => {
+                bail!("tls_cert: needed with tls_key (the certificate chain to serve)")
+            }
+            _ => {}
+        }
         if let Some(db) = &self.database
             && aiflow_db::Backend::of_url(db).is_err()
         {
@@ -444,6 +475,11 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The certificate and key to serve HTTPS with, if any.
+    pub(crate) fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// The database URL in use.

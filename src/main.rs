@@ -11,6 +11,7 @@ mod demo;
 mod metrics;
 mod server;
 mod telemetry;
+mod tls;
 mod worker;
 
 use cli::{Ctx, Output};
@@ -31,7 +32,10 @@ struct Cli {
     /// API token (sent as `Authorization: Bearer`).
     #[arg(long, global = true, env = "AIFLOW_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Output format (default: table on a terminal, json otherwise).
+    /// PEM file of CA certificates to trust for an https:// server, besides the system's.
+    #[arg(long, global = true, env = "AIFLOW_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Output format: table, json or yaml (default: table on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
     output: Option<Output>,
     #[command(subcommand)]
@@ -54,7 +58,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  aiflow server\n  aiflow server --listen 0.0.0.0:8080 --data-dir /var/lib/aiflow --auth\n  aiflow server --database postgres://127.0.0.1/aiflow --nats nats://127.0.0.1:4222\n  aiflow server --print-config"
     )]
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
     /// Run a remote worker: take tasks from the JetStream work queue, run them, report back.
     #[command(
         after_help = "Examples:\n  aiflow worker --nats nats://127.0.0.1:4222\n  aiflow worker --nats nats://nats.example:4222 --queue gpu --slots 2 --gpus 2 --label site=a\n  aiflow worker --nats nats://127.0.0.1:4222 --queue site-a --server http://aiflow.example:8080"
@@ -140,12 +144,18 @@ fn print_completion(args: &CompletionArgs) -> cli::CliResult {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let ctx = Ctx::new(cli.server, cli.token, cli.output);
+    // Every HTTPS client of the process (SDK, span exporter) uses rustls with ring.
+    aiflow_sdk::tls::install_default_provider();
+    let cli = {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = cli::examples::add(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
+    let ctx = Ctx::new(cli.server, cli.token, cli.output, cli.ca_cert);
     let result = match cli.command {
-        Command::Server(args) => run_server(&args),
+        Command::Server(args) => run_server(&args, ctx.ca_cert.clone()),
         Command::Demo(args) => run_demo(args),
-        Command::Worker(args) => run_worker(args, ctx.server.clone()),
+        Command::Worker(args) => run_worker(args, ctx.server.clone(), ctx.ca_cert.clone()),
         Command::Graph(cmd) => cli::graph::run(cmd, &ctx),
         Command::Status(args) => cli::status::run(&args, &ctx),
         Command::Workflow(cmd) => cli::workflow::run_workflow(cmd, &ctx),
@@ -184,20 +194,30 @@ fn run_demo(args: demo::DemoArgs) -> cli::CliResult {
     Ok(())
 }
 
-fn run_worker(args: worker::WorkerArgs, server: String) -> cli::CliResult {
+fn run_worker(
+    args: worker::WorkerArgs,
+    server: String,
+    ca_cert: Option<std::path::PathBuf>,
+) -> cli::CliResult {
     let telemetry =
         telemetry::init(config::LogFormat::Text, "info", None).map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
-    let result = rt.block_on(worker::run(args, server));
+    let result = rt.block_on(worker::run(args, server, ca_cert));
     drop(rt);
     telemetry.shutdown();
     result.map_err(cli::CliError::from)?;
     Ok(())
 }
 
-fn run_server(args: &config::ServerArgs) -> cli::CliResult {
-    let config = config::Config::load(args).map_err(cli::CliError::from)?;
+fn run_server(args: &config::ServerArgs, ca_cert: Option<std::path::PathBuf>) -> cli::CliResult {
+    let mut config = config::Config::load(args).map_err(cli::CliError::from)?;
+    if let Some(ca) = ca_cert {
+        aiflow_sdk::tls::read_certs(&ca)
+            .map_err(|e| cli::CliError::from(anyhow::anyhow!("ca-cert: {e}")))?;
+        // An absolute path, as jobs run in folders of their own.
+        config.ca_cert = Some(std::path::absolute(&ca).unwrap_or(ca));
+    }
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -248,15 +268,49 @@ mod cli_reference {
         }
     }
 
+    /// Every command's help ends with an example; every example names a command.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>, all: &mut Vec<String>) {
+            all.push(path.to_string());
+            if cmd.get_after_help().is_none() && cmd.get_after_long_help().is_none() {
+                missing.push(path.to_string());
+            }
+            for sub in cmd.get_subcommands() {
+                let p = if path.is_empty() {
+                    sub.get_name().to_string()
+                } else {
+                    format!("{path} {}", sub.get_name())
+                };
+                walk(sub, &p, missing, all);
+            }
+        }
+        let mut root = crate::cli::examples::add(super::Cli::command());
+        root.build();
+        let (mut missing, mut all) = (Vec::new(), Vec::new());
+        walk(&root, "", &mut missing, &mut all);
+        // clap's own `help` subcommands.
+        missing.retain(|p| !p.split(' ').any(|w| w == "help"));
+        assert!(
+            missing.is_empty(),
+            "commands without an example: {missing:?}"
+        );
+        for p in crate::cli::examples::paths() {
+            assert!(all.iter().any(|a| a == p), "example for no command: {p}");
+        }
+    }
+
     #[test]
     fn docs_cli_md_is_current() {
-        let mut root = prepare(super::Cli::command());
+        let mut root = prepare(crate::cli::examples::add(super::Cli::command()));
         root.build();
         let mut text = String::from(
             "# CLI reference\n\n<!-- Generated from the clap definitions by `cargo test -p aiflow \
              cli_reference`; edit the code, not this file. -->\n\nEvery command takes `--server URL` \
-             (env `AIFLOW_URL`), `--token TOKEN` (env `AIFLOW_TOKEN`) and `--output table|json`. \
-             Errors exit 1 with one line on stderr. Shell completion: `aiflow completion bash|zsh|fish` \
+             (env `AIFLOW_URL`), `--token TOKEN` (env `AIFLOW_TOKEN`), `--ca-cert FILE` (env `AIFLOW_CA_CERT`) and \
+             `--output table|json|yaml`. Errors exit 1 with one line on stderr (bad usage: 2; \
+             `execution start --wait`: 3 when the execution failed or stopped, 4 when it was still \
+             running). Shell completion: `aiflow completion bash|zsh|fish` \
              prints a script (examples under `aiflow completion`).\n\n",
         );
         render(&mut root, "aiflow", &mut text);

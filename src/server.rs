@@ -93,16 +93,34 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let upkeep = crate::metrics::start(db.backend.name(), bus.backend(), shutdown_rx.clone());
     let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
 
+    // Read before anything listens, so a bad certificate stops the start with a clear error.
+    let tls = match config.tls() {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{local}");
+    // Local jobs reach a server listening on every address through loopback.
+    let jobs_url = if local.ip().is_unspecified() {
+        let ip: std::net::IpAddr = if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        format!("{scheme}://{}", std::net::SocketAddr::new(ip, local.port()))
+    } else {
+        base.clone()
+    };
     let (scheduler, scheduler_task) = Scheduler::start(
         store.clone(),
         bus.clone(),
         SchedulerConfig {
             data_dir: config.data_dir.clone(),
-            server_url: base.clone(),
+            server_url: jobs_url,
             stop_grace: Duration::from_secs(10),
             aiflow_bin: std::env::current_exe().ok(),
             max_running: config.max_running,
@@ -113,6 +131,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             job_token_ttl: Duration::from_secs(config.job_token_ttl_s),
             log_max_bytes: (config.job_log_max_bytes > 0).then_some(config.job_log_max_bytes),
             // Local jobs outlive the server under `aiflow supervise` unless asked otherwise.
+            ca_cert: config.ca_cert.clone(),
             supervisor: if config.stop_jobs_on_exit {
                 None
             } else {
@@ -156,18 +175,29 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         mlflow,
     );
     let mut stop = shutdown_rx.clone();
-    let serve = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            // Small JSON answers go out at once instead of waiting for Nagle's timer.
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let serve = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
             })
-            .await
-    });
+        }
+        None => tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                // Small JSON answers go out at once instead of waiting for Nagle's timer.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+    };
     let startup = started.elapsed();
     tracing::info!(
         listen = %base,

@@ -69,12 +69,19 @@ fn machine_memory_mb() -> Option<u64> {
 
 /// Runs the worker until Ctrl-C or SIGTERM; running tasks are stopped and reported interrupted
 /// (the scheduler retries them under their job's retry policy).
-pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    args: WorkerArgs,
+    server_url: String,
+    ca_cert: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     if !(args.nats.starts_with("nats://") || args.nats.starts_with("tls://")) {
         bail!("nats: {:?} is not a nats:// URL", args.nats);
     }
     if args.slots == 0 {
         bail!("slots: must be at least 1");
+    }
+    if let Some(ca) = &ca_cert {
+        aiflow_sdk::tls::read_certs(ca).context("ca-cert")?;
     }
     let mut labels = BTreeMap::new();
     for l in &args.labels {
@@ -116,6 +123,8 @@ pub(crate) async fn run(args: WorkerArgs, server_url: String) -> anyhow::Result<
         labels,
         data_dir: args.data_dir,
         server_url,
+        // An absolute path, as jobs run in folders of their own.
+        ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
         aiflow_bin: std::env::current_exe().ok(),
         grace: Duration::from_secs(args.stop_grace_s),
         log_max_bytes: (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes),

@@ -21,7 +21,7 @@ async fn leader_and_worker_die_mid_flight_and_nothing_is_lost_or_repeated() {
 }
 
 async fn run(c: &Cluster) {
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let (mut s1, u1) = c.server("s1");
     wait_for("s1 to lead", Duration::from_secs(15), || async {
         role(&http, &u1).await == "leader"
@@ -275,7 +275,7 @@ async fn stop_restart_and_resources_reach_remote_workers() {
 }
 
 async fn control(c: &Cluster) {
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let (_s1, u) = c.server("s1");
     wait_for("s1 to lead", Duration::from_secs(15), || async {
         role(&http, &u).await == "leader"

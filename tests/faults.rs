@@ -54,7 +54,7 @@ async fn a_flooding_job_and_a_forking_job_leave_the_server_serving() {
         &dir.path().join("data"),
         &["--job-log-max-bytes", &limit.to_string()],
     );
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let graph = json!({
         "name": "faulty",
         "nodes": [
@@ -151,7 +151,7 @@ async fn a_full_disk_refuses_new_events_loses_nothing_and_recovers() {
         return;
     };
     let (_server, base) = embedded(&data, &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let graph = json!({
         "name": "landed",
         "nodes": [{"name": "load", "op": "read_dataset", "job": {"command": ["true"]}}],
@@ -381,7 +381,7 @@ async fn postgres_and_nats_restarted_under_load() {
 }
 
 async fn restarts(c: &Cluster) {
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let (_s1, base) = c.server("s1");
     wait_for("s1 to lead", Duration::from_secs(15), || async {
         ready(&http, &base).await.1["scheduler"]["role"] == "leader"

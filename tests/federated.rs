@@ -47,7 +47,7 @@ async fn run(c: &Cluster) {
         python.is_ok_and(|o| o.status.success()),
         "the example's jobs need python3 on the PATH"
     );
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let (_server, url) = c.server("server");
     let mut workers = Vec::new();
     for site in SITES {

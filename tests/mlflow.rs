@@ -57,7 +57,7 @@ async fn mlflow_tracking_registry_and_artifacts_over_the_meta_store() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(dir.path(), &["--max-artifact-bytes", "100000"]);
     let ml = Ml {
-        http: reqwest::Client::new(),
+        http: aiflow_sdk::tls::http_client_from_env().expect("HTTP client"),
         base: base.clone(),
     };
 
@@ -437,7 +437,7 @@ async fn mlflow_artifacts_and_registrations_reach_every_replica() {
     };
     let (_a, a) = c.server("a");
     let (_b, b) = c.server("b");
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let ml = Ml {
         http: http.clone(),
         base: a.clone(),

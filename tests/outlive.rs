@@ -96,7 +96,7 @@ async fn survives(sig: &str, exit_code: i32, wait_before_restart: Duration) {
     let runs = dir.path().join("runs");
     let after = dir.path().join("after");
     let (mut server, base) = embedded(&data, &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let then = if exit_code == 0 {
         "SUCCEEDED"
     } else {
@@ -186,7 +186,7 @@ async fn stop_jobs_on_exit_keeps_the_old_behaviour() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut server, base) = embedded(&data, &["--stop-jobs-on-exit"]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     post(
         &http,
         &format!("{base}/api/v1/workflows"),
@@ -206,7 +206,7 @@ async fn max_duration_ends_a_run_forever_execution_failed_and_its_process_is_gon
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (_server, base) = embedded(&data, &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     post(
         &http,
         &format!("{base}/api/v1/workflows"),
@@ -260,7 +260,7 @@ async fn max_duration_ends_a_run_forever_execution_failed_and_its_process_is_gon
 async fn an_event_naming_an_execution_reaches_that_one_only() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = embedded(&dir.path().join("data"), &[]);
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     post(
         &http,
         &format!("{base}/api/v1/workflows"),

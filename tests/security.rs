@@ -133,7 +133,7 @@ impl Http {
     fn new(base: &str) -> Self {
         Self {
             base: base.to_string(),
-            c: reqwest::Client::new(),
+            c: aiflow_sdk::tls::http_client_from_env().expect("HTTP client"),
         }
     }
 

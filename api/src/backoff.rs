@@ -41,7 +41,14 @@ impl Backoff {
 /// `base` times a random factor in `[1, 1.25)`.
 #[must_use]
 pub fn jittered(base: Duration) -> Duration {
-    let factor = 1.0 + f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 262_144.0;
+    // Randomly keyed hashers (the standard library's) are randomness enough for jitter.
+    let random = {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    let factor = 1.0 + f64::from((random >> 48) as u16) / 262_144.0;
     Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
 }
 

@@ -12,6 +12,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions};
 
+/// Throw-away databases for tests and benchmarks: only with the `testing` feature, which the
+/// workspace's dev-dependencies turn on, so release builds leave it out.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 /// Whether a write failed for want of disk space: SQLite `SQLITE_FULL` (13), PostgreSQL

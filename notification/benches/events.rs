@@ -181,7 +181,8 @@ async fn over_http(bus: &Arc<dyn EventBus>, clients: usize, total: usize) -> f64
     for c in 0..clients {
         let url = url.clone();
         handles.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = aiflow_sdk::tls::http_builder(None)
+                .expect("HTTP client")
                 .tcp_nodelay(true)
                 .build()
                 .expect("http client");

@@ -5,6 +5,7 @@ pub mod client;
 pub mod graph;
 pub mod listener;
 pub mod publisher;
+pub mod tls;
 
 pub use aiflow_api as api;
 pub use aiflow_translator as translator;

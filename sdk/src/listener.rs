@@ -168,7 +168,7 @@ impl Listener {
         let mut query = EventQuery::from_filter(&self.filter);
         let mut rb = self
             .client
-            .request(reqwest::Method::GET, "/events/stream")
+            .stream_request(reqwest::Method::GET, "/events/stream")
             .header("accept", "text/event-stream");
         if let Start::After(o) = self.start {
             query.after = Some(o.0);

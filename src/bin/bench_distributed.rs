@@ -630,7 +630,7 @@ async fn bench() {
             .join(" ")
     );
 
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let (s1, u1) = setup.server("s1");
     wait_for("s1 to lead", Duration::from_secs(20), || async {
         let r = get(&http, &format!("{u1}/readyz")).await;

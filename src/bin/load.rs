@@ -317,7 +317,8 @@ async fn connection(
     stop: Arc<AtomicBool>,
     latest: Arc<AtomicI64>,
 ) -> Tally {
-    let client = reqwest::Client::builder()
+    let client = aiflow_sdk::tls::http_builder(None)
+        .expect("HTTP client")
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
@@ -429,7 +430,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args, api: &str, pid: Option<u32>, weights: [u64; 5]) -> anyhow::Result<()> {
-    let setup = reqwest::Client::new();
+    let setup = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     prepare(&setup, api).await?;
     let rss_start = pid.and_then(rss_kib);
     println!(

@@ -90,8 +90,8 @@ impl FilterArgs {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     filter: FilterArgs,
-    /// Only events with a larger offset.
-    #[arg(long, default_value_t = 0)]
+    /// Only events with a larger offset (the cursor of event lists: the last offset seen).
+    #[arg(long, visible_alias = "cursor", default_value_t = 0)]
     after: i64,
     /// At most this many events (1..=1000).
     #[arg(long, default_value_t = 100)]
@@ -260,6 +260,8 @@ fn watch(args: WatchArgs, ctx: &Ctx) -> CliResult {
                     Some(e) => match output {
                         // One JSON document per line, so `jq` can follow along.
                         Output::Json => crate::cli::outln!("{}", serde_json::to_string(&e).expect("serialisable event")),
+                        // One YAML document per event.
+                        Output::Yaml => crate::cli::out!("---\n{}", crate::cli::yaml::to_string(&serde_json::to_value(&e).expect("serialisable event"))),
                         Output::Table => crate::cli::outln!("{}", row(&cells(&e))),
                     },
                     None => return Ok(()),

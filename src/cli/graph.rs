@@ -51,11 +51,10 @@ pub(crate) fn run(cmd: GraphCmd, ctx: &Ctx) -> CliResult {
             let doc = read_document(&file)?;
             let name = doc.name().to_string();
             let workflow = doc.into_workflow().map_err(|e| invalid(&file, e))?;
+            let summary = serde_json::json!({"valid": true, "name": name, "jobs": workflow.jobs.len(), "rules": workflow.rules.len(), "triggers": workflow.triggers.len()});
             match ctx.output {
-                Output::Json => crate::cli::outln!(
-                    "{}",
-                    serde_json::json!({"valid": true, "name": name, "jobs": workflow.jobs.len(), "rules": workflow.rules.len(), "triggers": workflow.triggers.len()})
-                ),
+                Output::Json => crate::cli::outln!("{summary}"),
+                Output::Yaml => crate::cli::out!("{}", crate::cli::yaml::to_string(&summary)),
                 Output::Table => crate::cli::outln!(
                     "{}: valid ({} jobs, {} rules, {} triggers)",
                     file.display(),

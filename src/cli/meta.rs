@@ -339,6 +339,9 @@ pub(crate) enum MetricCmd {
         max_points: Option<u32>,
         #[arg(long)]
         limit: Option<u32>,
+        /// Cursor from a previous page (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -906,6 +909,7 @@ pub(crate) fn run_metric(cmd: MetricCmd, ctx: &Ctx) -> CliResult {
                 to,
                 max_points,
                 limit,
+                cursor,
             } => {
                 let q = PointsQuery {
                     key: Some(key),
@@ -913,7 +917,7 @@ pub(crate) fn run_metric(cmd: MetricCmd, ctx: &Ctx) -> CliResult {
                     step_to: to,
                     max_points,
                     limit,
-                    cursor: None,
+                    cursor,
                 };
                 let s = c.read_points(&name, &q).await?;
                 ctx.print(&s, |s| {

@@ -6,17 +6,20 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 pub(crate) mod event;
+pub(crate) mod examples;
 pub(crate) mod graph;
 pub(crate) mod meta;
 pub(crate) mod status;
 pub(crate) mod token;
 pub(crate) mod workflow;
+pub(crate) mod yaml;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 /// What every command gets: where the server is and how to print.
@@ -25,6 +28,8 @@ pub(crate) struct Ctx {
     pub(crate) server: String,
     pub(crate) token: Option<String>,
     pub(crate) output: Output,
+    /// Extra trusted CA certificates (PEM) for an HTTPS server.
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Characters a terminal would act on instead of showing (escape sequences, carriage returns,
@@ -80,7 +85,12 @@ macro_rules! outln {
 pub(crate) use {out, outln};
 
 impl Ctx {
-    pub(crate) fn new(server: String, token: Option<String>, output: Option<Output>) -> Self {
+    pub(crate) fn new(
+        server: String,
+        token: Option<String>,
+        output: Option<Output>,
+        ca_cert: Option<std::path::PathBuf>,
+    ) -> Self {
         let output = output.unwrap_or(if std::io::stdout().is_terminal() {
             Output::Table
         } else {
@@ -91,26 +101,34 @@ impl Ctx {
             // An empty AIFLOW_TOKEN (a job of a server without auth) is no token.
             token: token.filter(|t| !t.is_empty()),
             output,
+            ca_cert: ca_cert.filter(|p| !p.as_os_str().is_empty()),
         }
     }
 
     /// An SDK client for `--server` and `--token`.
     #[allow(dead_code)]
     pub(crate) fn client(&self) -> aiflow_sdk::Client {
-        let c = aiflow_sdk::Client::new(&self.server);
+        let mut c = aiflow_sdk::Client::new(&self.server);
+        if let Some(ca) = &self.ca_cert {
+            c = c.with_ca_cert(ca);
+        }
         match &self.token {
             Some(t) => c.with_token(t),
             None => c,
         }
     }
 
-    /// Prints `value` as JSON, or as the table `table` renders.
+    /// Prints `value` as JSON or YAML, or as the table `table` renders.
     #[allow(dead_code)]
     pub(crate) fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T) -> String) {
         match self.output {
             Output::Json => crate::cli::outln!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("serialisable output")
+            ),
+            Output::Yaml => crate::cli::out!(
+                "{}",
+                yaml::to_string(&serde_json::to_value(value).expect("serialisable output"))
             ),
             Output::Table => crate::cli::out!("{}", table(value)),
         }
@@ -125,6 +143,8 @@ pub(crate) enum CliError {
     Usage(String),
     /// The operation failed (exit code 1); the lines after the first give details.
     Failed(String, Vec<String>),
+    /// A documented outcome with an exit code of its own (`execution start --wait`).
+    Exit(u8, String),
 }
 
 impl From<anyhow::Error> for CliError {
@@ -154,6 +174,10 @@ pub(crate) fn finish(result: CliResult) -> ExitCode {
         Err(CliError::Usage(m)) => {
             eprintln!("error: {}", printable(&m));
             ExitCode::from(2)
+        }
+        Err(CliError::Exit(code, m)) => {
+            eprintln!("error: {}", printable(&m));
+            ExitCode::from(code)
         }
         Err(CliError::Failed(m, details)) => {
             eprintln!("error: {}", printable(&m));

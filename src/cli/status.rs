@@ -157,20 +157,19 @@ fn seconds(v: &serde_json::Value) -> String {
 }
 
 /// A GET of a route outside `/api/v1`, with the `--token` when there is one.
-async fn get(url: &str, token: Option<&str>) -> reqwest::Result<reqwest::Response> {
-    let rb = reqwest::Client::new().get(url);
-    match token {
-        Some(t) => rb.bearer_auth(t),
-        None => rb,
-    }
-    .send()
-    .await
+async fn get(client: &aiflow_sdk::Client, url: &str) -> Result<reqwest::Response, String> {
+    client
+        .get_url(url)
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn scrape(url: &str, token: Option<&str>) -> Result<Vec<Sample>, CliError> {
-    let text = get(url, token)
+async fn scrape(client: &aiflow_sdk::Client, url: &str) -> Result<Vec<Sample>, CliError> {
+    let text = get(client, url)
         .await
-        .and_then(reqwest::Response::error_for_status)
+        .and_then(|r| r.error_for_status().map_err(|e| e.to_string()))
         .map_err(|e| CliError::Failed(format!("cannot read {url}: {e}"), Vec::new()))?
         .text()
         .await
@@ -187,19 +186,19 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
     let client = ctx.client();
     runtime().block_on(async {
         let url = format!("{}/readyz", client.base_url());
-        let ready: serde_json::Value = get(&url, ctx.token.as_deref())
+        let ready: serde_json::Value = get(&client, &url)
             .await
             .map_err(|e| CliError::Failed(format!("cannot reach {url}: {e}"), Vec::new()))?
             .json()
             .await
             .map_err(|e| CliError::Failed(format!("unexpected answer from {url}: {e}"), Vec::new()))?;
         let workers_url = format!("{}/api/v1/workers", client.base_url());
-        let workers: serde_json::Value = match get(&workers_url, ctx.token.as_deref()).await {
+        let workers: serde_json::Value = match get(&client, &workers_url).await {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
         };
         let metrics_url = format!("{}/metrics", client.base_url());
-        let first = scrape(&metrics_url, ctx.token.as_deref()).await?;
+        let first = scrape(&client, &metrics_url).await?;
         let t0 = Instant::now();
         let running = client
             .list_executions(&ExecutionQuery {
@@ -216,7 +215,7 @@ pub(crate) fn run(args: &StatusArgs, ctx: &Ctx) -> CliResult {
             .await?;
         tokio::time::sleep(Duration::from_secs_f64(args.interval).saturating_sub(t0.elapsed()))
             .await;
-        let second = scrape(&metrics_url, ctx.token.as_deref()).await?;
+        let second = scrape(&client, &metrics_url).await?;
         let over = t0.elapsed().as_secs_f64().max(1e-3);
         let rate = |name: &str, with: &[(&str, &str)]| {
             let d = sum(&second, name, with) - sum(&first, name, with);

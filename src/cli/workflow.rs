@@ -20,8 +20,12 @@ pub(crate) enum WorkflowCmd {
     List {
         #[arg(long)]
         project: Option<String>,
+        /// At most this many (1..=1000, default 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Cursor from a previous page (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show a workflow and its versions.
     Show { name: String },
@@ -36,10 +40,12 @@ pub(crate) enum WorkflowCmd {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ExecutionCmd {
     /// Start an execution of a workflow's latest version.
-    #[command(after_help = "Example:\n  aiflow execution start online_learning --wait 60")]
+    #[command(
+        after_help = "Example:\n  aiflow execution start online_learning --wait 60\n\nExit status with --wait: 0 the execution SUCCEEDED; 3 it ended FAILED or STOPPED; 4 it was\nstill running when the wait ended; 1 the server could not be asked."
+    )]
     Start {
         workflow: String,
-        /// Wait up to this many seconds for the execution to finish.
+        /// Wait up to this many seconds for the execution to end (exit status below).
         #[arg(long)]
         wait: Option<u64>,
     },
@@ -49,8 +55,12 @@ pub(crate) enum ExecutionCmd {
         workflow: Option<String>,
         #[arg(long)]
         state: Option<String>,
+        /// At most this many (1..=1000, default 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Cursor from a previous page (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show an execution and its jobs.
     Show { id: String },
@@ -70,6 +80,11 @@ pub(crate) enum ExecutionCmd {
     /// Explain from the recorded rule evaluations why a job started, stopped or still waits.
     Why { id: String, job: String },
 }
+
+/// `execution start --wait`: the execution ended FAILED or STOPPED.
+const WAIT_ENDED_UNSUCCESSFUL: u8 = 3;
+/// `execution start --wait`: the execution was still running when the wait ended.
+const WAIT_TIMED_OUT: u8 = 4;
 
 pub(crate) fn run_workflow(cmd: WorkflowCmd, ctx: &Ctx) -> CliResult {
     let client = ctx.client();
@@ -92,11 +107,16 @@ pub(crate) fn run_workflow(cmd: WorkflowCmd, ctx: &Ctx) -> CliResult {
                     )
                 });
             }
-            WorkflowCmd::List { project, limit } => {
+            WorkflowCmd::List {
+                project,
+                limit,
+                cursor,
+            } => {
                 let page = client
                     .list_workflows(&ListQuery {
                         project,
                         limit,
+                        cursor,
                         ..ListQuery::default()
                     })
                     .await?;
@@ -169,23 +189,39 @@ pub(crate) fn run_execution(cmd: ExecutionCmd, ctx: &Ctx) -> CliResult {
                         .await?;
                 }
                 ctx.print(&e, |e| format!("{} {} {}\n", e.id, e.workflow, e.state));
-                if wait.is_some() && e.state == "FAILED" {
-                    return Err(CliError::Failed(
-                        format!("execution {} failed", e.id),
-                        Vec::new(),
-                    ));
+                if let Some(secs) = wait {
+                    match e.state.as_str() {
+                        "SUCCEEDED" => {}
+                        "FAILED" | "STOPPED" => {
+                            return Err(CliError::Exit(
+                                WAIT_ENDED_UNSUCCESSFUL,
+                                format!("execution {} ended {}", e.id, e.state),
+                            ));
+                        }
+                        _ => {
+                            return Err(CliError::Exit(
+                                WAIT_TIMED_OUT,
+                                format!(
+                                    "execution {} is still {} after {secs} s",
+                                    e.id, e.state
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
             ExecutionCmd::List {
                 workflow,
                 state,
                 limit,
+                cursor,
             } => {
                 let page = client
                     .list_executions(&ExecutionQuery {
                         workflow,
                         state,
                         limit,
+                        cursor,
                         ..ExecutionQuery::default()
                     })
                     .await?;

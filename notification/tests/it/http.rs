@@ -294,7 +294,7 @@ async fn sse_stream_ids_resume_and_heartbeats() {
             .unwrap();
     }
     let server = TestServer::start(bus.clone(), None, Duration::from_millis(100));
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let read = |resp: reqwest::Response, until: &'static str| async move {
         let mut body = resp.bytes_stream();
         let mut text = String::new();

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -50,6 +51,8 @@ class Client:
             none when empty).
         timeout: seconds to wait for an answer (and, in :meth:`listen`, for any byte of the
             stream; the server sends a heartbeat every 15 s).
+        ca_cert: a PEM file of CA certificates trusted for an ``https://`` server besides the
+            system's (default: ``AIFLOW_CA_CERT``, which jobs inherit from the server or worker).
 
     Inside a job the scheduler sets ``AIFLOW_URL``, ``AIFLOW_TOKEN`` and ``AIFLOW_EXECUTION``,
     so ``Client()`` needs no argument. Every method raises :class:`aiflow.ApiError` when the
@@ -62,6 +65,7 @@ class Client:
         url: Optional[str] = None,
         token: Optional[str] = None,
         timeout: float = 30,
+        ca_cert: Optional[str] = None,
     ) -> None:
         base = (url or os.environ.get("AIFLOW_URL") or DEFAULT_URL).rstrip("/")
         if base.endswith("/api/v1"):
@@ -71,6 +75,12 @@ class Client:
             token if token is not None else os.environ.get("AIFLOW_TOKEN")
         ) or None
         self.timeout: float = timeout
+        ca = ca_cert if ca_cert is not None else os.environ.get("AIFLOW_CA_CERT")
+        self._ssl: Optional[ssl.SSLContext] = None
+        if base.startswith("https://") or ca:
+            self._ssl = ssl.create_default_context()
+            if ca:
+                self._ssl.load_verify_locations(cafile=ca)
 
     def __repr__(self) -> str:
         return f"aiflow.Client({self.url!r})"
@@ -120,7 +130,7 @@ class Client:
             headers=self._headers(data is not None),
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise ApiError.from_body(e.code, e.read(), method, path) from None
@@ -236,7 +246,7 @@ class Client:
                 q["from"] = from_offset
             req = urllib.request.Request(self._url("/events/stream", q), headers=headers)
             try:
-                resp = urllib.request.urlopen(req, timeout=self.timeout)
+                resp = urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl)
             except urllib.error.HTTPError as e:
                 err = ApiError.from_body(e.code, e.read(), "GET", "/events/stream")
                 if e.code != 429 and e.code < 500:

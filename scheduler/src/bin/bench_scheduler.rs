@@ -64,6 +64,7 @@ async fn env(max_running: usize) -> Env {
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: supervisor(),
+            ca_cert: None,
         },
         rx,
     )

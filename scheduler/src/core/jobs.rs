@@ -207,6 +207,9 @@ impl Core {
         let attempt = rt.attempt;
         let mut env = spec.env.clone();
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
+        if let Some(ca) = &self.config.ca_cert {
+            env.insert("AIFLOW_CA_CERT".into(), ca.display().to_string());
+        }
         match &self.config.job_tokens {
             // A token the job's own env names (say, an admin's for a job that submits
             // workflows) is kept; otherwise the job gets one scoped to this execution.

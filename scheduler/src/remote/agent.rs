@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// `AIFLOW_URL` given to jobs (the API they publish events to).
     pub server_url: String,
+    /// `AIFLOW_CA_CERT` given to jobs: the CA to trust for an https:// `server_url`.
+    pub ca_cert: Option<PathBuf>,
     pub aiflow_bin: Option<PathBuf>,
     pub grace: Duration,
     /// Largest log of one attempt (older output dropped past it).
@@ -419,6 +421,9 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
         .join(format!("{}-{}.log", task.job, task.attempt));
     let mut env = task.env.clone();
     env.insert("AIFLOW_URL".into(), config.server_url.clone());
+    if let Some(ca) = &config.ca_cert {
+        env.insert("AIFLOW_CA_CERT".into(), ca.display().to_string());
+    }
     env.insert("AIFLOW_WORKER".into(), config.name.clone());
     env.insert(
         "AIFLOW_DATA_DIR".into(),

@@ -62,6 +62,8 @@ pub struct SchedulerConfig {
     /// jobs outlive this process and the next one re-adopts them. None: attempts are tasks
     /// of this process and end with it (`aiflow server --stop-jobs-on-exit`).
     pub supervisor: Option<PathBuf>,
+    /// `AIFLOW_CA_CERT` given to jobs: the CA to trust for an https:// `server_url`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -90,6 +92,7 @@ impl SchedulerConfig {
             job_token_ttl: DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            ca_cert: None,
         }
     }
 }

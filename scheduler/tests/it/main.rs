@@ -43,6 +43,7 @@ async fn start(
             job_token_ttl: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL,
             log_max_bytes: None,
             supervisor: None,
+            ca_cert: None,
         },
         rx,
     )

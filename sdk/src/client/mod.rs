@@ -12,6 +12,8 @@ pub use workflows::StateChange;
 
 use aiflow_api::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
+use std::time::Duration;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,7 +33,7 @@ pub enum Error {
         retry_after: Option<std::time::Duration>,
     },
     /// The server could not be reached or the connection broke.
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", chain(source))]
     Connect { url: String, source: reqwest::Error },
     /// The answer was not what the API promises.
     #[error("unexpected answer from {url}: {message}")]
@@ -39,6 +41,9 @@ pub enum Error {
     /// The graph or request was rejected before sending.
     #[error(transparent)]
     Invalid(#[from] aiflow_translator::ValidationErrors),
+    /// HTTPS could not be set up (the CA file of `AIFLOW_CA_CERT` is unreadable, say).
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Error {
@@ -69,23 +74,70 @@ impl Error {
 }
 
 /// A client of one AI Flow server. Cheap to clone.
+///
+/// It speaks HTTP and HTTPS; for HTTPS it trusts the system's root certificates plus the CA
+/// certificates in the PEM file named by `AIFLOW_CA_CERT` (or [`Client::with_ca_cert`]).
+/// Connecting may take [`crate::tls::CONNECT_TIMEOUT`], a request [`crate::tls::REQUEST_TIMEOUT`]
+/// ([`Client::with_request_timeout`]); streams have no request timeout.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    request_timeout: Duration,
+    /// Why HTTPS could not be set up: every request fails with it.
+    setup_error: Option<crate::tls::TlsError>,
 }
 
 impl Client {
-    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8080`), trusting the CA
+    /// of `AIFLOW_CA_CERT` besides the system roots. A CA file that cannot be read makes every
+    /// request fail with [`Error::Tls`].
     #[must_use]
     pub fn new(base_url: impl Into<String>) -> Self {
         let base = base_url.into().trim_end_matches('/').to_string();
+        let (http, setup_error) = match Self::http(crate::tls::ca_cert_from_env().as_deref()) {
+            Ok(http) => (http, None),
+            Err(e) => (
+                Self::http(None).expect("HTTP client with the system roots"),
+                Some(e),
+            ),
+        };
         Self {
             base,
             token: None,
-            http: reqwest::Client::new(),
+            http,
+            request_timeout: crate::tls::REQUEST_TIMEOUT,
+            setup_error,
         }
+    }
+
+    fn http(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, crate::tls::TlsError> {
+        crate::tls::http_builder(ca_cert)?
+            .build()
+            .map_err(|e| crate::tls::TlsError(format!("HTTP client: {e}")))
+    }
+
+    /// Trusts the CA certificates of this PEM file (besides the system roots) instead of
+    /// those of `AIFLOW_CA_CERT`. A file that cannot be read makes every request fail with
+    /// [`Error::Tls`].
+    #[must_use]
+    pub fn with_ca_cert(mut self, pem_file: impl AsRef<std::path::Path>) -> Self {
+        match Self::http(Some(pem_file.as_ref())) {
+            Ok(http) => {
+                self.http = http;
+                self.setup_error = None;
+            }
+            Err(e) => self.setup_error = Some(e),
+        }
+        self
+    }
+
+    /// How long one request may take, answer included (streams excepted).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// A client configured as a running job is: `AIFLOW_URL` (default
@@ -119,8 +171,28 @@ impl Client {
         format!("{}/api/v1{}", self.base, path)
     }
 
-    /// A request to an API path with authentication set.
+    /// A GET of a full URL of the server (routes outside `/api/v1` such as `/readyz`), with
+    /// authentication and the request timeout set.
+    pub fn get_url(&self, url: &str) -> Result<RequestBuilder, Error> {
+        if let Some(e) = &self.setup_error {
+            return Err(Error::Tls(e.clone()));
+        }
+        let rb = self.http.get(url).timeout(self.request_timeout);
+        Ok(match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        })
+    }
+
+    /// A request to an API path with authentication and the request timeout set.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.stream_request(method, path)
+            .timeout(self.request_timeout)
+    }
+
+    /// A request to an API path with authentication set and no request timeout, for answers
+    /// that stream for as long as they last (events, followed logs).
+    pub fn stream_request(&self, method: Method, path: &str) -> RequestBuilder {
         let rb = self.http.request(method, self.api_url(path));
         match &self.token {
             Some(t) => rb.bearer_auth(t),
@@ -146,6 +218,9 @@ impl Client {
 
     /// Sends a request; a non-success status becomes [`Error::Api`].
     pub async fn send_raw(&self, rb: RequestBuilder) -> Result<reqwest::Response, Error> {
+        if let Some(e) = &self.setup_error {
+            return Err(Error::Tls(e.clone()));
+        }
         let url = self.base.clone();
         let resp = rb
             .send()
@@ -212,6 +287,22 @@ impl Client {
     }
 }
 
+/// An error and its causes on one line (`error sending request: …: invalid peer certificate:
+/// UnknownIssuer`), each said once.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 fn code_of(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 422 => "invalid_argument",
@@ -237,4 +328,52 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A server that accepts connections and never answers.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_given_up_after_the_request_timeout() {
+        let (url, server) = silent_server().await;
+        let client = Client::new(&url).with_request_timeout(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let e = client.get_project("p").await.unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{e}");
+        assert!(e.to_string().contains("timed out"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        // A stream has no request timeout: still waiting after twice as long.
+        let stream = client.send_raw(client.stream_request(Method::GET, "/events/stream"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(700), stream)
+                .await
+                .is_err(),
+            "the stream request ended early"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ca_file_fails_every_request_naming_it() {
+        let client = Client::new("https://127.0.0.1:9").with_ca_cert("/nonexistent/ca.pem");
+        let e = client.get_project("p").await.unwrap_err();
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    }
 }

@@ -151,7 +151,7 @@ impl Client {
         attempt: Option<u32>,
     ) -> Result<reqwest::Response, Error> {
         let mut rb = self
-            .request(
+            .stream_request(
                 Method::GET,
                 &format!("/executions/{}/jobs/{}/logs", segment(id), segment(job)),
             )
@@ -235,7 +235,8 @@ impl Client {
         )
     }
 
-    /// Polls an execution until it leaves RUNNING or `timeout` passes.
+    /// Polls an execution until it ends (SUCCEEDED, FAILED or STOPPED) or `timeout` passes;
+    /// returns it as last seen.
     pub async fn wait_execution(
         &self,
         id: &str,
@@ -244,7 +245,8 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let e = self.get_execution(id).await?;
-            if e.state != "RUNNING" || tokio::time::Instant::now() >= deadline {
+            let ended = matches!(e.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED");
+            if ended || tokio::time::Instant::now() >= deadline {
                 return Ok(e);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
