@@ -173,7 +173,7 @@ fn main() -> ExitCode {
     cli::finish(result)
 }
 
-/// `aiflow supervise DIR`: a job attempt's supervisor (scheduler/src/supervisor.rs). It has no
+/// `aiflow supervise DIR`: a job attempt's supervisor (scheduler/src/exec/supervisor.rs). It has no
 /// terminal and nobody reads its stderr: what goes wrong is in the job's log or its status.
 fn run_supervisor(dir: &std::path::Path) -> cli::CliResult {
     let rt = tokio::runtime::Builder::new_current_thread()

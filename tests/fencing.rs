@@ -50,7 +50,7 @@ async fn a_frozen_leader_that_wakes_up_after_a_take_over_commits_and_starts_noth
     let Some(c) = Cluster::start("f").await else {
         return;
     };
-    let http = reqwest::Client::new();
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
     let marks_dir = c.dir.path().join("marks");
     std::fs::create_dir_all(&marks_dir).unwrap();
     let local = ["--executor", "local"];
