@@ -22,6 +22,10 @@ use crate::config::Config;
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_body_bytes: usize,
+    /// Largest body of `POST /api/v1/events`.
+    pub(crate) max_event_body_bytes: usize,
+    /// Event streams and log follows open at once on the server (0: no limit).
+    pub(crate) max_streams: usize,
     pub(crate) max_page_size: u32,
     pub(crate) max_streams_per_token: usize,
     pub(crate) publish_rate_per_token: f64,
@@ -39,6 +43,8 @@ impl Limits {
     pub(crate) fn of(config: &Config) -> Self {
         Self {
             max_body_bytes: config.max_body_bytes,
+            max_event_body_bytes: config.max_event_body_bytes.min(config.max_body_bytes),
+            max_streams: config.max_streams,
             max_page_size: config.max_page_size,
             max_streams_per_token: config.max_streams_per_token,
             publish_rate_per_token: config.publish_rate_per_token,
@@ -112,7 +118,16 @@ impl Guard {
 
     /// Counts one more open stream of the token, unless it has its most open.
     fn open_stream(self: &Arc<Self>, key: &str) -> Option<StreamSlot> {
-        let max = self.limits.max_streams_per_token;
+        self.open_slot(key, self.limits.max_streams_per_token)
+    }
+
+    /// Counts one more event stream or log follow on the whole server, unless it has its
+    /// most open.
+    fn open_server_stream(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.open_slot(SERVER_STREAMS, self.limits.max_streams)
+    }
+
+    fn open_slot(self: &Arc<Self>, key: &str, max: usize) -> Option<StreamSlot> {
         let mut streams = self.streams.lock().expect("stream counts");
         let n = streams.entry(key.to_string()).or_insert(0);
         if max > 0 && *n >= max {
@@ -125,6 +140,9 @@ impl Guard {
         })
     }
 }
+
+/// The key of the server-wide count of streams (token ids are hex digits).
+const SERVER_STREAMS: &str = "*server*";
 
 /// One open event stream of a token; dropped with the response body (the client left).
 struct StreamSlot {
@@ -458,7 +476,17 @@ fn origin_refused(
     None
 }
 
-/// Routes under `/api/v1` read JSON bodies only: a body of another type (a form, text/plain,
+/// `PUT /api/v1/artifacts/{name}/content`: the one `/api/v1` route whose body is a file
+/// (`application/octet-stream`), limited by the route itself (`max_artifact_bytes`).
+fn artifact_upload(method: &Method, path: &str) -> bool {
+    *method == Method::PUT
+        && path
+            .strip_prefix("/api/v1/artifacts/")
+            .and_then(|rest| rest.strip_suffix("/content"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// Routes under `/api/v1` read JSON bodies only (and a file upload its raw bytes): a body of another type (a form, text/plain,
 /// which browsers send across sites without asking first) is refused with 415.
 fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
     if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
@@ -486,7 +514,10 @@ fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
         .to_ascii_lowercase();
     let json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json {
+    // A file upload: raw bytes, which browsers cannot send across sites without asking first.
+    let file =
+        essence == "application/octet-stream" && artifact_upload(&parts.method, parts.uri.path());
+    if json || file {
         return None;
     }
     let shown = if ty.is_empty() { "none" } else { ty };
@@ -494,7 +525,15 @@ fn media_type_refused(parts: &axum::http::request::Parts) -> Option<Response> {
         HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("the body must be JSON sent with Content-Type: application/json, not {shown}"),
+            if artifact_upload(&parts.method, parts.uri.path()) {
+                format!(
+                    "the file must be sent with Content-Type: application/octet-stream, not {shown}"
+                )
+            } else {
+                format!(
+                    "the body must be JSON sent with Content-Type: application/json, not {shown}"
+                )
+            },
         )
         .field("content-type")
         .into_response(),
@@ -517,10 +556,13 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     //    without one stops being read at the limit (the route answers 413).
     // An MLflow artifact upload has its own, larger limit (`max_artifact_bytes`), checked
     // by the route as the file streams in.
-    let max_body = if parts.method == Method::PUT
-        && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/")
+    let max_body = if (parts.method == Method::PUT
+        && parts.uri.path().starts_with("/api/2.0/mlflow-artifacts/"))
+        || artifact_upload(&parts.method, parts.uri.path())
     {
         usize::MAX
+    } else if parts.method == Method::POST && parts.uri.path() == "/api/v1/events" {
+        g.limits.max_event_body_bytes
     } else {
         g.limits.max_body_bytes
     };
@@ -647,8 +689,29 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
         });
     }
 
-    // 4. Per-token limits.
-    let mut slot = None;
+    // 4. Streams open on the server (also with authentication off), then per-token limits.
+    let mut slots = Vec::new();
+    let follow = parts.method == Method::GET
+        && path.starts_with("/api/v1/executions/")
+        && path.ends_with("/logs")
+        && pairs
+            .iter()
+            .any(|(k, v)| k == "follow" && matches!(v.as_str(), "true" | "1"));
+    if stream || follow {
+        match g.open_server_stream() {
+            Some(s) => slots.push(s),
+            None => {
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    format!(
+                        "the server already has {} event streams and log follows open; retry later",
+                        g.limits.max_streams
+                    ),
+                );
+            }
+        }
+    }
     if let Some(p) = &principal {
         if parts.method == Method::POST && path == "/api/v1/events" {
             if let Err(wait) = g.take_publish(&p.token_id) {
@@ -666,7 +729,7 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
             }
         } else if stream {
             match g.open_stream(&p.token_id) {
-                Some(s) => slot = Some(s),
+                Some(s) => slots.push(s),
                 None => {
                     return refuse(
                         StatusCode::TOO_MANY_REQUESTS,
@@ -683,17 +746,15 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
 
     let resp = next.run(Request::from_parts(parts, body)).await;
     let resp = json_413(resp);
-    match slot {
-        Some(slot) if resp.status().is_success() => {
-            let (parts, body) = resp.into_parts();
-            let body = body.into_data_stream().map(move |chunk| {
-                let _held = &slot;
-                chunk
-            });
-            Response::from_parts(parts, Body::from_stream(body))
-        }
-        _ => resp,
+    if slots.is_empty() || !resp.status().is_success() {
+        return resp;
     }
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &slots;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// A 413 that a route answered in plain text (its body reader hit the limit) gets the JSON
@@ -814,6 +875,8 @@ mod tests {
             None,
             Limits {
                 max_body_bytes: 1 << 20,
+                max_event_body_bytes: 1 << 20,
+                max_streams: 0,
                 max_page_size: 1000,
                 max_streams_per_token: 1,
                 publish_rate_per_token: 2.0,
@@ -848,6 +911,8 @@ mod tests {
     fn site_limits(origins: &[&str], hosts: &[&str]) -> Limits {
         Limits {
             max_body_bytes: 1 << 20,
+            max_event_body_bytes: 1 << 20,
+            max_streams: 0,
             max_page_size: 1000,
             max_streams_per_token: 1,
             publish_rate_per_token: 0.0,
@@ -1028,6 +1093,28 @@ mod tests {
             check(Method::GET, "/api/v1/workflows", &[len]),
             None,
             "reads"
+        );
+        // Raw bytes on the file upload route only, still not a form or text.
+        let bytes = ("content-type", "application/octet-stream");
+        assert_eq!(
+            check(Method::PUT, "/api/v1/artifacts/m/content", &[len, bytes]),
+            None
+        );
+        for (method, path) in [
+            (Method::POST, "/api/v1/artifacts/m/content"),
+            (Method::PUT, "/api/v1/artifacts/m"),
+            (Method::PUT, "/api/v1/models/m/content"),
+            (Method::PUT, "/api/v1/artifacts/a/b/content"),
+        ] {
+            assert_eq!(check(method, path, &[len, bytes]), refused, "{path}");
+        }
+        assert_eq!(
+            check(
+                Method::PUT,
+                "/api/v1/artifacts/m/content",
+                &[len, ("content-type", "text/plain")]
+            ),
+            refused
         );
     }
 }

@@ -76,6 +76,11 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     /// Largest artifact upload in bytes through `/api/2.0/mlflow-artifacts` (413 above).
     pub(crate) max_artifact_bytes: u64,
+    /// OpenLineage backend (`http://marquez:5000/api/v1/lineage`) that gets a RunEvent for
+    /// each start and end of the server's job attempts; none: nothing is sent.
+    pub(crate) openlineage_url: Option<String>,
+    /// The job namespace of those RunEvents.
+    pub(crate) openlineage_namespace: String,
     /// Largest `limit` of a list (400 above; the default page size is 100 or this, if less).
     pub(crate) max_page_size: u32,
     /// With auth on: most `GET /events/stream` connections one token holds open (429 above;
@@ -95,6 +100,13 @@ pub(crate) struct Config {
     /// Stop running local jobs when the server stops (by default they keep running, each
     /// under a supervisor of its own, and the next server re-adopts them).
     pub(crate) stop_jobs_on_exit: bool,
+    /// The Docker engine jobs with an `image` run on (`unix:///…` or `tcp://host:port`; none:
+    /// `DOCKER_HOST`, else the local socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) docker_host: Option<String>,
+    /// GPUs the server's own executor assigns to jobs (none: those `nvidia-smi -L` lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gpus: Option<u32>,
     /// Origins (`scheme://host[:port]`) besides the server's own whose browser requests are
     /// served (`*`: any); others get 403 (docs/security.md).
     pub(crate) allowed_origins: Vec<String>,
@@ -108,6 +120,18 @@ pub(crate) struct Config {
     /// The CA file of `--ca-cert`/`AIFLOW_CA_CERT`, given to local jobs as `AIFLOW_CA_CERT`.
     #[serde(skip)]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// Variables of the server's environment that local jobs get besides the base (`PATH`,
+    /// `HOME`, `LANG`, `TZ`, `TMPDIR`, `USER`): names, or patterns with `*` (`LC_*`). The
+    /// server's own `AIFLOW_*` variables never reach a job (docs/security.md).
+    pub(crate) job_env_passthrough: Vec<String>,
+    /// Largest body of `POST /events` in bytes (413 above), below `max_body_bytes`.
+    pub(crate) max_event_body_bytes: usize,
+    /// Event streams and log follows open at once on the whole server, also with
+    /// authentication off (429 above; 0: no limit).
+    pub(crate) max_streams: usize,
+    /// Seconds a connection may take to send a request's header, and may stay idle between
+    /// requests, before the server closes it.
+    pub(crate) header_timeout_s: u64,
 }
 
 impl Default for Config {
@@ -129,6 +153,8 @@ impl Default for Config {
             insecure: false,
             max_body_bytes: 64 * 1024 * 1024,
             max_artifact_bytes: 1024 * 1024 * 1024,
+            openlineage_url: None,
+            openlineage_namespace: "aiflow".into(),
             max_page_size: aiflow_api::page::MAX_LIMIT,
             max_streams_per_token: 16,
             publish_rate_per_token: 100.0,
@@ -136,11 +162,17 @@ impl Default for Config {
             job_log_max_bytes: aiflow_scheduler::executor::DEFAULT_LOG_MAX_BYTES,
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
             stop_jobs_on_exit: false,
+            docker_host: None,
+            gpus: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,
             ca_cert: None,
+            job_env_passthrough: Vec::new(),
+            max_event_body_bytes: 4 * 1024 * 1024,
+            max_streams: 256,
+            header_timeout_s: 30,
         }
     }
 }
@@ -201,6 +233,13 @@ pub(crate) struct ServerArgs {
     /// Largest artifact upload in bytes (MLflow artifacts) [default: 1073741824].
     #[arg(long, env = "AIFLOW_MAX_ARTIFACT_BYTES")]
     pub(crate) max_artifact_bytes: Option<u64>,
+    /// Send OpenLineage RunEvents of the server's job attempts to this endpoint
+    /// (e.g. http://marquez:5000/api/v1/lineage), from an outbox with retries.
+    #[arg(long, env = "AIFLOW_OPENLINEAGE_URL", value_name = "URL")]
+    pub(crate) openlineage_url: Option<String>,
+    /// The job namespace of those RunEvents [default: aiflow].
+    #[arg(long, env = "AIFLOW_OPENLINEAGE_NAMESPACE")]
+    pub(crate) openlineage_namespace: Option<String>,
     /// Largest `limit` of a list request, 1..=1000 [default: 1000].
     #[arg(long, env = "AIFLOW_MAX_PAGE_SIZE")]
     pub(crate) max_page_size: Option<u32>,
@@ -241,10 +280,36 @@ pub(crate) struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "AIFLOW_TLS_KEY", value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Also give local jobs this variable of the server's environment (a name, or a pattern
+    /// with *, e.g. LC_*); repeat for more. Added to the config file's `job_env_passthrough`.
+    #[arg(
+        long = "job-env-passthrough",
+        env = "AIFLOW_JOB_ENV_PASSTHROUGH",
+        value_delimiter = ','
+    )]
+    pub(crate) job_env_passthrough: Vec<String>,
+    /// Largest POST /events body in bytes [default: 4194304].
+    #[arg(long, env = "AIFLOW_MAX_EVENT_BODY_BYTES")]
+    pub(crate) max_event_body_bytes: Option<usize>,
+    /// Event streams and log follows open at once, also with auth off, 0 for no limit
+    /// [default: 256].
+    #[arg(long, env = "AIFLOW_MAX_STREAMS")]
+    pub(crate) max_streams: Option<usize>,
+    /// Seconds a client may take to send a request header, or stay idle between requests,
+    /// before its connection is closed [default: 30].
+    #[arg(long, env = "AIFLOW_HEADER_TIMEOUT_S")]
+    pub(crate) header_timeout_s: Option<u64>,
     /// Stop running local jobs when the server stops (default: they keep running and the next
     /// server re-adopts them).
     #[arg(long, env = "AIFLOW_STOP_JOBS_ON_EXIT")]
     pub(crate) stop_jobs_on_exit: bool,
+    /// Docker engine for jobs with an image: unix:///path or tcp://host:port [default: the
+    /// local socket].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub(crate) docker_host: Option<String>,
+    /// GPUs this server's executor assigns to jobs [default: those `nvidia-smi -L` lists].
+    #[arg(long, env = "AIFLOW_GPUS")]
+    pub(crate) gpus: Option<u32>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -296,12 +361,24 @@ impl Config {
         }
         config.auth |= args.auth;
         config.stop_jobs_on_exit |= args.stop_jobs_on_exit;
+        if args.docker_host.is_some() {
+            config.docker_host.clone_from(&args.docker_host);
+        }
+        if args.gpus.is_some() {
+            config.gpus = args.gpus;
+        }
         config.insecure |= args.insecure;
         if let Some(v) = args.max_body_bytes {
             config.max_body_bytes = v;
         }
         if let Some(v) = args.max_artifact_bytes {
             config.max_artifact_bytes = v;
+        }
+        if let Some(v) = &args.openlineage_url {
+            config.openlineage_url = Some(v.clone());
+        }
+        if let Some(v) = &args.openlineage_namespace {
+            config.openlineage_namespace = v.clone();
         }
         if let Some(v) = args.max_page_size {
             config.max_page_size = v;
@@ -337,6 +414,20 @@ impl Config {
                 config.allowed_hosts.push(h.clone());
             }
         }
+        if let Some(v) = args.max_event_body_bytes {
+            config.max_event_body_bytes = v;
+        }
+        if let Some(v) = args.max_streams {
+            config.max_streams = v;
+        }
+        if let Some(v) = args.header_timeout_s {
+            config.header_timeout_s = v;
+        }
+        for p in &args.job_env_passthrough {
+            if !config.job_env_passthrough.contains(p) {
+                config.job_env_passthrough.push(p.clone());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -368,6 +459,13 @@ impl Config {
         {
             bail!("nats: {n:?} is not a nats:// URL");
         }
+        if let Some(h) = &self.docker_host
+            && !["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|p| h.starts_with(p))
+        {
+            bail!("docker_host: {h:?} is not a unix://, tcp:// or http:// address");
+        }
         if let Some(e) = &self.otlp_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
@@ -392,6 +490,20 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
+        }
+        if self.max_event_body_bytes < 1024 {
+            bail!("max_event_body_bytes: must be at least 1024");
+        }
+        if !(1..=3600).contains(&self.header_timeout_s) {
+            bail!("header_timeout_s: must be between 1 and 3600");
+        }
+        if let Some(url) = &self.openlineage_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("openlineage_url: {url:?} is not an http:// or https:// URL");
+        }
+        if self.openlineage_namespace.trim().is_empty() {
+            bail!("openlineage_namespace: must not be empty");
         }
         if self.max_artifact_bytes == 0 {
             bail!("max_artifact_bytes: must be at least 1");
@@ -433,6 +545,9 @@ impl Config {
             if h.is_empty() || h.contains(['/', ' ', '@']) {
                 bail!("allowed_hosts: {h:?} is not a host name such as aiflow.internal (or *)");
             }
+        }
+        for p in &self.job_env_passthrough {
+            aiflow_scheduler::jobenv::check_pattern(p).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         if self.nats_stream.is_empty()
             || !self

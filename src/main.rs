@@ -9,6 +9,8 @@ mod cli;
 mod config;
 mod demo;
 mod metrics;
+mod openlineage;
+mod serve;
 mod server;
 mod telemetry;
 mod tls;
@@ -47,6 +49,8 @@ const EXAMPLES: &str = "Examples:
   aiflow graph translate dags/online_learning.json -o workflow.json
   aiflow graph render dags/online_learning.json --format svg > graph.svg";
 
+// Parsed once per process: the size of the server's flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the example online-learning pipeline live on an embedded server, then summarise.

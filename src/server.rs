@@ -92,6 +92,19 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let upkeep = crate::metrics::start(db.backend.name(), bus.backend(), shutdown_rx.clone());
     let relay = aiflow_meta::spawn_outbox_relay(store.clone(), bus.clone(), shutdown_rx.clone());
+    let lineage = config.openlineage_url.as_ref().map(|url| {
+        tracing::info!(url = %url, namespace = %config.openlineage_namespace, "OpenLineage RunEvents of job attempts are sent");
+        crate::openlineage::spawn(
+            crate::openlineage::Emitter {
+                url: url.clone(),
+                namespace: config.openlineage_namespace.clone(),
+            },
+            db.clone(),
+            store.clone(),
+            bus.clone(),
+            shutdown_rx.clone(),
+        )
+    });
 
     // Read before anything listens, so a bad certificate stops the start with a clear error.
     let tls = match config.tls() {
@@ -137,6 +150,9 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
             } else {
                 std::env::current_exe().ok()
             },
+            docker_host: config.docker_host.clone(),
+            gpus: config.gpus,
+            job_env_passthrough: config.job_env_passthrough.clone(),
         },
         shutdown_rx.clone(),
     )
@@ -165,6 +181,11 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         config.data_dir.join("artifacts"),
         config.max_artifact_bytes,
     );
+    let content = aiflow_meta::content_routes(
+        store.clone(),
+        config.data_dir.join("artifacts"),
+        config.max_artifact_bytes,
+    );
     let app = router(
         db.clone(),
         bus.clone(),
@@ -172,31 +193,32 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         scheduler.clone(),
         tokens.clone(),
         guard,
-        mlflow,
+        (mlflow, content),
     );
-    let mut stop = shutdown_rx.clone();
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+    let header_timeout = Duration::from_secs(config.header_timeout_s);
     let serve = match tls {
         Some(tls) => {
             let listener = crate::tls::TlsListener::new(listener, tls)?;
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            })
+            tokio::spawn(crate::serve::serve(
+                listener,
+                app,
+                header_timeout,
+                shutdown_rx.clone(),
+            ))
         }
-        None => tokio::spawn(async move {
+        None => {
             use axum::serve::ListenerExt;
             let listener = listener.tap_io(|tcp| {
                 // Small JSON answers go out at once instead of waiting for Nagle's timer.
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }),
+            tokio::spawn(crate::serve::serve(
+                listener,
+                app,
+                header_timeout,
+                shutdown_rx.clone(),
+            ))
+        }
     };
     let startup = started.elapsed();
     tracing::info!(
@@ -228,7 +250,10 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
         startup,
         shutdown: shutdown_tx,
         serve,
-        background: vec![relay, scheduler_task, upkeep],
+        background: [relay, scheduler_task, upkeep]
+            .into_iter()
+            .chain(lineage)
+            .collect(),
     })
 }
 
@@ -249,12 +274,13 @@ pub(crate) fn router(
     scheduler: Scheduler,
     tokens: aiflow_meta::auth::Tokens,
     guard: std::sync::Arc<crate::auth::Guard>,
-    mlflow: axum::Router,
+    (mlflow, content): (axum::Router, OpenApiRouter),
 ) -> axum::Router {
     let api = OpenApiRouter::new()
         .merge(aiflow_notification::routes(bus.clone()))
         .merge(aiflow_meta::auth::token_routes(tokens))
         .merge(aiflow_meta::routes(store.clone()))
+        .merge(content)
         .merge(aiflow_meta::run_routes(store))
         .merge(aiflow_scheduler::http::routes(scheduler.clone()));
     let (api, mut openapi) = OpenApiRouter::with_openapi(aiflow_meta::base_openapi())

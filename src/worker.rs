@@ -53,6 +53,22 @@ pub(crate) struct WorkerArgs {
     /// SIGTERM → SIGKILL grace period of a stopped task, in seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) stop_grace_s: u64,
+    /// Offer containers: run jobs with an `image` on the Docker engine (only such workers take
+    /// them).
+    #[arg(long, env = "AIFLOW_CONTAINERS")]
+    pub(crate) containers: bool,
+    /// Docker engine of --containers: unix:///path or tcp://host:port [default: the local
+    /// socket].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub(crate) docker_host: Option<String>,
+    /// Also give jobs this variable of the worker's environment (a name, or a pattern with *,
+    /// e.g. LC_*); repeat for more. Jobs otherwise get PATH, HOME, LANG, TZ, TMPDIR and USER.
+    #[arg(
+        long = "job-env-passthrough",
+        env = "AIFLOW_JOB_ENV_PASSTHROUGH",
+        value_delimiter = ','
+    )]
+    pub(crate) job_env_passthrough: Vec<String>,
 }
 
 fn machine_memory_mb() -> Option<u64> {
@@ -105,6 +121,23 @@ pub(crate) async fn run(
         .connect(&args.nats)
         .await
         .with_context(|| format!("NATS at {}", args.nats))?;
+    let containers = if args.containers {
+        let mut engine = aiflow_scheduler::exec::container::ContainerExecutor::connect(
+            args.docker_host.as_deref(),
+        )
+        .await
+        .context("containers")?;
+        engine.grace = Duration::from_secs(args.stop_grace_s);
+        engine.log_max_bytes = (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes);
+        Some(engine)
+    } else {
+        None
+    };
+    for p in &args.job_env_passthrough {
+        if let Err(e) = aiflow_scheduler::jobenv::check_pattern(p) {
+            bail!("{e}");
+        }
+    }
     crate::config::private_dir(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
     let config = aiflow_scheduler::remote::WorkerConfig {
@@ -128,6 +161,8 @@ pub(crate) async fn run(
         aiflow_bin: std::env::current_exe().ok(),
         grace: Duration::from_secs(args.stop_grace_s),
         log_max_bytes: (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes),
+        containers,
+        job_env_passthrough: args.job_env_passthrough,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cluster = args.cluster.clone();

@@ -20,6 +20,11 @@ struct Server {
 impl Server {
     /// Starts `aiflow server` with `args` on a free loopback port and data in `dir/data`.
     fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`Server::start`] with more variables in the server's environment.
+    fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
@@ -30,6 +35,7 @@ impl Server {
             .env_remove("AIFLOW_NATS")
             .env_remove("AIFLOW_AUTH")
             .env_remove("AIFLOW_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1535,4 +1541,735 @@ async fn the_cli_shows_terminal_escapes_instead_of_obeying_them() {
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A job's environment is built: the base, the operator's passthrough, the job's `env` and
+/// `env_from` secrets and the `AIFLOW_*` variables; never the server's own secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_environment_is_built_not_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let data = dir.path().join("data");
+    let db = format!("sqlite:{}", data.join("aiflow.db").display());
+    let secrets = data.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("db-password"), "hunter2\n").unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--auth", "--job-env-passthrough", "LC_SEC_*"],
+        &[
+            // The server's own database URL, a cloud credential, and a passthrough variable.
+            ("AIFLOW_DATABASE", &db),
+            ("AWS_SECRET_ACCESS_KEY", "server-cloud-secret"),
+            ("NATS_PASSWORD", "server-nats-secret"),
+            ("LC_SEC_PASSED", "passed-through"),
+            ("HOME", "/home/aiflow-test"),
+        ],
+    );
+    let http = Http::new(&server.url);
+    let out_file = dir.path().join("job-env");
+    let doc = json!({"name": "envjob", "nodes": [{"name": "a", "job": {
+        "command": ["sh", "-c", format!("env > {}", out_file.display())],
+        "env": {"MY_SETTING": "mine", "API_KEY": "in-the-document"},
+        "env_from": {"DB_PASSWORD": "db-password"},
+    }}]});
+    let (s, body, _) = http
+        .call(M::POST, "/api/v1/workflows", Some(&admin), Some(doc))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    // Read back: `env` values only for admins; the secret is never in the document.
+    let (viewer, _) = created_token(&server, &admin, &["--role", "viewer"]);
+    for path in [
+        "/api/v1/workflows/envjob/versions/1",
+        "/api/v1/workflows/envjob/versions",
+    ] {
+        let (s, v, _) = http.call(M::GET, path, Some(&viewer), None).await;
+        assert_eq!(s, 200, "{v}");
+        let text = v.to_string();
+        assert!(!text.contains("in-the-document"), "{text}");
+        assert!(text.contains(r#""API_KEY":"<redacted>""#), "{text}");
+        assert!(text.contains(r#""DB_PASSWORD":"db-password""#), "{text}");
+        let (_, v, _) = http.call(M::GET, path, Some(&admin), None).await;
+        assert!(v.to_string().contains("in-the-document"), "{v}");
+        assert!(!v.to_string().contains("hunter2"), "{v}");
+    }
+    let (s, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/envjob/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let e = finished(&http, &admin, e["id"].as_str().unwrap()).await;
+    assert_eq!(e["state"], "SUCCEEDED", "{e}");
+    let env = std::fs::read_to_string(&out_file).unwrap();
+    let vars: std::collections::BTreeMap<&str, &str> =
+        env.lines().filter_map(|l| l.split_once('=')).collect();
+    for secret in [
+        "server-cloud-secret",
+        "server-nats-secret",
+        db.as_str(),
+        admin.as_str(),
+    ] {
+        assert!(!env.contains(secret), "{secret:?} reached the job:\n{env}");
+    }
+    assert!(!vars.contains_key("AIFLOW_DATABASE"), "{env}");
+    assert!(!vars.contains_key("RUST_LOG"), "{env}");
+    assert_eq!(vars.get("HOME"), Some(&"/home/aiflow-test"), "{env}");
+    assert!(vars.contains_key("PATH"), "{env}");
+    assert_eq!(vars.get("LC_SEC_PASSED"), Some(&"passed-through"), "{env}");
+    assert_eq!(vars.get("MY_SETTING"), Some(&"mine"), "{env}");
+    assert_eq!(vars.get("DB_PASSWORD"), Some(&"hunter2"), "{env}");
+    assert_eq!(vars.get("AIFLOW_WORKFLOW"), Some(&"envjob"), "{env}");
+    assert!(vars["AIFLOW_TOKEN"].starts_with("afj_"), "{env}");
+    // Nothing else: the test's own environment (CARGO_*, RUST_LOG, …) stays out. `sh` adds
+    // PWD (and SHLVL, `_` in some shells) itself.
+    let allowed = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "LC_SEC_PASSED",
+        "MY_SETTING",
+        "API_KEY",
+        "DB_PASSWORD",
+        "TRACEPARENT",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    ];
+    let extra: Vec<&str> = vars
+        .keys()
+        .copied()
+        .filter(|k| !k.starts_with("AIFLOW_") && !allowed.contains(k))
+        .collect();
+    assert!(extra.is_empty(), "inherited {extra:?}:\n{env}");
+    server.stop();
+}
+
+/// Waits for `path` to hold a line, and returns it.
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A job's token acts on its own execution: its events carry it, lineage for another
+/// execution's job is refused, and it deletes or changes only the meta records it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_token_acts_on_its_own_execution_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap_token(dir.path(), "admin");
+    let server = Server::start(dir.path(), &["--auth"]);
+    let http = Http::new(&server.url);
+    // Another execution, finished, whose job execution the job will try to rewrite.
+    let g = graph(dir.path(), "other", "true");
+    assert!(
+        server
+            .cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (_, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/other/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let other = e["id"].as_str().unwrap().to_string();
+    finished(&http, &admin, &other).await;
+    let (_, jobs, _) = http
+        .call(
+            M::GET,
+            &format!("/api/v1/executions/{other}/jobs"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let other_run = jobs[0]["id"].as_str().unwrap().to_string();
+    let other_state = jobs[0]["state"].clone();
+    for (path, body) in [
+        ("/api/v1/projects", json!({"name": "adminproj"})),
+        ("/api/v1/models", json!({"name": "adminmodel"})),
+    ] {
+        let (s, b, _) = http.call(M::POST, path, Some(&admin), Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+    }
+
+    // The job hands its token over and waits to be stopped.
+    let token_file = dir.path().join("job-token");
+    let g = graph(
+        dir.path(),
+        "holder",
+        &format!(
+            "echo \"$AIFLOW_TOKEN\" > {}; sleep 120",
+            token_file.display()
+        ),
+    );
+    assert!(
+        server
+            .cli(Some(&admin), &["workflow", "submit", g.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (_, e, _) = http
+        .call(
+            M::POST,
+            "/api/v1/workflows/holder/executions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let mine = e["id"].as_str().unwrap().to_string();
+    let job = wait_for_file(&token_file).await;
+    assert!(job.starts_with("afj_"), "{job}");
+    let job = Some(job.as_str());
+
+    // Events: the server sets the execution; another one, or a non-string one, is refused.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            job,
+            Some(json!({"key": "scope/none", "value": "1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/events",
+            job,
+            Some(json!([{"key": "scope/batch", "context": {"note": "x"}}])),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, events, _) = http
+        .call(M::GET, "/api/v1/events?key=scope/*", Some(&admin), None)
+        .await;
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{events}");
+    for e in items {
+        assert_eq!(e["context"]["execution"], mine.as_str(), "{e}");
+    }
+    assert_eq!(items[1]["context"]["note"], "x", "{events}");
+    for (body, field) in [
+        (
+            json!({"key": "scope/x", "context": {"execution": 7}}),
+            "context.execution",
+        ),
+        (
+            json!({"key": "scope/x", "context": {"execution": other}}),
+            "context.execution",
+        ),
+        (json!({"key": "scope/x", "context": [1, 2]}), "context"),
+        (
+            json!([{"key": "scope/x"}, {"key": "scope/y", "context": {"execution": null, "a": 1}}, {"key": "scope/z", "context": {"execution": ["x"]}}]),
+            "[2].context.execution",
+        ),
+    ] {
+        let (s, b, _) = http.call(M::POST, "/api/v1/events", job, Some(body)).await;
+        assert!(s == 403 || s == 400, "{s} {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+
+    // Lineage: another execution's job execution is not the job's to report on.
+    let lineage = |run: &str| {
+        json!({"eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z",
+               "run": {"runId": run}, "job": {"namespace": "ns", "name": "j"},
+               "outputs": [{"namespace": "aiflow.model", "name": "model/stolen"}]})
+    };
+    let (s, b, _) = http
+        .call(M::POST, "/api/v1/lineage", job, Some(lineage(&other_run)))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "run.runId", "{b}");
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/lineage/edges",
+            job,
+            Some(json!({"job_execution": other_run, "outputs": []})),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["field"], "job_execution", "{b}");
+    let (_, j, _) = http
+        .call(
+            M::GET,
+            &format!("/api/v1/job_executions/{other_run}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(j["state"], other_state, "{j}");
+    // Its own lineage (an outside run id) is accepted.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/lineage",
+            job,
+            Some(lineage("outside-run-1")),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    // Meta records: only those it created.
+    for (method, path) in [
+        (M::DELETE, "/api/v1/projects/adminproj"),
+        (M::PATCH, "/api/v1/models/adminmodel"),
+        (M::DELETE, "/api/v1/models/adminmodel"),
+    ] {
+        let body = (method == M::PATCH).then(|| json!({"description": "mine now"}));
+        let (s, b, _) = http.call(method, path, job, body).await;
+        assert_eq!(s, 403, "{path}: {b}");
+        assert_eq!(b["error"]["field"], "name", "{b}");
+    }
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/projects",
+            job,
+            Some(json!({"name": "jobproj"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b, _) = http
+        .call(
+            M::PATCH,
+            "/api/v1/projects/jobproj",
+            job,
+            Some(json!({"description": "d"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        http.status(M::DELETE, "/api/v1/projects/jobproj", job, None)
+            .await,
+        204
+    );
+    // Admins are not limited.
+    assert_eq!(
+        http.status(M::DELETE, "/api/v1/projects/adminproj", Some(&admin), None)
+            .await,
+        204
+    );
+    assert_eq!(
+        http.status(
+            M::POST,
+            &format!("/api/v1/executions/{mine}/stop"),
+            Some(&admin),
+            None
+        )
+        .await,
+        202
+    );
+    server.stop();
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Sends a `POST /events` of `total` bytes (a huge `context` array), declared or chunked,
+/// until the server answers; returns the status line's code.
+fn send_huge_event(addr: &str, total: usize, chunked: bool) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {total}")
+    };
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let prefix = br#"{"key":"k","context":["#;
+    let piece = b"0,".repeat(32 * 1024);
+    let mut sent = 0;
+    let mut first = true;
+    while sent < total {
+        let data: &[u8] = if first { prefix } else { &piece };
+        first = false;
+        let ok = if chunked {
+            s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .and_then(|()| s.write_all(data))
+                .and_then(|()| s.write_all(b"\r\n"))
+        } else {
+            s.write_all(data)
+        };
+        if ok.is_err() {
+            break; // The server answered and closed: read its answer.
+        }
+        sent += data.len();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// How long until the server closes `s` (read returns end of file or an error).
+fn closed_after(mut s: std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Opens a streaming `GET` and returns the connection and its status code.
+fn open_stream(addr: &str, path: &str) -> (std::net::TcpStream, u16) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        if s.read(&mut buf).unwrap() == 0 {
+            break;
+        }
+        out.push(buf[0]);
+    }
+    let code = String::from_utf8_lossy(&out)
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (s, code)
+}
+
+/// Memory per request is bounded (a 60 MB event is refused early, declared or chunked, and
+/// the server's peak RSS stays within 150 MiB of where it started), slow and idle clients
+/// are disconnected after the header timeout, and event streams and log follows are capped
+/// also with authentication off.
+#[test]
+fn memory_connections_and_streams_are_bounded() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--header-timeout-s", "2", "--max-streams", "3"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let pid = server.child.id();
+    // Warm up (the first requests allocate what the server keeps anyway).
+    for _ in 0..3 {
+        raw(
+            &server.url,
+            "POST",
+            "/api/v1/events",
+            &[("Content-Type", "application/json")],
+            r#"{"key":"warm","value":"1"}"#,
+        );
+    }
+    let (before, _) = rss_kib(pid);
+    const MB60: usize = 60 * 1024 * 1024;
+    for chunked in [false, true] {
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let addr = addr.clone();
+                std::thread::spawn(move || send_huge_event(&addr, MB60, chunked))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 413, "a 60 MB event (chunked: {chunked})");
+        }
+    }
+    let (after, peak) = rss_kib(pid);
+    eprintln!("server RSS: before {before} KiB, after {after} KiB, peak {peak} KiB");
+    assert!(
+        peak < before + 150 * 1024,
+        "peak RSS {peak} KiB is over 150 MiB above {before} KiB"
+    );
+    // The largest event body is 4 MiB by default: a batch just under it is stored, one just
+    // over it refused.
+    let batch = |n: usize| {
+        let one = json!({"key": "big", "value": "x".repeat(n)});
+        serde_json::to_string(&vec![one; 4]).unwrap()
+    };
+    let (s, b) = raw(
+        &server.url,
+        "POST",
+        "/api/v1/events",
+        &[("Content-Type", "application/json")],
+        &batch(1_000_000),
+    );
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        send_huge_event(&addr, 4 * 1024 * 1024 + 1024, false),
+        413,
+        "just over 4 MiB"
+    );
+
+    // A client that sends half a header is disconnected after the 2 s header timeout.
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .unwrap();
+    let took = closed_after(half);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "half a request held for {took:?}"
+    );
+    // So is one idle after a request.
+    let (mut idle, code) = open_stream(&addr, "/healthz");
+    assert_eq!(code, 200);
+    idle.flush().unwrap();
+    let took = closed_after(idle);
+    assert!(
+        took < Duration::from_secs(6),
+        "an idle connection held for {took:?}"
+    );
+
+    // At most 3 event streams and log follows at once, with authentication off.
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, code) = open_stream(&addr, "/api/v1/events/stream");
+            assert_eq!(code, 200);
+            s
+        })
+        .collect();
+    let (_, code) = open_stream(&addr, "/api/v1/events/stream");
+    assert_eq!(code, 429, "a fourth stream");
+    let (_, code) = open_stream(&addr, "/api/v1/executions/x/jobs/y/logs?follow=true");
+    assert_eq!(code, 429, "a log follow over the cap");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_s, code) = open_stream(&addr, "/api/v1/events/stream");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {code}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+}
+
+/// `true` while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// A job's grandchild that left the job's process group (`setsid`) is stopped with the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grandchild_that_called_setsid_is_stopped_with_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    let pid_file = dir.path().join("grandchild.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300' & sleep 300",
+        p = pid_file.display()
+    );
+    let g = graph(dir.path(), "escaper", &script);
+    let out = server.cli(None, &["workflow", "submit", g.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, e, _) = http
+        .call(M::POST, "/api/v1/workflows/escaper/executions", None, None)
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let grandchild: u32 = loop {
+        if let Ok(p) = std::fs::read_to_string(&pid_file)
+            && let Ok(p) = p.trim().parse()
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the grandchild never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(alive(grandchild));
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            &format!("/api/v1/executions/{id}/stop"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let e = finished(&http, "", &id).await;
+    assert_eq!(e["state"], "STOPPED", "{e}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(grandchild) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-9", &grandchild.to_string()])
+                .status();
+            panic!("the grandchild {grandchild} outlived its job's stop");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop();
+}
+
+/// The dags folder does not follow a symbolic link out of itself, and `load_errors` says why
+/// without quoting the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dags_folder_keeps_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // A JSON file elsewhere whose content a submit error would quote, and a file that is not
+    // JSON, whose parse error would too.
+    std::fs::write(
+        outside.join("secret.json"),
+        r#"{"name": "leak", "nodes": "TOPSECRET-VALUE"}"#,
+    )
+    .unwrap();
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), dags.join("link.json")).unwrap();
+    std::fs::write(dags.join("broken.json"), "TOPSECRET-TEXT {").unwrap();
+    std::fs::write(
+        dags.join("good.json"),
+        json!({"name": "good", "nodes": [{"name": "a", "job": {"command": ["true"]}}]}).to_string(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dags.join("good.json"), dags.join("alias.json")).unwrap();
+    let server = Server::start(dir.path(), &["--dags", dags.to_str().unwrap()]);
+    let http = Http::new(&server.url);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let (_, list, _) = http.call(M::GET, "/api/v1/workflows", None, None).await;
+        if list["load_errors"].as_array().is_some_and(|e| e.len() >= 2) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = list.to_string();
+    assert!(!text.contains("TOPSECRET"), "{text}");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["good"], "{list}");
+    let errors = list["load_errors"].as_array().unwrap();
+    let link = errors
+        .iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with("link.json"))
+        .unwrap();
+    assert!(
+        link["error"]
+            .as_str()
+            .unwrap()
+            .contains("leads out of the dags folder"),
+        "{link}"
+    );
+    let broken = errors
+        .iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with("broken.json"))
+        .unwrap();
+    assert!(
+        broken["error"].as_str().unwrap().contains("line 1"),
+        "{broken}"
+    );
+    server.stop();
+}
+
+/// Names that could pass for others (bidirectional overrides, zero-width characters) are
+/// refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::new(&server.url);
+    for bad in ["ad\u{202e}nim", "pro\u{200b}d", "x\u{feff}", "a\u{2066}b"] {
+        for path in ["/api/v1/projects", "/api/v1/models", "/api/v1/datasets"] {
+            let (s, b, _) = http
+                .call(M::POST, path, None, Some(json!({"name": bad})))
+                .await;
+            assert_eq!(s, 422, "{path} {bad:?}: {b}");
+            assert_eq!(b["error"]["field"], "name", "{b}");
+        }
+        let (s, b, _) = http
+            .call(M::POST, "/api/v1/events", None, Some(json!({"key": bad})))
+            .await;
+        assert_eq!(s, 400, "{bad:?}: {b}");
+        assert_eq!(b["error"]["field"], "key", "{b}");
+    }
+    // Other scripts are names like any.
+    let (s, b, _) = http
+        .call(
+            M::POST,
+            "/api/v1/projects",
+            None,
+            Some(json!({"name": "模型-é"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "adm\u{202e}in",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bidirectional"), "{err}");
+    server.stop();
 }

@@ -274,10 +274,13 @@ fn check_name(field: &str, value: &str) -> Result<(), InvalidEvent> {
             ),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| crate::is_deceptive_char(*c)) {
         return Err(InvalidEvent::new(
             field,
-            format!("{field} must not contain control characters"),
+            format!(
+                "{field} must not contain control, invisible or bidirectional characters (it holds U+{:04X})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(())

@@ -173,6 +173,15 @@ impl Tokens {
                 "name must be 1 to 200 characters",
             ));
         }
+        if let Some(c) = name.chars().find(|c| aiflow_api::is_deceptive_char(*c)) {
+            return Err(Error::unprocessable(
+                "name",
+                format!(
+                    "name must not hold control, invisible or bidirectional characters (it holds U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
+        }
         let id = random_hex(1)[..12].to_string();
         let secret = random_hex(2);
         let now = now_us();

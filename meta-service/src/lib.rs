@@ -8,14 +8,17 @@
 //! - [`spawn_outbox_relay`]: publishes meta events to the event bus.
 
 pub mod auth;
+mod content;
 mod docs;
 mod error;
 pub mod mlflow;
 mod outbox;
+mod owner;
 mod routes;
 pub(crate) mod store;
 pub mod tags;
 
+pub use content::{CHECKSUM_HEADER, content_routes};
 pub use docs::{base_openapi, docs_router, document_error_responses};
 pub use error::{Error, Result};
 pub use outbox::{relay_once, spawn_outbox_relay};

@@ -134,6 +134,10 @@ pub fn routes(store: Store) -> OpenApiRouter {
         .routes(routes!(get_lineage, post_openlineage))
         .routes(routes!(post_lineage_edges))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            store.clone(),
+            crate::owner::guard,
+        ))
         .merge(points)
         .with_state(store)
 }
@@ -571,9 +575,40 @@ async fn get_lineage(
     responses((status = 201, body = OpenLineageResult), (status = 422, body = ErrorBody)))]
 async fn post_openlineage(
     State(s): State<Store>,
+    scope: Option<axum::Extension<aiflow_api::server::JobScope>>,
     Body(b): Body<OpenLineageRunEvent>,
 ) -> Created<OpenLineageResult> {
+    if let Some(axum::Extension(scope)) = scope {
+        own_run(&s, &scope, b.run.run_id.trim(), "run.runId").await?;
+    }
     created(s.openlineage(&b).await)
+}
+
+/// A job's token reports on the job executions of its own workflow execution only: a run the
+/// scheduler keeps for another execution is refused (403 naming `field`). A run unknown to the
+/// scheduler (an outside OpenLineage run id) is the job's to report.
+async fn own_run(
+    s: &Store,
+    scope: &aiflow_api::server::JobScope,
+    run: &str,
+    field: &str,
+) -> Result<(), HttpError> {
+    match s.get_job_execution(run).await {
+        Ok(j) => match j.workflow_execution {
+            Some(w) if w != scope.execution => Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                format!(
+                    "job execution {run} belongs to workflow execution {w}; a job of execution {} may report only on its own",
+                    scope.execution
+                ),
+            )
+            .field(field)),
+            _ => Ok(()),
+        },
+        Err(Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Records what a job execution read and wrote.
@@ -581,8 +616,12 @@ async fn post_openlineage(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_lineage_edges(
     State(s): State<Store>,
+    scope: Option<axum::Extension<aiflow_api::server::JobScope>>,
     Body(b): Body<NewLineage>,
 ) -> Result<StatusCode, HttpError> {
+    if let Some(axum::Extension(scope)) = scope {
+        own_run(&s, &scope, b.job_execution.trim(), "job_execution").await?;
+    }
     no_content(s.add_lineage(&b).await)
 }
 
@@ -615,9 +654,55 @@ async fn get_workflow(State(s): State<Store>, Path(name): Path<String>) -> R<Wor
     responses((status = 200, body = Vec<WorkflowVersionInfo>), (status = 404, body = ErrorBody)))]
 async fn list_workflow_versions(
     State(s): State<Store>,
+    role: Option<axum::Extension<aiflow_api::server::CallerRole>>,
     Path(name): Path<String>,
 ) -> R<Vec<WorkflowVersionInfo>> {
-    ok(s.list_workflow_versions(&name).await)
+    let mut versions = s.list_workflow_versions(&name).await?;
+    if !sees_env(role) {
+        versions.iter_mut().for_each(redact_env);
+    }
+    Ok(Json(versions))
+}
+
+/// What a job's `env` value reads as to callers other than admins.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// Whether the caller sees the values of jobs' `env`: admins (who submit workflows anyway),
+/// and everyone with authentication off (there is no role to tell callers apart; see
+/// docs/security.md).
+fn sees_env(role: Option<axum::Extension<aiflow_api::server::CallerRole>>) -> bool {
+    role.is_none_or(|r| r.0.0 >= aiflow_api::auth::Role::Admin)
+}
+
+/// Replaces every `env` value of a version's workflow document and AI graph with
+/// [`REDACTED`]; the names stay.
+pub(crate) fn redact_env(v: &mut WorkflowVersionInfo) {
+    fn redact(env: Option<&mut serde_json::Value>) {
+        if let Some(serde_json::Value::Object(env)) = env {
+            for value in env.values_mut() {
+                *value = serde_json::Value::String(REDACTED.into());
+            }
+        }
+    }
+    if let Some(jobs) = v
+        .workflow_doc
+        .get_mut("jobs")
+        .and_then(|j| j.as_array_mut())
+    {
+        for job in jobs {
+            redact(job.get_mut("env"));
+        }
+    }
+    if let Some(nodes) = v
+        .graph
+        .as_mut()
+        .and_then(|g| g.get_mut("nodes"))
+        .and_then(|n| n.as_array_mut())
+    {
+        for node in nodes {
+            redact(node.get_mut("job").and_then(|j| j.get_mut("env")));
+        }
+    }
 }
 
 /// One version of a workflow: its AI graph (when submitted as one) and workflow document.
@@ -626,6 +711,7 @@ async fn list_workflow_versions(
     responses((status = 200, body = WorkflowVersionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_workflow_version(
     State(s): State<Store>,
+    role: Option<axum::Extension<aiflow_api::server::CallerRole>>,
     Path((name, version)): Path<(String, String)>,
 ) -> R<WorkflowVersionInfo> {
     let version = version
@@ -633,7 +719,11 @@ async fn get_workflow_version(
         .ok()
         .filter(|v| *v >= 1)
         .ok_or_else(|| HttpError::invalid("version", "version must be a number from 1"))?;
-    ok(s.get_workflow_version(&name, version).await)
+    let mut v = s.get_workflow_version(&name, version).await?;
+    if !sees_env(role) {
+        redact_env(&mut v);
+    }
+    Ok(Json(v))
 }
 
 #[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionQuery),

@@ -126,7 +126,9 @@ pub fn check_name(name: &str, field: &str) -> Result<()> {
         ));
     }
     if let Some(c) = name.chars().find(|c| {
-        c.is_whitespace() || c.is_control() || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
+        c.is_whitespace()
+            || aiflow_api::is_deceptive_char(*c)
+            || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
     }) {
         return Err(Error::unprocessable(
             field,

@@ -118,8 +118,8 @@ async fn publish_events(
     if first == Some(&b'[') {
         let mut events: Vec<NewEvent> = decode(&body)?;
         if let Some(axum::Extension(scope)) = &scope {
-            for (i, e) in events.iter().enumerate() {
-                in_scope(e, scope).map_err(|err| err.field(format!("[{i}].context.execution")))?;
+            for (i, e) in events.iter_mut().enumerate() {
+                in_scope(e, scope).map_err(|(err, field)| err.field(format!("[{i}].{field}")))?;
             }
         }
         for (i, e) in events.iter_mut().enumerate() {
@@ -142,7 +142,7 @@ async fn publish_events(
     } else {
         let mut event: NewEvent = decode(&body)?;
         if let Some(axum::Extension(scope)) = &scope {
-            in_scope(&event, scope).map_err(|err| err.field("context.execution"))?;
+            in_scope(&mut event, scope).map_err(|(err, field)| err.field(field))?;
         }
         from_client(&mut event, caller).map_err(|(err, field)| err.field(field))?;
         if let Some(tp) = &traceparent {
@@ -247,25 +247,53 @@ fn from_client(event: &mut NewEvent, caller: Caller) -> Result<(), (HttpError, &
     Ok(())
 }
 
-/// A job's token publishes for its own workflow execution only: an event whose context names
-/// another execution is refused (403).
-fn in_scope(event: &NewEvent, scope: &JobScope) -> Result<(), HttpError> {
-    match event
+/// A job's token publishes for its own workflow execution only: the server sets
+/// `context.execution` to the token's execution (an event without a context gets one), so
+/// its rules and triggers see the job's execution. An event whose context names another
+/// execution, names it with something other than a string, or is not an object is refused
+/// (403, 422); the error names the field.
+fn in_scope(event: &mut NewEvent, scope: &JobScope) -> Result<(), (HttpError, &'static str)> {
+    let forbidden =
+        |message: String| HttpError::new(StatusCode::FORBIDDEN, "permission_denied", message);
+    let ctx = event
         .context
-        .as_ref()
-        .and_then(|c| c.get("execution"))
-        .and_then(|v| v.as_str())
-    {
-        Some(id) if id != scope.execution => Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "permission_denied",
-            format!(
-                "a job of execution {} cannot publish events for execution {id}",
-                scope.execution
+        .get_or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    let serde_json::Value::Object(map) = ctx else {
+        return Err((
+            HttpError::invalid(
+                "context",
+                "an event from a job's token needs an object context (or none): the server sets its execution",
             ),
-        )),
-        _ => Ok(()),
+            "context",
+        ));
+    };
+    match map.get("execution") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(id)) if *id == scope.execution => return Ok(()),
+        Some(serde_json::Value::String(id)) => {
+            return Err((
+                forbidden(format!(
+                    "a job of execution {} cannot publish events for execution {id}",
+                    scope.execution
+                )),
+                "context.execution",
+            ));
+        }
+        Some(other) => {
+            return Err((
+                forbidden(format!(
+                    "a job of execution {} cannot publish events for execution {other}",
+                    scope.execution
+                )),
+                "context.execution",
+            ));
+        }
     }
+    map.insert(
+        "execution".into(),
+        serde_json::Value::String(scope.execution.clone()),
+    );
+    Ok(())
 }
 
 /// Decodes a body: first without tracking the path (the common, valid case costs less), and

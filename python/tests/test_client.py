@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 import time
@@ -261,6 +262,35 @@ def test_register_model_version_and_alias_lookup(client: aiflow.Client) -> None:
     # The registration was announced.
     events = client.list_events(key=f"model/{model}", event_type="MODEL_VERSION_CREATED")
     assert len(events) == 2
+
+
+def test_upload_and_download_an_artifact_file(client: aiflow.Client, tmp_path: Path) -> None:
+    name = _name("weights")
+    data = bytes(range(256)) * 9000  # 2.2 MiB: several database chunks on PostgreSQL
+    src = tmp_path / "w.bin"
+    src.write_bytes(data)
+    with pytest.raises(aiflow.ApiError) as missing:
+        client.upload_artifact(name, src)
+    assert missing.value.status == 404
+    stored = client.upload_artifact(name, src, uri=f"s3://models/{name}", kind="weights")
+    assert stored["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stored["size"] == len(data) and stored["kind"] == "weights"
+    back = tmp_path / "back.bin"
+    assert client.download_artifact(name, back) == len(data)
+    assert back.read_bytes() == data
+    # Other bytes than the recorded ones are refused, and the stored file stays.
+    src.write_bytes(b"tampered")
+    with pytest.raises(aiflow.ApiError) as refused:
+        client.upload_artifact(name, src)
+    assert (refused.value.status, refused.value.code) == (422, "checksum_mismatch")
+    client.download_artifact(name, back)
+    assert back.read_bytes() == data
+    empty = _name("empty")
+    client.request("POST", "/artifacts", {"name": empty, "uri": "s3://nowhere"})
+    with pytest.raises(aiflow.ApiError) as none:
+        client.download_artifact(empty, tmp_path / "none.bin")
+    assert none.value.status == 404 and none.value.field == "content"
+    assert not (tmp_path / "none.bin").exists()
 
 
 def test_errors_are_api_errors(client: aiflow.Client) -> None:

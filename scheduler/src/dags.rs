@@ -63,6 +63,28 @@ pub(crate) async fn clear_stored_error(store: &aiflow_meta::Store, name: &str) {
     }
 }
 
+/// Largest document of the dags folder.
+const MAX_DAG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads `file` of the dags folder `root` (canonical): a symbolic link that leads out of the
+/// folder is not followed, and a file over [`MAX_DAG_BYTES`] is not read.
+fn read_inside(root: &Path, file: &Path) -> Result<String, String> {
+    let real = std::fs::canonicalize(file).map_err(|e| format!("cannot read the file: {e}"))?;
+    if !real.starts_with(root) {
+        return Err(
+            "a symbolic link that leads out of the dags folder; it is not followed".to_string(),
+        );
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read the file: {e}"))?;
+    if meta.len() > MAX_DAG_BYTES {
+        return Err(format!(
+            "the file is {} bytes, over the limit of {MAX_DAG_BYTES}",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(&real).map_err(|e| format!("cannot read the file: {e}"))
+}
+
 /// Submits every `*.json` document of `dir` (sorted by name) and records load errors.
 pub async fn load_dir(scheduler: &Scheduler, dir: &Path) -> LoadReport {
     let mut report = LoadReport::default();
@@ -78,12 +100,19 @@ pub async fn load_dir(scheduler: &Scheduler, dir: &Path) -> LoadReport {
         }
     };
     files.sort();
+    let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     for file in files {
-        let doc = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read the file: {e}"))
-            .and_then(|t| {
-                serde_json::from_str::<serde_json::Value>(&t).map_err(|e| format!("not JSON: {e}"))
-            });
+        let doc = read_inside(&root, &file).and_then(|t| {
+            // A syntax error says where, never what (no content of the file in load_errors).
+            serde_json::from_str::<serde_json::Value>(&t).map_err(|e| {
+                format!(
+                    "not JSON: {:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+            })
+        });
         let result = match doc {
             Ok(doc) => scheduler
                 .submit(doc)

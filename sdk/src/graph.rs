@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use aiflow_translator::graph::{
     Action, AiGraph, AiNode, Catchup, Condition, ControlEdge, DataEdge, EventCondition, JobSpec,
-    Life, Op, Resources, StatusCondition, Trigger,
+    Life, Op, Pull, Resources, StatusCondition, Trigger,
 };
 pub use aiflow_translator::{ValidationErrors, Workflow};
 
@@ -218,6 +218,20 @@ impl NodeBuilder<'_> {
         self
     }
 
+    /// Runs the job in a container from this image (`name[:tag][@digest]`); the node's command
+    /// becomes the container's command (the image's own when the job gives none).
+    pub fn image(self, image: impl Into<String>) -> Self {
+        self.node.job.image = Some(image.into());
+        self
+    }
+
+    /// When the job's image is pulled: [`Pull::IfMissing`] (default), [`Pull::Always`] or
+    /// [`Pull::Never`].
+    pub fn pull(self, pull: Pull) -> Self {
+        self.node.job.pull = Some(pull);
+        self
+    }
+
     pub fn timeout_s(self, seconds: u64) -> Self {
         self.node.job.timeout_s = Some(seconds);
         self
@@ -345,6 +359,28 @@ impl RuleBuilder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_and_pull_are_job_settings() {
+        let mut g = GraphBuilder::new("boxed");
+        g.node("train")
+            .image("aiflow-test/debian:bookworm")
+            .pull(Pull::Never)
+            .command(["sh", "-c", "echo hi"]);
+        g.node("serve").image("trainer:v1");
+        let graph = g.build().unwrap();
+        let json = serde_json::to_value(&graph).unwrap();
+        assert_eq!(
+            json["nodes"][0]["job"]["image"],
+            "aiflow-test/debian:bookworm"
+        );
+        assert_eq!(json["nodes"][0]["job"]["pull"], "never");
+        assert!(json["nodes"][1]["job"].get("pull").is_none());
+        let mut bad = GraphBuilder::new("bad");
+        bad.node("a").image("Not/Valid").command(["true"]);
+        let e = bad.build().unwrap_err();
+        assert_eq!(e.problems[0].location, "nodes[0].job.image", "{e}");
+    }
 
     #[test]
     fn builder_writes_the_interface_document() {

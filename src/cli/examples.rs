@@ -199,6 +199,15 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("artifact show", "aiflow artifact show report"),
     ("artifact delete", "aiflow artifact delete report"),
     (
+        "artifact put",
+        "aiflow artifact put report ./churn.html      # streamed; sha256 and size recorded",
+    ),
+    (
+        "artifact get",
+        "aiflow artifact get report -o churn.html
+  aiflow artifact get report > churn.html",
+    ),
+    (
         "token",
         "aiflow token create --role operator --name ci\n  aiflow token list",
     ),

@@ -370,6 +370,23 @@ pub(crate) enum ArtifactCmd {
     Delete {
         name: String,
     },
+    /// Upload FILE as the artifact's content, streamed. Its sha256 is computed first and checked
+    /// by the server, which also refuses a file that differs from the artifact's recorded
+    /// sha256, or is over its --max-artifact-bytes.
+    Put {
+        /// The artifact (registered before with `aiflow artifact create`).
+        name: String,
+        /// The file to upload.
+        file: std::path::PathBuf,
+    },
+    /// Download the artifact's content, checked against its recorded sha256: into FILE with
+    /// -o (written beside it, then moved into place), else to stdout.
+    Get {
+        name: String,
+        /// Write the file here instead of to stdout.
+        #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+        output_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// Simple aligned columns.
@@ -995,7 +1012,68 @@ pub(crate) fn run_artifact(cmd: ArtifactCmd, ctx: &Ctx) -> CliResult {
             }
             ArtifactCmd::Show { name } => ctx.print(&c.get_artifact(&name).await?, json_lines),
             ArtifactCmd::Delete { name } => c.delete_artifact(&name).await?,
+            ArtifactCmd::Put { name, file } => {
+                if !file.is_file() {
+                    return Err(CliError::Failed(
+                        format!("{}: not a readable file", file.display()),
+                        Vec::new(),
+                    ));
+                }
+                ctx.print(&c.upload_artifact_file(&name, &file).await?, json_lines);
+            }
+            ArtifactCmd::Get {
+                name,
+                output_file: Some(path),
+            } => {
+                let n = c.download_artifact_file(&name, &path).await?;
+                eprintln!("{name}: {n} bytes written to {}", path.display());
+            }
+            ArtifactCmd::Get {
+                name,
+                output_file: None,
+            } => download_to_stdout(&c, &name).await?,
         }
         Ok(())
     })
+}
+
+/// The artifact's content to stdout as it arrives; a sha256 that differs from the recorded one
+/// fails the command after the bytes are out.
+async fn download_to_stdout(c: &aiflow_sdk::Client, name: &str) -> CliResult {
+    use futures::StreamExt;
+    use sha2::Digest;
+    use std::io::Write;
+    let resp = c.download_artifact_content(name).await?;
+    let want = resp
+        .headers()
+        .get(aiflow_sdk::client::CHECKSUM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let mut sha = sha2::Sha256::new();
+    let mut stream = resp.bytes_stream();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            CliError::Failed(format!("the download of {name} broke: {e}"), Vec::new())
+        })?;
+        sha.update(&chunk);
+        if let Err(e) = out.write_all(&chunk) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(CliError::Failed(
+                format!("cannot write the output: {e}"),
+                Vec::new(),
+            ));
+        }
+    }
+    let _ = out.flush();
+    let got: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    match want {
+        Some(w) if w != got => Err(CliError::Failed(
+            format!("the downloaded bytes of {name} have sha256 {got}, the server recorded {w}"),
+            Vec::new(),
+        )),
+        _ => Ok(()),
+    }
 }

@@ -79,7 +79,7 @@ impl Cluster {
         self.server_with(node, &[])
     }
 
-    /// [`Cluster::server`] with extra flags (`--executor local`, …).
+    /// [`Cluster::server`] with more arguments of `aiflow server`.
     pub(crate) fn server_with(&self, node: &str, extra: &[&str]) -> (Proc, String) {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--dags", "none"])

@@ -1,6 +1,6 @@
 //! Checks shared by AI graphs and workflow documents.
 
-use crate::graph::{Catchup, EventCondition, JobSpec, Resources, Trigger};
+use crate::graph::{Catchup, EventCondition, JobSpec, Pull, Resources, Trigger};
 use crate::problem::Problems;
 use crate::schedule::{DEFAULT_TIMEZONE, normalize_cron, parse_cron, parse_timezone};
 use crate::workflow::WorkflowTrigger;
@@ -33,6 +33,37 @@ pub(crate) fn check_at_most(value: Option<u64>, max: u64, location: &str, p: &mu
             location,
             format!("{v} is over the largest allowed value {max}"),
         );
+    }
+}
+
+/// A job's `env_from`: plain variable names, each naming a secret by a plain name (letters,
+/// digits, `.`, `_`, `-`, not starting with `.`, at most 128 bytes): a secret is a file of the
+/// server's secrets folder, and its name never leads out of it.
+pub(crate) fn check_env_from(
+    env_from: &std::collections::BTreeMap<String, String>,
+    loc: &str,
+    p: &mut Problems,
+) {
+    for (k, v) in env_from {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            p.push(
+                format!("{loc}.{k}"),
+                format!("environment variable name {k:?} is invalid: use letters, digits and _"),
+            );
+        }
+        let plain = !v.is_empty()
+            && v.len() <= 128
+            && !v.starts_with('.')
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            p.push(
+                format!("{loc}.{k}"),
+                format!(
+                    "secret name {v:?} is invalid: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'"
+                ),
+            );
+        }
     }
 }
 
@@ -79,6 +110,120 @@ pub(crate) fn check_job_numbers(
         &format!("{loc}.resources.gpus"),
         p,
     );
+}
+
+/// Longest container image reference, in bytes.
+pub const MAX_IMAGE_LEN: usize = 512;
+
+/// A container image reference as a Docker Engine takes it: `[host[:port]/]path[:tag][@digest]`,
+/// path components of lowercase letters, digits and `.`, `_`, `-` separators; a tag of at most
+/// 128 letters, digits, `_`, `.`, `-`; a digest `algorithm:hex`. `None` when it is fine,
+/// otherwise the reason.
+#[must_use]
+pub fn image_problem(image: &str) -> Option<String> {
+    if image.is_empty() {
+        return Some("image is empty".into());
+    }
+    if image.len() > MAX_IMAGE_LEN {
+        return Some(format!(
+            "image is {} bytes long, at most {MAX_IMAGE_LEN} allowed",
+            image.len()
+        ));
+    }
+    if let Some(c) = image
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Some(format!("image {image:?} has the character {c:?}"));
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Some(format!(
+                "image {image:?} has a malformed digest; expected algorithm:hex after '@'"
+            ));
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/' (a ':' before it is a port).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Some(format!(
+                "image {image:?} has an invalid tag {tag:?}: 1-128 letters, digits, '_', '.', '-'"
+            ));
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // A first component with '.', ':' or "localhost" is a registry host: its own rules.
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = host
+            .split_once(':')
+            .map_or((host, None), |(h, p)| (h, Some(p)));
+        let host_ok = !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            && port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !host_ok {
+            return Some(format!(
+                "image {image:?} has an invalid registry host {host:?}"
+            ));
+        }
+    }
+    for part in parts {
+        let ok = !part.is_empty()
+            && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !ok {
+            return Some(format!(
+                "image {image:?} has an invalid name component {part:?}: lowercase letters, digits and '.', '_', '-' between them"
+            ));
+        }
+    }
+    None
+}
+
+/// `image` and `pull` of one job or node.
+pub(crate) fn check_image(image: Option<&str>, pull: Option<&Pull>, loc: &str, p: &mut Problems) {
+    if let Some(reason) = image.and_then(image_problem) {
+        p.push(format!("{loc}.image"), reason);
+    }
+    if let Some(pull) = pull
+        && !pull.is_known()
+    {
+        p.push(
+            format!("{loc}.pull"),
+            format!(
+                "unknown pull {:?}, expected one of {}",
+                pull.as_str(),
+                Pull::KNOWN.join(", ")
+            ),
+        );
+    }
 }
 
 /// The fast path of [`check_name`]: `true` when the name is fine.
@@ -188,6 +333,8 @@ pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut P
             );
         }
     }
+    check_image(spec.image.as_deref(), spec.pull.as_ref(), &loc(), p);
+    check_env_from(&spec.env_from, &format!("{}.env_from", loc()), p);
     check_job_numbers(
         spec.timeout_s,
         spec.retries,

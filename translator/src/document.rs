@@ -134,7 +134,17 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
             }
         }
         let commands = job.commands().count();
-        if commands == 0 {
+        crate::check::check_image(job.image.as_deref(), job.pull.as_ref(), &loc, &mut p);
+        if job.pull.is_some() && job.image.is_none() {
+            p.push(
+                format!("{loc}.pull"),
+                format!(
+                    "job {:?} sets pull but no image; pull only applies to a container job",
+                    job.name
+                ),
+            );
+        }
+        if commands == 0 && job.image.is_none() {
             p.push(
                 format!("{loc}.nodes"),
                 format!("job {:?} has no command", job.name),
@@ -156,6 +166,15 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
                 format!("{loc}.timeout_s"),
                 "timeout must be at least 1 second",
             );
+        }
+        crate::check::check_env_from(&job.env_from, &format!("{loc}.env_from"), &mut p);
+        for k in job.env_from.keys() {
+            if job.env.contains_key(k) {
+                p.push(
+                    format!("{loc}.env_from.{k}"),
+                    format!("{k} is set both in env and in env_from"),
+                );
+            }
         }
         crate::check::check_job_numbers(
             job.timeout_s,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::names::{Action, Catchup, Life, Op, StatusCondition};
+pub use crate::names::{Action, Catchup, Life, Op, Pull, StatusCondition};
 
 /// The namespace used when a document names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -83,8 +83,20 @@ pub struct JobSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are the server's named secrets, `{"VARIABLE": "secret-name"}`:
+    /// read at launch from `<data_dir>/secrets/<secret-name>`, never stored in the document.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Run the job in a container from this image (`name[:tag][@digest]`, as a Docker Engine
+    /// names it) instead of as a host process; `command` becomes the container's command (the
+    /// image's own when no node gives one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the image is pulled: `if_missing` (default), `always` or `never`. Needs `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<Pull>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

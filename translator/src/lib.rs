@@ -32,13 +32,13 @@ mod translate;
 pub mod workflow;
 
 pub use check::{
-    MAX_CPUS, MAX_DURATION_S, MAX_GPUS, MAX_KEY_LEN, MAX_MEMORY_MB, MAX_NAME_LEN, MAX_RETRIES,
-    MAX_RETRY_BACKOFF_S,
+    MAX_CPUS, MAX_DURATION_S, MAX_GPUS, MAX_IMAGE_LEN, MAX_KEY_LEN, MAX_MEMORY_MB, MAX_NAME_LEN,
+    MAX_RETRIES, MAX_RETRY_BACKOFF_S, image_problem,
 };
 pub use document::{Document, parse_graph, validate_workflow};
 pub use graph::{
     Action, AiGraph, AiNode, Catchup, Condition, ControlEdge, DataEdge, EventCondition, JobSpec,
-    JobStatusCondition, Life, Op, Resources, StatusCondition, Trigger,
+    JobStatusCondition, Life, Op, Pull, Resources, StatusCondition, Trigger,
 };
 pub use problem::{Problem, ValidationErrors};
 pub use translate::{translate, validate};

@@ -138,6 +138,18 @@ string_enum! {
 }
 
 string_enum! {
+    /// When a container job's image is pulled from its registry.
+    Pull {
+        /// Only when the engine does not have the image (the default).
+        IfMissing = "if_missing",
+        /// Before every attempt, so a moved tag is followed.
+        Always = "always",
+        /// Never: the image must already be on the engine (air-gapped clusters).
+        Never = "never",
+    }
+}
+
+string_enum! {
     /// What a cron trigger does about ticks missed while the scheduler was down.
     Catchup {
         None = "none",

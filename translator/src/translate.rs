@@ -393,6 +393,8 @@ impl<T: PartialEq + std::fmt::Debug + Clone> Setting<T> {
 fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
     let mut name = Setting::new();
     let mut working_dir = Setting::new();
+    let mut image = Setting::new();
+    let mut pull = Setting::new();
     let mut timeout_s = Setting::new();
     let mut retries = Setting::new();
     let mut retry_backoff_s = Setting::new();
@@ -401,10 +403,13 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
     let mut resources = Setting::new();
     let mut priority = Setting::new();
     let mut env: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut env_from: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for &i in nodes {
         let spec = &ai.nodes[i].job;
         name.offer(spec.name.as_ref(), i, "name", ai, p);
         working_dir.offer(spec.working_dir.as_ref(), i, "working_dir", ai, p);
+        image.offer(spec.image.as_ref(), i, "image", ai, p);
+        pull.offer(spec.pull.as_ref(), i, "pull", ai, p);
         timeout_s.offer(spec.timeout_s.as_ref(), i, "timeout_s", ai, p);
         retries.offer(spec.retries.as_ref(), i, "retries", ai, p);
         retry_backoff_s.offer(spec.retry_backoff_s.as_ref(), i, "retry_backoff_s", ai, p);
@@ -427,6 +432,29 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
                 }
             }
         }
+        for (k, v) in &spec.env_from {
+            match env_from.get(k) {
+                Some((old, from)) if old != v => p.push(
+                    format!("nodes[{i}].job.env_from.{k}"),
+                    format!(
+                        "env_from {k}={v:?} conflicts with {old:?} set by node {:?} of the same job",
+                        ai.nodes[*from].name
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    env_from.insert(k.clone(), (v.clone(), i));
+                }
+            }
+        }
+    }
+    for (k, (_, i)) in &env_from {
+        if env.contains_key(k) {
+            p.push(
+                format!("nodes[{i}].job.env_from.{k}"),
+                format!("{k} is set both in env and in env_from of the same job"),
+            );
+        }
     }
     let first = nodes[0];
     let job_name = name.get().unwrap_or_else(|| ai.nodes[first].name.clone());
@@ -444,7 +472,18 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
         })
         .collect();
     let commands = job_nodes.iter().filter(|n| !n.command.is_empty()).count();
-    if commands == 0 {
+    let image = image.get();
+    let pull = pull.get();
+    if pull.is_some() && image.is_none() {
+        p.push(
+            format!("nodes[{first}].job.pull"),
+            format!(
+                "job {job_name:?} sets pull but no image; pull only applies to a container job"
+            ),
+        );
+    }
+    // A container job with no command runs its image's own.
+    if commands == 0 && image.is_none() {
         p.push(
             format!("nodes[{first}].job.command"),
             format!("job {job_name:?} has no command: set job.command on one of its nodes"),
@@ -461,7 +500,10 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
         name: job_name,
         nodes: job_nodes,
         env: env.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        env_from: env_from.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         working_dir: working_dir.get(),
+        image,
+        pull,
         timeout_s: timeout_s.get(),
         retries: retries.get().unwrap_or(0),
         retry_backoff_s: retry_backoff_s.get(),

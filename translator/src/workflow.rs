@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Action, Catchup, EventCondition, Life, Op, Resources, StatusCondition};
+use crate::graph::{Action, Catchup, EventCondition, Life, Op, Pull, Resources, StatusCondition};
 
 /// The version of the workflow document format this crate writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -58,8 +58,18 @@ pub struct Job {
     pub nodes: Vec<JobNode>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are the server's named secrets (`VARIABLE → secret name`),
+    /// read when each attempt starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The container image the job runs in (none: a host process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the image is pulled (none: `if_missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<Pull>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default)]

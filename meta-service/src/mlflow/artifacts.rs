@@ -4,6 +4,12 @@
 //! upload over the size limit is refused and leaves nothing behind; a path with `..`, `.`, an
 //! empty part, a backslash or a NUL is refused. A run's artifact URI is
 //! `mlflow-artifacts:/<experiment>/<run>/artifacts`.
+//!
+//! The same store keeps the content of AI Flow's own artifacts (`PUT|GET
+//! /api/v1/artifacts/{name}/content`, [`crate::content`]) under a reserved top folder,
+//! `.aiflow-artifacts/<artifact id>`, which the `mlflow-artifacts` API neither lists nor reaches.
+//! Every upload computes the file's sha256 as it streams and can be refused on a mismatch before
+//! anything is kept.
 
 use std::path::{Path as FsPath, PathBuf};
 
@@ -13,6 +19,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Ml, MlError, MlResult, Req};
@@ -23,9 +30,20 @@ use crate::store::sql::{get_i, get_s, now_us};
 pub(crate) const SCHEME_ROOT: &str = "mlflow-artifacts:";
 /// Prefix of the temporary file of an upload in progress (hidden from listings).
 const PARTIAL: &str = ".aiflow-upload-";
+/// Top folder of the content of native artifacts (hidden from and refused by the MLflow API).
+pub(crate) const NATIVE: &str = ".aiflow-artifacts";
+/// Every name starting so is the store's own: refused in MLflow paths, hidden from listings.
+const RESERVED: &str = ".aiflow-";
 
 /// Bytes per stored chunk of the database store.
 const CHUNK: usize = 1024 * 1024;
+
+/// What an upload kept: its size and the sha256 of its bytes (64 lower-case hex digits).
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
+}
 
 /// The artifact store.
 #[derive(Debug)]
@@ -63,7 +81,7 @@ impl Artifacts {
                 || part == "."
                 || part == ".."
                 || part.contains(['\\', '\0'])
-                || part.starts_with(PARTIAL)
+                || part.starts_with(RESERVED)
             {
                 return Err(MlError::invalid(format!(
                     "artifact path {path:?} is refused: it must be relative, without '.', '..', empty parts or backslashes"
@@ -73,6 +91,157 @@ impl Artifacts {
         }
         Ok(out)
     }
+
+    /// The largest upload, in bytes.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Stores `body` at `key` (a path already checked, or a [`NATIVE`] key), streaming it to a
+    /// temporary file or into a transaction. With `expect`, a body whose sha256 differs is
+    /// refused (422 `CHECKSUM_MISMATCH`) and nothing is kept; over the size limit, 413.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        file_path: &FsPath,
+        body: Body,
+        expect: Option<&str>,
+    ) -> MlResult<Stored> {
+        let body = drained(body, self.max_bytes);
+        if let Some(db) = &self.db {
+            return db_upload(db, key, body, self.max_bytes, expect).await;
+        }
+        let dir = file_path
+            .parent()
+            .map_or_else(|| self.root.clone(), FsPath::to_path_buf);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotADirectory
+                || e.kind() == std::io::ErrorKind::AlreadyExists
+            {
+                MlError::invalid(format!("artifact path {key:?}: a parent is a file"))
+            } else {
+                io_err(e)
+            }
+        })?;
+        if tokio::fs::metadata(file_path)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(MlError::invalid(format!(
+                "artifact path {key:?} is a directory"
+            )));
+        }
+        let tmp = dir.join(format!("{PARTIAL}{}", uuid::Uuid::new_v4().simple()));
+        let written = write_limited(&tmp, body, self.max_bytes)
+            .await
+            .and_then(|stored| check_sum(stored, expect));
+        match written {
+            Ok(stored) => {
+                tokio::fs::rename(&tmp, file_path).await.map_err(io_err)?;
+                tracing::debug!(path = key, bytes = stored.bytes, "artifact stored");
+                Ok(stored)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The stored content of native artifact `id`: its key and file path.
+    pub(crate) fn native(&self, id: i64) -> (String, PathBuf) {
+        let key = format!("{NATIVE}/{id}");
+        let path = self.root.join(NATIVE).join(id.to_string());
+        (key, path)
+    }
+
+    /// Streams the file at `key` (`file_path` in the file store); 404 when there is none.
+    pub(crate) async fn get(&self, key: &str, file_path: &FsPath) -> MlResult<Response> {
+        if let Some(db) = &self.db {
+            return db_download(db, key).await;
+        }
+        file_download(file_path, key).await
+    }
+}
+
+/// The most of a body over the limit that is read (and dropped) before the refusal.
+pub(crate) const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+/// The longest time spent reading it.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `body`, whose rest is read and dropped once it passes `max` bytes (up to [`DRAIN_MAX`] more,
+/// for up to [`DRAIN_TIME`]) before the chunk that passes the limit is handed on: the upload is
+/// then refused with the client listening for the answer, instead of a connection reset while
+/// it still sends.
+fn drained(body: Body, max: u64) -> Body {
+    let stream = body.into_data_stream();
+    let s = futures::stream::unfold((stream, 0u64, false), move |(mut s, n, over)| async move {
+        if over {
+            return None;
+        }
+        match s.next().await {
+            None => None,
+            Some(Err(e)) => Some((Err(e), (s, n, true))),
+            Some(Ok(chunk)) => {
+                let n = n + chunk.len() as u64;
+                if n > max {
+                    let _ = tokio::time::timeout(DRAIN_TIME, async {
+                        let mut extra = 0u64;
+                        while let Some(Ok(c)) = s.next().await {
+                            extra += c.len() as u64;
+                            if extra > DRAIN_MAX {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    return Some((Ok(chunk), (s, n, true)));
+                }
+                Some((Ok(chunk), (s, n, false)))
+            }
+        }
+    });
+    Body::from_stream(s)
+}
+
+/// Reads and drops `body` (up to [`DRAIN_MAX`] bytes, for up to [`DRAIN_TIME`]): an upload
+/// refused before its body was read is answered with the client listening.
+pub(crate) async fn drain(body: Body) {
+    let mut s = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Some(Ok(c)) = s.next().await {
+            n += c.len() as u64;
+            if n > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The sha256 of a finished upload against the one expected.
+fn check_sum(stored: Stored, expect: Option<&str>) -> MlResult<Stored> {
+    match expect {
+        Some(want) if !want.eq_ignore_ascii_case(&stored.sha256) => Err(MlError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CHECKSUM_MISMATCH",
+            format!(
+                "the uploaded bytes have sha256 {} but {want} was expected; nothing was stored",
+                stored.sha256
+            ),
+        )),
+        _ => Ok(stored),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// `GET /api/2.0/mlflow-artifacts/artifacts?path=…`: the entries of a directory.
@@ -103,7 +272,7 @@ async fn list(st: &Ml, path: &str) -> MlResult<serde_json::Value> {
     };
     while let Some(e) = rd.next_entry().await.map_err(io_err)? {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(PARTIAL) {
+        if name.starts_with(RESERVED) {
             continue;
         }
         let meta = e.metadata().await.map_err(io_err)?;
@@ -165,14 +334,17 @@ async fn download(st: &Ml, path: &str) -> MlResult<Response> {
     if let Some(db) = &st.artifacts.db {
         return db_download(db, &st.artifacts.key(path)?).await;
     }
-    let file_path = st.artifacts.resolve(path)?;
-    let meta = tokio::fs::metadata(&file_path).await.ok();
+    file_download(&st.artifacts.resolve(path)?, path).await
+}
+
+async fn file_download(file_path: &FsPath, path: &str) -> MlResult<Response> {
+    let meta = tokio::fs::metadata(file_path).await.ok();
     if !meta.as_ref().is_some_and(std::fs::Metadata::is_file) {
         return Err(MlError::not_found(format!(
             "artifact {path:?} does not exist"
         )));
     }
-    let file = tokio::fs::File::open(&file_path).await.map_err(io_err)?;
+    let file = tokio::fs::File::open(file_path).await.map_err(io_err)?;
     let stream = futures::stream::unfold(file, |mut f| async move {
         let mut buf = vec![0u8; 64 * 1024];
         match f.read(&mut buf).await {
@@ -200,59 +372,31 @@ async fn upload(st: &Ml, path: &str, body: Body) -> MlResult<Response> {
     if path.trim_matches('/').is_empty() {
         return Err(MlError::invalid("an upload needs a file path"));
     }
-    if let Some(db) = &st.artifacts.db {
-        return db_upload(db, &st.artifacts.key(path)?, body, st.artifacts.max_bytes).await;
-    }
-    let dir = file_path
-        .parent()
-        .map_or_else(|| st.artifacts.root.clone(), FsPath::to_path_buf);
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotADirectory
-            || e.kind() == std::io::ErrorKind::AlreadyExists
-        {
-            MlError::invalid(format!("artifact path {path:?}: a parent is a file"))
-        } else {
-            io_err(e)
-        }
-    })?;
-    if tokio::fs::metadata(&file_path)
-        .await
-        .is_ok_and(|m| m.is_dir())
-    {
-        return Err(MlError::invalid(format!(
-            "artifact path {path:?} is a directory"
-        )));
-    }
-    let tmp = dir.join(format!("{PARTIAL}{}", uuid::Uuid::new_v4().simple()));
-    let written = write_limited(&tmp, body, st.artifacts.max_bytes).await;
-    match written {
-        Ok(n) => {
-            tokio::fs::rename(&tmp, &file_path).await.map_err(io_err)?;
-            tracing::debug!(path, bytes = n, "artifact stored");
-            Ok(axum::Json(json!({})).into_response())
-        }
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            Err(e)
-        }
-    }
+    let key = st.artifacts.key(path)?;
+    st.artifacts.put(&key, &file_path, body, None).await?;
+    Ok(axum::Json(json!({})).into_response())
 }
 
-async fn write_limited(tmp: &FsPath, body: Body, max: u64) -> MlResult<u64> {
+async fn write_limited(tmp: &FsPath, body: Body, max: u64) -> MlResult<Stored> {
     let mut f = tokio::fs::File::create(tmp).await.map_err(io_err)?;
     let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
+    let mut sha = Sha256::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| MlError::invalid(format!("upload interrupted: {e}")))?;
         n += chunk.len() as u64;
         if n > max {
             return Err(too_large(max));
         }
+        sha.update(&chunk);
         f.write_all(&chunk).await.map_err(io_err)?;
     }
     f.flush().await.map_err(io_err)?;
     f.sync_all().await.map_err(io_err)?;
-    Ok(n)
+    Ok(Stored {
+        bytes: n,
+        sha256: hex(&sha.finalize()),
+    })
 }
 
 async fn delete(st: &Ml, path: &str) -> MlResult<Response> {
@@ -301,6 +445,9 @@ async fn db_list(db: &Store, dir: &str) -> MlResult<serde_json::Value> {
     for r in rows {
         let path = get_s(&r, "path")?;
         let rest = &path[prefix.len()..];
+        if rest.starts_with(RESERVED) {
+            continue;
+        }
         match rest.split_once('/') {
             Some((d, _)) => {
                 if last_dir.as_deref() != Some(d) {
@@ -358,7 +505,13 @@ async fn db_download(db: &Store, path: &str) -> MlResult<Response> {
         .into_response())
 }
 
-async fn db_upload(db: &Store, path: &str, body: Body, max: u64) -> MlResult<Response> {
+async fn db_upload(
+    db: &Store,
+    path: &str,
+    body: Body,
+    max: u64,
+    expect: Option<&str>,
+) -> MlResult<Stored> {
     let mut tx = db.begin().await?;
     // A file cannot sit where a directory is, nor under a file.
     let dir: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -396,6 +549,7 @@ async fn db_upload(db: &Store, path: &str, body: Body, max: u64) -> MlResult<Res
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let (mut n, mut seq) = (0u64, 0i64);
+    let mut sha = Sha256::new();
     loop {
         let next = stream.next().await;
         if let Some(chunk) = &next {
@@ -407,6 +561,7 @@ async fn db_upload(db: &Store, path: &str, body: Body, max: u64) -> MlResult<Res
                 // Dropping the transaction rolls it back: nothing is kept.
                 return Err(too_large(max));
             }
+            sha.update(chunk);
             buf.extend_from_slice(chunk);
         }
         while buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
@@ -424,6 +579,14 @@ async fn db_upload(db: &Store, path: &str, body: Body, max: u64) -> MlResult<Res
             break;
         }
     }
+    // A mismatch drops the transaction: nothing is kept.
+    let stored = check_sum(
+        Stored {
+            bytes: n,
+            sha256: hex(&sha.finalize()),
+        },
+        expect,
+    )?;
     sqlx::query(
         "INSERT INTO meta_artifact_files (path, size_bytes, chunks, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes, chunks = excluded.chunks, \
@@ -438,7 +601,7 @@ async fn db_upload(db: &Store, path: &str, body: Body, max: u64) -> MlResult<Res
     .map_err(crate::Error::Db)?;
     db.commit(tx, false).await?;
     tracing::debug!(path, bytes = n, "artifact stored in the database");
-    Ok(axum::Json(json!({})).into_response())
+    Ok(stored)
 }
 
 async fn db_delete(db: &Store, path: &str) -> MlResult<Response> {
@@ -486,6 +649,7 @@ mod tests {
             "1\\..\\x",
             "a/\0b",
             "1/.aiflow-upload-x",
+            ".aiflow-artifacts/1",
         ] {
             let e = a.resolve(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::Store;
 use crate::error::Error;
 
-mod artifacts;
+pub(crate) mod artifacts;
 mod filter;
 mod registry;
 mod store;
@@ -46,15 +46,9 @@ pub(crate) struct Ml {
 /// The MLflow routes. Artifacts are files under `artifact_dir` on SQLite and rows of the
 /// database on PostgreSQL; an upload over `max_artifact_bytes` is refused (413).
 pub fn router(store: Store, artifact_dir: PathBuf, max_artifact_bytes: u64) -> axum::Router {
-    // PostgreSQL: every replica serves every artifact from the database; SQLite: files.
-    let db = (store.db().backend == aiflow_db::Backend::Postgres).then(|| store.clone());
     let st = Ml {
+        artifacts: artifact_store(&store, artifact_dir, max_artifact_bytes),
         store,
-        artifacts: Arc::new(artifacts::Artifacts::new(
-            artifact_dir,
-            max_artifact_bytes,
-            db,
-        )),
     };
     axum::Router::new()
         .route("/api/2.0/mlflow/{*endpoint}", any(api))
@@ -70,12 +64,27 @@ pub fn router(store: Store, artifact_dir: PathBuf, max_artifact_bytes: u64) -> a
         .with_state(st)
 }
 
+/// The artifact store of `store`: on PostgreSQL every replica serves every file from the
+/// database; on SQLite, files under `artifact_dir`.
+pub(crate) fn artifact_store(
+    store: &Store,
+    artifact_dir: PathBuf,
+    max_artifact_bytes: u64,
+) -> Arc<artifacts::Artifacts> {
+    let db = (store.db().backend == aiflow_db::Backend::Postgres).then(|| store.clone());
+    Arc::new(artifacts::Artifacts::new(
+        artifact_dir,
+        max_artifact_bytes,
+        db,
+    ))
+}
+
 /// An MLflow error: `{"error_code": …, "message": …}` with its HTTP status.
 #[derive(Debug)]
 pub(crate) struct MlError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 pub(crate) type MlResult<T> = Result<T, MlError>;

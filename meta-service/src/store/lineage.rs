@@ -8,7 +8,7 @@ use aiflow_api::meta::{
     NewModelVersion, OpenLineageDataset, OpenLineageResult, OpenLineageRunEvent,
 };
 
-use super::entities::{DATASETS, MODELS};
+use super::entities::MODELS;
 use super::outbox::enqueue;
 use super::sql::{get_i, get_s, now_us, to_us};
 use super::{Store, Tx};
@@ -410,6 +410,64 @@ impl Store {
         Ok(id)
     }
 
+    /// The dataset an OpenLineage dataset stands for (`name` from [`ol_target`]: qualified by
+    /// its namespace), registered on first sight with its namespace and name in its
+    /// properties. A dataset registered under the bare name before namespaces were kept, whose
+    /// latest version has the URI `<namespace>/<name>`, is still that dataset. The schema facet
+    /// fills the dataset's schema and the documentation facet its description.
+    async fn ol_dataset(&self, tx: &mut Tx, d: &OpenLineageDataset, name: &str) -> Result<i64> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM meta_datasets WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let legacy = if found.is_none() && name != d.name {
+            sqlx::query_scalar(
+                "SELECT d.id FROM meta_datasets d JOIN meta_dataset_versions v                  ON v.dataset_id = d.id AND v.version = d.latest_version                  WHERE d.name = $1 AND d.deleted_at IS NULL AND v.uri = $2",
+            )
+            .bind(&d.name)
+            .bind(format!("{}/{}", d.namespace, d.name))
+            .fetch_optional(&mut **tx)
+            .await?
+        } else {
+            None
+        };
+        let id = match found.or(legacy) {
+            Some(id) => id,
+            None => {
+                let props = serde_json::json!({
+                    "source": "openlineage",
+                    "openlineage": {"namespace": d.namespace, "name": d.name},
+                });
+                sqlx::query_scalar(
+                    "INSERT INTO meta_datasets (name, properties, tags, created_at, updated_at)                      VALUES ($1, $2, '{}', $3, $3) RETURNING id",
+                )
+                .bind(name)
+                .bind(props.to_string())
+                .bind(now_us())
+                .fetch_one(&mut **tx)
+                .await?
+            }
+        };
+        let (schema, description) = ol_facets(d);
+        if let Some(fields) = schema {
+            sqlx::query("UPDATE meta_datasets SET schema_fields = $1 WHERE id = $2")
+                .bind(serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into()))
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some(text) = description {
+            sqlx::query("UPDATE meta_datasets SET description = $1 WHERE id = $2")
+                .bind(text)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(id)
+    }
+
     /// The dataset version an OpenLineage dataset stands for: a new one (`create`) or the
     /// latest (made when the dataset has none).
     async fn ol_dataset_version(
@@ -420,7 +478,7 @@ impl Store {
         produced_by: Option<&str>,
         create: bool,
     ) -> Result<i64> {
-        let dataset_id = self.ensure_named(tx, DATASETS.table, name).await?;
+        let dataset_id = self.ol_dataset(tx, d, name).await?;
         if !create {
             let latest: Option<i64> = sqlx::query_scalar(
                 "SELECT v.id FROM meta_dataset_versions v JOIN meta_datasets d ON d.id = v.dataset_id \
@@ -460,20 +518,58 @@ impl Store {
     }
 }
 
+/// The OpenLineage namespace of AI Flow's own datasets (their names stay bare).
+pub(crate) const OPENLINEAGE_NAMESPACE: &str = "aiflow";
+
+/// The schema facet (`facets.schema.fields[].name|type`) and the documentation facet
+/// (`facets.documentation.description`) of a dataset.
+fn ol_facets(
+    d: &OpenLineageDataset,
+) -> (Option<Vec<aiflow_api::meta::SchemaField>>, Option<String>) {
+    let Some(facets) = d.facets.as_ref() else {
+        return (None, None);
+    };
+    let schema = facets["schema"]["fields"].as_array().map(|fields| {
+        fields
+            .iter()
+            .filter_map(|f| {
+                Some(aiflow_api::meta::SchemaField {
+                    name: f["name"].as_str()?.to_string(),
+                    data_type: f["type"].as_str().unwrap_or("").to_string(),
+                })
+            })
+            .collect()
+    });
+    let description = facets["documentation"]["description"]
+        .as_str()
+        .map(str::to_string);
+    (schema, description)
+}
+
 /// `("model", NAME)` for `model/NAME` names or the `aiflow.model` namespace, else
-/// `("dataset", NAME)` with characters names may not hold replaced by `_`.
+/// `("dataset", NAME)`. A dataset keeps its namespace in its name, `<namespace>/<name>`
+/// (`orders` in `postgres://a` is `postgres://a/orders`, a dataset apart from `s3://b/orders`),
+/// except in the namespace `aiflow` (AI Flow's own datasets) or an empty one. Characters names
+/// may not hold are replaced by `_`.
 fn ol_target(d: &OpenLineageDataset, field: &str) -> Result<(&'static str, String)> {
+    let ns = d.namespace.trim().trim_end_matches('/');
+    let qualified;
     let (kind, raw) = if let Some(n) = d.name.strip_prefix("model/") {
         ("model", n)
     } else if d.namespace == "aiflow.model" {
         ("model", d.name.as_str())
-    } else {
+    } else if ns.is_empty() || ns == OPENLINEAGE_NAMESPACE {
         ("dataset", d.name.as_str())
+    } else {
+        qualified = format!("{ns}/{}", d.name.trim_start_matches('/'));
+        ("dataset", qualified.as_str())
     };
     let mut name: String = raw
         .chars()
         .map(|c| {
-            if c.is_whitespace() || c.is_control() || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
+            if c.is_whitespace()
+                || aiflow_api::is_deceptive_char(c)
+                || matches!(c, '?' | '&' | '=' | '@' | ',' | '%')
             {
                 '_'
             } else {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::{App, assert_error, both};
 
 both!(pipeline_lineage);
+both!(openlineage_namespaces_and_facets);
 
 fn ids(g: &Value) -> BTreeSet<String> {
     g["nodes"]
@@ -168,14 +169,17 @@ async fn pipeline_lineage(app: App) {
     });
     let r = app.ok_post("/lineage", complete).await;
     assert_eq!(r["state"], "SUCCEEDED");
-    assert_eq!(r["outputs"], json!(["dataset:scores@1"]));
+    // The dataset keeps its OpenLineage namespace in its name.
+    assert_eq!(r["outputs"], json!(["dataset:s3://bucket/scores@1"]));
     let run = "job_execution:0193a1b2-0000-7000-8000-000000000001";
     let g = app.ok_get("/lineage?node=model:fraud@1&depth=2").await;
     assert!(ids(&g).contains(run), "{g}");
-    assert!(ids(&g).contains("dataset:scores@1"), "{g}");
-    assert!(edges(&g).contains(&(run.to_string(), "dataset:scores@1".to_string())));
+    assert!(ids(&g).contains("dataset:s3://bucket/scores@1"), "{g}");
+    assert!(edges(&g).contains(&(run.to_string(), "dataset:s3://bucket/scores@1".to_string())));
     assert!(edges(&g).contains(&("model:fraud@1".to_string(), run.to_string())));
-    let scores = app.ok_get("/datasets/scores/versions/1").await;
+    let scores = app
+        .ok_get("/datasets/s3:%2F%2Fbucket%2Fscores/versions/1")
+        .await;
     assert_eq!(
         scores["produced_by"],
         "0193a1b2-0000-7000-8000-000000000001"
@@ -186,7 +190,7 @@ async fn pipeline_lineage(app: App) {
             .await
             .unwrap()
             .iter()
-            .any(|e| e.key == "dataset/scores")
+            .any(|e| e.key == "dataset/s3://bucket/scores")
     );
 
     let (st, b) = app
@@ -213,4 +217,79 @@ async fn pipeline_lineage(app: App) {
     assert_eq!(jobs.as_array().unwrap().len(), 3);
     let (st, b) = app.get("/executions?cursor=bad").await;
     assert_error(st, &b, 400, "cursor");
+}
+
+/// `orders` in `postgres://a` and `orders` in `s3://b` stay two datasets; the schema and
+/// documentation facets fill the dataset's schema and description; the `aiflow` namespace names
+/// AI Flow's own datasets; a dataset registered under its bare name before keeps being found.
+async fn openlineage_namespaces_and_facets(app: App) {
+    let event = |run: &str, outputs: Value| {
+        json!({
+            "eventType": "COMPLETE", "eventTime": "2026-11-25T10:05:00Z",
+            "run": {"runId": run}, "job": {"namespace": "spark", "name": "copy"},
+            "outputs": outputs
+        })
+    };
+    let r = app
+        .ok_post(
+            "/lineage",
+            event(
+                "r1",
+                json!([
+                    {"namespace": "postgres://a", "name": "orders", "facets": {
+                        "schema": {"_producer": "p", "_schemaURL": "u", "fields": [
+                            {"name": "id", "type": "int64"}, {"name": "total", "type": "float64"}]},
+                        "documentation": {"_producer": "p", "_schemaURL": "u", "description": "Orders of shop A"}
+                    }},
+                    {"namespace": "s3://b/", "name": "orders"},
+                    {"namespace": "aiflow", "name": "features"}
+                ]),
+            ),
+        )
+        .await;
+    assert_eq!(
+        r["outputs"],
+        json!([
+            "dataset:postgres://a/orders@1",
+            "dataset:s3://b/orders@1",
+            "dataset:features@1"
+        ])
+    );
+    let a = app.ok_get("/datasets/postgres:%2F%2Fa%2Forders").await;
+    assert_eq!(
+        a["schema"],
+        json!([{"name": "id", "type": "int64"}, {"name": "total", "type": "float64"}])
+    );
+    assert_eq!(a["description"], "Orders of shop A");
+    assert_eq!(a["properties"]["openlineage"]["namespace"], "postgres://a");
+    assert_eq!(a["properties"]["openlineage"]["name"], "orders");
+    let b = app.ok_get("/datasets/s3:%2F%2Fb%2Forders").await;
+    assert_eq!(b["schema"], json!([]));
+    assert_ne!(a["id"], b["id"]);
+    // A second event for the same namespace and name is the same dataset, a new version.
+    let r = app
+        .ok_post(
+            "/lineage",
+            event(
+                "r2",
+                json!([{"namespace": "postgres://a", "name": "orders"}]),
+            ),
+        )
+        .await;
+    assert_eq!(r["outputs"], json!(["dataset:postgres://a/orders@2"]));
+
+    // Before namespaces were kept: a bare `legacy` whose latest version is `gs://c/legacy`.
+    let (st, body) = app.post("/datasets", json!({"name": "legacy"})).await;
+    assert_eq!(st.as_u16(), 201, "{body}");
+    let (st, body) = app
+        .post("/datasets/legacy/versions", json!({"uri": "gs://c/legacy"}))
+        .await;
+    assert_eq!(st.as_u16(), 201, "{body}");
+    let r = app
+        .ok_post(
+            "/lineage",
+            event("r3", json!([{"namespace": "gs://c", "name": "legacy"}])),
+        )
+        .await;
+    assert_eq!(r["outputs"], json!(["dataset:legacy@2"]));
 }

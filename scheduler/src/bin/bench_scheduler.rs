@@ -65,6 +65,9 @@ async fn env(max_running: usize) -> Env {
             log_max_bytes: None,
             supervisor: supervisor(),
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
+            job_env_passthrough: Vec::new(),
         },
         rx,
     )

@@ -187,9 +187,16 @@ impl Core {
                 continue;
             }
             let (id, job) = (id.clone(), job.clone());
-            if let Some(request) = self.launch_request(&id, &job) {
-                self.hold_slot(&id, &job);
-                launches.push(request);
+            match self.launch_request(&id, &job) {
+                Some(Ok(request)) => {
+                    self.hold_slot(&id, &job);
+                    launches.push(request);
+                }
+                Some(Err(message)) => {
+                    let attempt = *attempt;
+                    self.on_job_ended(&id, &job, attempt, Outcome::Failed { message });
+                }
+                None => {}
             }
         }
         self.waiting.extend(blocked);
@@ -199,13 +206,29 @@ impl Core {
 
     /// What the executor gets to start the job's current attempt: the job's document and its
     /// environment with the `AIFLOW_*` variables.
-    pub(crate) fn launch_request(&mut self, id: &str, job: &str) -> Option<LaunchRequest> {
+    ///
+    /// The one read it does is of the job's secrets (`env_from`, files under the data folder):
+    /// a job whose secrets cannot be read fails with the reason.
+    pub(crate) fn launch_request(
+        &mut self,
+        id: &str,
+        job: &str,
+    ) -> Option<Result<LaunchRequest, String>> {
         let attempt_id = self.attempt_id(id, job)?;
         let exec = self.executions.get(id)?;
         let spec = exec.spec(job)?.clone();
         let rt = exec.jobs.get(job)?;
         let attempt = rt.attempt;
+        let secrets = crate::jobenv::secrets_dir(&self.config.data_dir);
+        let secrets = match crate::jobenv::resolve_secrets(&secrets, &spec.env_from) {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::warn!(execution = id, job, attempt, error = %message, "cannot read the job's secrets");
+                return Some(Err(message));
+            }
+        };
         let mut env = spec.env.clone();
+        env.extend(secrets);
         env.insert("AIFLOW_URL".into(), self.config.server_url.clone());
         if let Some(ca) = &self.config.ca_cert {
             env.insert("AIFLOW_CA_CERT".into(), ca.display().to_string());
@@ -255,7 +278,7 @@ impl Core {
             env.insert("TRACEPARENT".into(), tp);
         }
         self.obs.launched(id, job, span);
-        Some(LaunchRequest {
+        Some(Ok(LaunchRequest {
             id: attempt_id,
             spec: LaunchSpec {
                 workflow: exec.workflow.name.clone(),
@@ -269,7 +292,7 @@ impl Core {
                 log_path: log_path(&self.config, id, job, attempt),
             },
             job: Arc::new(spec),
-        })
+        }))
     }
 
     /// An executor's report on an attempt. Reports of an attempt that is not the job's current

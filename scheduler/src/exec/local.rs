@@ -19,6 +19,8 @@ pub struct LocalProcesses {
     executor: LocalExecutor,
     /// `<data_dir>/attempts`: the supervised attempts' folders.
     root: PathBuf,
+    /// Variables of this process that jobs also get besides the base ([`crate::jobenv`]).
+    passthrough: Vec<String>,
     /// Stops of the attempts that run now.
     running: std::sync::Arc<Mutex<HashMap<AttemptId, watch::Sender<bool>>>>,
     tx: mpsc::UnboundedSender<StatusReport>,
@@ -27,11 +29,12 @@ pub struct LocalProcesses {
 
 impl LocalProcesses {
     #[must_use]
-    pub fn new(executor: LocalExecutor, root: PathBuf) -> LocalProcesses {
+    pub fn new(executor: LocalExecutor, root: PathBuf, passthrough: Vec<String>) -> LocalProcesses {
         let (tx, rx) = mpsc::unbounded_channel();
         LocalProcesses {
             executor,
             root,
+            passthrough,
             running: std::sync::Arc::default(),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -71,7 +74,10 @@ impl Executor for LocalProcesses {
     }
 
     async fn launch(&self, request: LaunchRequest) -> Result<(), String> {
-        let LaunchRequest { id, spec, .. } = request;
+        let LaunchRequest { id, mut spec, .. } = request;
+        // A built environment, not this process's: the base and passthrough variables, then the
+        // job's own (docs/security.md).
+        spec.env = crate::jobenv::build(crate::jobenv::current(), &self.passthrough, &spec.env);
         let launched = match (&self.executor.supervisor, &id.row) {
             (Some(sup), Some(row)) => {
                 let dir = attempt_dir(&self.root, &id.execution, row);

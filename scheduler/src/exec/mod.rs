@@ -11,8 +11,11 @@
 //! the job's whole document ([`LaunchRequest::job`]: commands, env, working dir, queue,
 //! resources) besides the environment the scheduler built for the attempt.
 
+pub mod container;
+pub mod gpus;
 pub mod local;
 pub mod process;
+pub mod routed;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -155,7 +158,7 @@ pub(crate) async fn build(
         let remote = crate::remote::RemoteExecutor::start(fabric.clone(), shutdown).await?;
         return Ok(Arc::new(remote));
     }
-    Ok(Arc::new(LocalProcesses::new(
+    let processes = Arc::new(LocalProcesses::new(
         LocalExecutor {
             grace: config.stop_grace,
             log_max_bytes: config.log_max_bytes,
@@ -165,5 +168,14 @@ pub(crate) async fn build(
                 .map(|program| supervisor::Supervisor { program }),
         },
         config.attempts_root(),
-    )))
+        config.job_env_passthrough.clone(),
+    ));
+    // Jobs with an image run as containers on the server's engine, beside the processes.
+    let containers = routed::Containers::new(
+        config.docker_host.clone(),
+        config.stop_grace,
+        config.log_max_bytes,
+    );
+    let gpus = gpus::Gpus::configured_or_discovered(config.gpus);
+    Ok(Arc::new(routed::Routed::new(processes, containers, gpus)))
 }

@@ -162,7 +162,7 @@ impl LocalExecutor {
     }
 }
 
-async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(crate) async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
@@ -179,10 +179,10 @@ async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// Where an attempt's output and the executor's own lines go: a channel to the task that owns
 /// the log file, so lines keep their order and the file its size limit.
 #[derive(Debug, Clone)]
-struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+pub(crate) struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
 
 /// The log file of one attempt and its size.
-struct LogWriter {
+pub(crate) struct LogWriter {
     file: std::fs::File,
     size: u64,
     max: Option<u64>,
@@ -190,7 +190,10 @@ struct LogWriter {
 
 impl LogWriter {
     /// Starts the task that writes the log; it ends when every [`Log`] is dropped.
-    fn start(file: std::fs::File, max: Option<u64>) -> (Log, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(
+        file: std::fs::File,
+        max: Option<u64>,
+    ) -> (Log, tokio::task::JoinHandle<()>) {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut writer = LogWriter { file, size, max };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
@@ -314,7 +317,9 @@ async fn run_attempt(
             continue;
         };
         let mut cmd = Command::new(program);
+        // The environment is the spec's alone (built by `jobenv`), never this process's.
         cmd.args(args)
+            .env_clear()
             .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -404,7 +409,7 @@ async fn run_attempt(
 }
 
 /// Appends one line of the executor's own to the attempt's log.
-fn note(log: &Log, bytes: &[u8]) {
+pub(crate) fn note(log: &Log, bytes: &[u8]) {
     let _ = log.0.send(bytes.to_vec());
 }
 

@@ -353,6 +353,8 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
     // A session and process group of its own: signals sent to the server's group (Ctrl-C in a
     // terminal, a service manager's stop) do not reach the job.
     let _ = nix::unistd::setsid();
+    // Orphans of the job (processes that left its group) become this process's children.
+    crate::reaper::become_subreaper();
     let me = std::process::id();
     let identity = Identity::of(me).unwrap_or(Identity { pid: me, start: 0 });
     let claim = {
@@ -418,6 +420,17 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
         say(&format!("started {pid}"));
     }
     let outcome = running.wait().await;
+    if matches!(outcome, Outcome::Stopped | Outcome::TimedOut) {
+        let n = tokio::task::spawn_blocking(crate::reaper::kill_descendants)
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(
+                processes = n,
+                "killed the job's processes outside its group"
+            );
+        }
+    }
     let body = serde_json::to_vec(&outcome).map_err(std::io::Error::other)?;
     let stored = write_private(&dir.join(STATUS), &body);
     // The server that started this supervisor, if it still runs, learns the outcome here even

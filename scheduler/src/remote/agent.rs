@@ -16,6 +16,7 @@ use super::wire::{
     Task, WorkerInfo, ended, nats_err, stopped, token,
 };
 
+use crate::exec::gpus::{GpuLease, Gpus};
 use crate::exec::{LaunchSpec, LocalExecutor, Outcome};
 
 /// How long one pull of a worker waits for tasks. Short enough that a pull NATS forgot (it
@@ -40,6 +41,11 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Largest log of one attempt (older output dropped past it).
     pub log_max_bytes: Option<u64>,
+    /// Variables of this worker's environment that jobs get besides the base (see
+    /// [`crate::jobenv`]).
+    pub job_env_passthrough: Vec<String>,
+    /// The engine this worker runs container jobs on (none: it takes no job with an image).
+    pub containers: Option<crate::exec::container::ContainerExecutor>,
 }
 
 struct Running {
@@ -53,7 +59,8 @@ struct WorkerState {
     config: WorkerConfig,
     fabric: Fabric,
     running: Mutex<HashMap<String, Running>>,
-    gpus_used: Mutex<u32>,
+    /// The GPUs of `resources.gpus`, assigned to the tasks that run here.
+    gpus: Gpus,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -69,6 +76,7 @@ impl WorkerState {
             started_at: self.started_at,
             last_heartbeat: chrono::Utc::now(),
             alive: true,
+            containers: self.config.containers.is_some(),
         }
     }
 
@@ -106,8 +114,13 @@ impl WorkerState {
         }
     }
 
-    /// Whether the task fits this worker's resources now (`None`: never).
-    fn fits(&self, r: &Resources) -> Option<bool> {
+    /// Whether the task fits this worker now (`None`: never; a job with an image never fits
+    /// a worker that offers no containers).
+    fn fits(&self, task: &Task) -> Option<bool> {
+        if task.image.is_some() && self.config.containers.is_none() {
+            return None;
+        }
+        let r = &task.resources;
         let have = &self.config.resources;
         let over = |want: Option<f64>, cap: Option<f64>| match (want, cap) {
             (Some(w), Some(c)) => w > c,
@@ -122,8 +135,7 @@ impl WorkerState {
         {
             return None;
         }
-        let used = *self.gpus_used.lock().expect("gpus");
-        Some(used + r.gpus.unwrap_or(0) <= have.gpus.unwrap_or(0))
+        Some(r.gpus.unwrap_or(0) as usize <= self.gpus.free())
     }
 }
 
@@ -141,7 +153,7 @@ pub async fn run_worker(
         config: config.clone(),
         fabric,
         running: Mutex::new(HashMap::new()),
-        gpus_used: Mutex::new(0),
+        gpus: Gpus::new(config.resources.gpus.unwrap_or(0)),
         started_at: chrono::Utc::now(),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(config.slots.max(1)));
@@ -335,7 +347,7 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         }
     };
     let gpus = task.resources.gpus.unwrap_or(0);
-    match state.fits(&task.resources) {
+    match state.fits(&task) {
         Some(true) => {}
         Some(false) => {
             // Busy GPUs: another worker, or this one later.
@@ -352,6 +364,13 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
             return;
         }
     }
+    // The devices are assigned before the claim, so a won claim always has them.
+    let Ok(lease) = state.gpus.acquire(gpus, &task.id) else {
+        let _ = acker
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+            .await;
+        return;
+    };
     let claim = match state.fabric.claim(&task.id, &state.config.name).await {
         Ok(won) => won,
         Err(e) => {
@@ -371,11 +390,23 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
                 HEARTBEAT_TIMEOUT.as_secs()
             );
             let _ = state.report(&task, ReportKind::Lost { message }).await;
+            // Its container, when the lost worker ran it on this engine, goes too.
+            if let Some(engine) = &state.config.containers {
+                let id = crate::exec::AttemptId {
+                    execution: task.execution.clone(),
+                    job: task.job.clone(),
+                    attempt: task.attempt,
+                    row: None,
+                };
+                for c in engine.containers_of_attempt(&id).await.unwrap_or_default() {
+                    tracing::warn!(task = %task.id, container = %c, "removing the container of a lost task");
+                    engine.remove(&c).await;
+                }
+            }
         }
         let _ = acker.ack_with(AckKind::Term).await;
         return;
     }
-    *state.gpus_used.lock().expect("gpus") += gpus;
     let (stop_tx, stop_rx) = watch::channel(false);
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.running.lock().expect("running").insert(
@@ -393,7 +424,7 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         let (state, task) = (state.clone(), task.clone());
         tokio::spawn(async move { state.report(&task, ReportKind::Started).await })
     };
-    let mut outcome = run_task(&state, &task, stop_rx).await;
+    let mut outcome = run_task(&state, &task, &lease, stop_rx).await;
     let _ = started.await;
     if outcome == Outcome::Stopped && !asked.load(std::sync::atomic::Ordering::Relaxed) {
         // This worker is shutting down: the attempt was interrupted, and is retried under the
@@ -408,11 +439,17 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     let _ = state.report(&task, ended(&outcome)).await;
     let _ = acker.ack().await;
     state.running.lock().expect("running").remove(&task.id);
-    *state.gpus_used.lock().expect("gpus") -= gpus;
+    // The task's GPUs are free again.
+    drop(lease);
     tracing::info!(task = %task.id, job = %task.job, outcome = ?outcome, "task ended");
 }
 
-async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bool>) -> Outcome {
+async fn run_task(
+    state: &WorkerState,
+    task: &Task,
+    gpus: &GpuLease,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
     let config = &state.config;
     let log_path = config
         .data_dir
@@ -432,6 +469,11 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
     if let Some(bin) = &config.aiflow_bin {
         env.insert("AIFLOW_BIN".into(), bin.display().to_string());
     }
+    if task.image.is_none() {
+        env.extend(gpus.process_env());
+        // A process gets a built environment, not the worker's (a container, its image's).
+        env = crate::jobenv::build(crate::jobenv::current(), &config.job_env_passthrough, &env);
+    }
     let spec = LaunchSpec {
         workflow: task.workflow.clone(),
         execution: task.execution.clone(),
@@ -448,7 +490,25 @@ async fn run_task(state: &WorkerState, task: &Task, mut stop: watch::Receiver<bo
         log_max_bytes: config.log_max_bytes,
         supervisor: None,
     };
-    let running = match executor.launch(spec).await {
+    let launched = match (&task.image, &config.containers) {
+        (Some(image), Some(engine)) => {
+            let container = crate::exec::container::ContainerSpec {
+                image: image.clone(),
+                pull: task.pull.clone(),
+                cpus: task.resources.cpus,
+                memory_mb: task.resources.memory_mb,
+                gpus: gpus.ids(),
+            };
+            engine.launch(spec, container).await
+        }
+        (Some(_), None) => {
+            return Outcome::Failed {
+                message: format!("worker {} offers no containers", config.name),
+            };
+        }
+        (None, _) => executor.launch(spec).await,
+    };
+    let running = match launched {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Failed {

@@ -154,6 +154,8 @@ impl Executor for RemoteExecutor {
                     gpus: r.gpus,
                 })
                 .unwrap_or_default(),
+            image: job.image.clone(),
+            pull: job.pull.clone(),
         };
         let (fabric, tx) = (self.fabric.clone(), self.tx.clone());
         tokio::spawn(async move {

@@ -67,6 +67,11 @@ pub struct Task {
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub resources: Resources,
+    /// Run it as a container from this image (only a worker that offers containers takes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<aiflow_translator::Pull>,
 }
 
 /// How a task went, from its worker.
@@ -152,6 +157,9 @@ pub struct WorkerInfo {
     /// The last heartbeat is recent (within the heartbeat timeout).
     #[serde(default)]
     pub alive: bool,
+    /// It runs jobs with an `image` as containers (`aiflow worker --containers`).
+    #[serde(default)]
+    pub containers: bool,
 }
 
 /// A NATS subject token for a free-form name (`.`, `*`, `>` and spaces are not allowed).

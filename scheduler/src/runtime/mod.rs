@@ -64,6 +64,13 @@ pub struct SchedulerConfig {
     pub supervisor: Option<PathBuf>,
     /// `AIFLOW_CA_CERT` given to jobs: the CA to trust for an https:// `server_url`.
     pub ca_cert: Option<PathBuf>,
+    /// The Docker engine container jobs run on (none: `DOCKER_HOST`, else the local socket).
+    pub docker_host: Option<String>,
+    /// GPUs of this machine's executor (none: those `nvidia-smi -L` lists, if any).
+    pub gpus: Option<u32>,
+    /// Variables of this process that local jobs also get, besides the base (names or `*`
+    /// patterns; see [`crate::jobenv`]). Remote workers have their own setting.
+    pub job_env_passthrough: Vec<String>,
 }
 
 /// Default of [`SchedulerConfig::job_token_ttl`]: one day.
@@ -93,6 +100,9 @@ impl SchedulerConfig {
             log_max_bytes: None,
             supervisor: None,
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
+            job_env_passthrough: Vec::new(),
         }
     }
 }

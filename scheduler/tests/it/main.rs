@@ -44,6 +44,9 @@ async fn start(
             log_max_bytes: None,
             supervisor: None,
             ca_cert: None,
+            docker_host: None,
+            gpus: None,
+            job_env_passthrough: Vec::new(),
         },
         rx,
     )

@@ -248,6 +248,131 @@ impl Client {
         self.patch(&format!("/artifacts/{}", segment(name)), u)
             .await
     }
+    /// Uploads the file of artifact `name` from `body`, streamed (no request timeout: a file
+    /// takes as long as it takes). With `sha256` (64 hex digits)
+    /// the server refuses bytes that differ (422) and keeps nothing. Returns the artifact with
+    /// the file's sha256 and size.
+    pub async fn upload_artifact_content(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        sha256: Option<&str>,
+    ) -> Result<Artifact, Error> {
+        let mut rb = self
+            .stream_request(
+                reqwest::Method::PUT,
+                &format!("/artifacts/{}/content", segment(name)),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(sum) = sha256 {
+            rb = rb.header(super::CHECKSUM_HEADER, sum);
+        }
+        self.send(rb).await
+    }
+
+    /// Uploads the file at `path` as the content of artifact `name`: its sha256 is computed
+    /// here first and checked by the server, then the file is streamed.
+    pub async fn upload_artifact_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<Artifact, Error> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let sha = file_sha256(path).await.map_err(io)?;
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let stream = read_stream(file);
+        let body = reqwest::Body::wrap_stream(stream);
+        let rb = self
+            .stream_request(
+                reqwest::Method::PUT,
+                &format!("/artifacts/{}/content", segment(name)),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(super::CHECKSUM_HEADER, &sha)
+            .body(body);
+        self.send(rb).await
+    }
+
+    /// The file of artifact `name` as a streamed answer (read it with `bytes_stream`); its
+    /// recorded sha256 is in the `x-checksum-sha256` header.
+    pub async fn download_artifact_content(&self, name: &str) -> Result<reqwest::Response, Error> {
+        self.send_raw(self.stream_request(
+            reqwest::Method::GET,
+            &format!("/artifacts/{}/content", segment(name)),
+        ))
+        .await
+    }
+
+    /// Downloads the file of artifact `name` into `path`, streamed: written to a temporary file
+    /// beside it, checked against the sha256 the server recorded, then moved into place (a
+    /// failed download leaves `path` as it was). Returns the number of bytes.
+    pub async fn download_artifact_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<u64, Error> {
+        use futures::StreamExt;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let resp = self.download_artifact_content(name).await?;
+        let url = resp.url().to_string();
+        let want = resp
+            .headers()
+            .get(super::CHECKSUM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file_name = path
+            .file_name()
+            .map_or_else(|| "artifact".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(".{file_name}.part"));
+        let result: Result<(u64, String), Error> = async {
+            let mut f = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            let mut sha = sha2::Sha256::new();
+            let mut n = 0u64;
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| Error::Connect {
+                    url: url.clone(),
+                    source,
+                })?;
+                sha.update(&chunk);
+                n += chunk.len() as u64;
+                f.write_all(&chunk).await.map_err(io)?;
+            }
+            f.flush().await.map_err(io)?;
+            f.sync_all().await.map_err(io)?;
+            Ok((n, hex(&sha.finalize())))
+        }
+        .await;
+        let checked = result.and_then(|(n, got)| match &want {
+            Some(w) if *w != got => Err(Error::Decode {
+                url: url.clone(),
+                message: format!("the downloaded bytes have sha256 {got}, the server recorded {w}"),
+            }),
+            _ => Ok(n),
+        });
+        match checked {
+            Ok(n) => {
+                tokio::fs::rename(&tmp, path).await.map_err(io)?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
     pub async fn delete_artifact(&self, name: &str) -> Result<(), Error> {
         self.delete(&format!("/artifacts/{}", segment(name))).await
     }
@@ -274,4 +399,48 @@ impl Client {
     pub async fn openlineage(&self, ev: &OpenLineageRunEvent) -> Result<OpenLineageResult, Error> {
         self.post("/lineage", ev).await
     }
+}
+
+/// The sha256 of a file, read in blocks (64 lower-case hex digits).
+async fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(hex(&sha.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A file as a stream of blocks (one in memory at a time).
+fn read_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    futures::stream::unfold(file, |mut f| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
 }

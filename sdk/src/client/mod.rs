@@ -17,6 +17,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The header carrying a file's sha256 on artifact content uploads and downloads.
+pub const CHECKSUM_HEADER: &str = "x-checksum-sha256";
+
 /// The server the SDK talks to when nothing says otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -41,6 +44,12 @@ pub enum Error {
     /// The graph or request was rejected before sending.
     #[error(transparent)]
     Invalid(#[from] aiflow_translator::ValidationErrors),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// HTTPS could not be set up (the CA file of `AIFLOW_CA_CERT` is unreadable, say).
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),

@@ -355,3 +355,151 @@ fn absurd_numbers_are_refused_naming_their_field() {
         "{e}"
     );
 }
+
+#[test]
+fn container_image_and_pull_are_translated_and_checked() {
+    // A job with an image and no command runs the image's own; pull is carried over.
+    let g = graph(json!({
+        "name": "boxed",
+        "nodes": [
+            {"name": "train", "job": {"image": "registry.local:5000/ml/trainer:v1.2", "pull": "never",
+             "command": ["python3", "train.py"]}},
+            {"name": "serve", "job": {"image": "aiflow-test/debian:bookworm"}}
+        ]
+    }));
+    let wf = translate(&g).unwrap();
+    assert_eq!(
+        wf.jobs[0].image.as_deref(),
+        Some("registry.local:5000/ml/trainer:v1.2")
+    );
+    assert_eq!(wf.jobs[0].pull, Some(aiflow_translator::Pull::Never));
+    assert_eq!(
+        wf.jobs[1].image.as_deref(),
+        Some("aiflow-test/debian:bookworm")
+    );
+    assert_eq!(wf.jobs[1].pull, None);
+    assert_eq!(wf.jobs[1].commands().count(), 0);
+    let back = Document::parse(&wf.to_json_pretty())
+        .unwrap()
+        .into_workflow()
+        .unwrap();
+    assert_eq!(back, wf);
+
+    // Bad references, an unknown pull, pull without image: each named by its field.
+    let g = graph(json!({
+        "name": "bad",
+        "nodes": [
+            {"name": "a", "job": {"image": "Upper/Case", "command": ["true"]}},
+            {"name": "b", "job": {"image": "ok:bad tag", "command": ["true"]}},
+            {"name": "c", "job": {"image": "debian", "pull": "sometimes", "command": ["true"]}},
+            {"name": "d", "job": {"pull": "always", "command": ["true"]}},
+            {"name": "e", "job": {"image": "", "command": ["true"]}},
+            {"name": "f", "job": {"command": ["true"]}},
+            {"name": "g", "job": {"image": "debian:bookworm"}}
+        ],
+        "data_edges": [{"from": "f", "to": "g"}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    let locs = locations(&e);
+    assert!(locs.contains(&"nodes[0].job.image"), "{text}");
+    assert!(text.contains("invalid name component \"Upper\""), "{text}");
+    assert!(locs.contains(&"nodes[1].job.image"), "{text}");
+    assert!(locs.contains(&"nodes[2].job.pull"), "{text}");
+    assert!(
+        text.contains("unknown pull \"sometimes\", expected one of if_missing, always, never"),
+        "{text}"
+    );
+    assert!(locs.contains(&"nodes[3].job.pull"), "{text}");
+    assert!(
+        text.contains("pull only applies to a container job"),
+        "{text}"
+    );
+    assert!(locs.contains(&"nodes[4].job.image"), "{text}");
+    assert!(
+        !locs
+            .iter()
+            .any(|l| l.starts_with("nodes[5]") || l.starts_with("nodes[6]")),
+        "an image set on one node of a job applies to the whole job: {text}"
+    );
+
+    // The workflow document is checked the same way.
+    let mut doc: serde_json::Value = serde_json::from_str(&wf.to_json_pretty()).unwrap();
+    doc["jobs"][0]["image"] = json!("-bad");
+    doc["jobs"][1]["pull"] = json!("weekly");
+    let e = Document::from_value(doc)
+        .unwrap()
+        .into_workflow()
+        .unwrap_err();
+    let locs = locations(&e);
+    assert!(locs.contains(&"jobs[0].image"), "{e}");
+    assert!(locs.contains(&"jobs[1].pull"), "{e}");
+}
+
+#[test]
+fn image_references_as_an_engine_takes_them() {
+    use aiflow_translator::image_problem;
+    for ok in [
+        "debian",
+        "debian:bookworm",
+        "aiflow-test/debian:bookworm",
+        "localhost/x",
+        "registry.example:5000/team/trainer:v1.2_rc-3",
+        "ghcr.io/a/b/c",
+        "debian@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "debian:12@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        assert_eq!(image_problem(ok), None, "{ok}");
+    }
+    for bad in [
+        "",
+        "Debian",
+        "a//b",
+        "debian:",
+        "debian:.x",
+        "debian@sha256:zz",
+        "with space",
+        "x/-y",
+        "host:port/x",
+    ] {
+        assert!(image_problem(bad).is_some(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn env_from_names_plain_secrets_and_never_clashes_with_env() {
+    let g = graph(json!({
+        "name": "secrets",
+        "nodes": [
+            {"name": "a", "job": {"command": ["true"], "env": {"TOKEN": "x"},
+              "env_from": {"TOKEN": "api-token", "DB": "../etc/shadow", "BAD-NAME": "ok"}}},
+            {"name": "b", "job": {"command": ["true"], "env_from": {"K": "good.secret_1"}}}
+        ]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    let mut at = locations(&e);
+    at.sort_unstable();
+    assert_eq!(
+        at,
+        [
+            "nodes[0].job.env_from.BAD-NAME",
+            "nodes[0].job.env_from.DB",
+            "nodes[0].job.env_from.TOKEN"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("secret name \"../etc/shadow\" is invalid"),
+        "{text}"
+    );
+    assert!(
+        text.contains("TOKEN is set both in env and in env_from"),
+        "{text}"
+    );
+    // A good one is kept in the workflow, by name.
+    let ok = graph(json!({"name": "s", "nodes": [
+        {"name": "b", "job": {"command": ["true"], "env_from": {"K": "good.secret_1"}}}]}));
+    let w = translate(&ok).unwrap();
+    assert_eq!(w.jobs[0].env_from["K"], "good.secret_1");
+}
