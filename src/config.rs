@@ -604,16 +604,6 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("aiflow.db").display()))
     }
 
-    /// Where spans are exported, if anywhere.
-    pub(crate) fn otlp(&self) -> Option<crate::telemetry::Otlp> {
-        self.otlp_endpoint
-            .as_ref()
-            .map(|endpoint| crate::telemetry::Otlp {
-                endpoint: endpoint.clone(),
-                protocol: self.otlp_protocol,
-            })
-    }
-
     pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }

@@ -177,7 +177,7 @@ fn main() -> ExitCode {
     cli::finish(result)
 }
 
-/// `aiflow supervise DIR`: a job attempt's supervisor (scheduler/src/supervisor.rs). It has no
+/// `aiflow supervise DIR`: a job attempt's supervisor (scheduler/src/exec/supervisor.rs). It has no
 /// terminal and nobody reads its stderr: what goes wrong is in the job's log or its status.
 fn run_supervisor(dir: &std::path::Path) -> cli::CliResult {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -226,8 +226,12 @@ fn run_server(args: &config::ServerArgs, ca_cert: Option<std::path::PathBuf>) ->
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let telemetry = telemetry::init(config.log_format, "info", config.otlp().as_ref())
-        .map_err(cli::CliError::from)?;
+    let telemetry = telemetry::init(
+        config.log_format,
+        "info",
+        telemetry::Otlp::of(&config).as_ref(),
+    )
+    .map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     let result = rt.block_on(server::run(config));

@@ -33,6 +33,16 @@ pub(crate) struct Otlp {
     pub(crate) protocol: OtlpProtocol,
 }
 
+impl Otlp {
+    /// Where the configuration says spans are exported, if anywhere.
+    pub(crate) fn of(config: &crate::config::Config) -> Option<Otlp> {
+        config.otlp_endpoint.as_ref().map(|endpoint| Otlp {
+            endpoint: endpoint.clone(),
+            protocol: config.otlp_protocol,
+        })
+    }
+}
+
 /// Flushes exported spans when the server stops.
 #[must_use]
 pub(crate) struct Telemetry {

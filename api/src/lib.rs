@@ -5,6 +5,7 @@
 //! wire format cannot drift apart.
 
 pub mod auth;
+pub mod backoff;
 pub mod error;
 pub mod event;
 pub mod meta;

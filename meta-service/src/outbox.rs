@@ -53,7 +53,8 @@ pub fn spawn_outbox_relay(
         store
             .db()
             .on_notify(OUTBOX_CHANNEL, move || wake.notify_one(), shutdown.clone());
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         // Once the sender is gone nobody can ask us to stop: keep relaying until the runtime ends.
         let mut watching = true;
         loop {
@@ -62,15 +63,15 @@ pub fn spawn_outbox_relay(
                     if n > 0 {
                         tracing::info!(published = n, "meta events relayed");
                     }
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "meta event relay failed");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "meta event relay failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         r = shutdown.changed(), if watching => watching = r.is_ok(),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     if *shutdown.borrow() {
                         break;
                     }

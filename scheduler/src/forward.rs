@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
+use crate::command::Command;
 use crate::remote::{Fabric, stopped};
-use crate::service::Command;
 
 const START: &str = "scheduler.start";
 const STOP: &str = "scheduler.stop";
@@ -132,7 +132,7 @@ pub(crate) async fn serve(
         async move {
             c.subscribe(subject)
                 .await
-                .map_err(|e| Error::Bus(format!("nats subscribe {s}: {e}")))
+                .map_err(|e| Error::Nats(format!("nats subscribe {s}: {e}")))
         }
     };
     let mut starts = subscribe(START).await?;
@@ -150,7 +150,10 @@ pub(crate) async fn serve(
                                 let cmd = Command::Start { workflow: req.workflow, trigger: req.trigger, event: None, reply };
                                 if tx.send(cmd).await.is_err() { Err(Error::Stopped) } else { rx.await.unwrap_or(Err(Error::Stopped)) }
                             }
-                            Err(e) => Err(Error::Store(format!("unreadable request: {e}"))),
+                            Err(source) => Err(Error::Unreadable {
+                                what: "a forwarded request".into(),
+                                source,
+                            }),
                         };
                         respond(&client, m.reply, &answer(r)).await;
                     });
@@ -163,7 +166,10 @@ pub(crate) async fn serve(
                                 let (reply, rx) = oneshot::channel();
                                 if tx.send(Command::Stop { execution: req.execution, reply }).await.is_err() { Err(Error::Stopped) } else { rx.await.unwrap_or(Err(Error::Stopped)) }
                             }
-                            Err(e) => Err(Error::Store(format!("unreadable request: {e}"))),
+                            Err(source) => Err(Error::Unreadable {
+                                what: "a forwarded request".into(),
+                                source,
+                            }),
                         };
                         respond(&client, m.reply, &answer(r)).await;
                     });

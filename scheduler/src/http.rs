@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use aiflow_api::scheduler::{RuleEvaluationInfo, Stopping, Submitted, TriggerInfo};
 
-use crate::service::Scheduler;
+use crate::runtime::Scheduler;
 use crate::state::JobState;
 
 /// `/workflows` (submit, pause, resume, delete, start), `/executions/…` (stop, logs, why) and
@@ -371,7 +371,7 @@ async fn workflow_triggers(
     for (index, trigger) in wf.triggers.iter().enumerate() {
         // The earliest next tick of the trigger's time parts (of an `all_of`, the time part:
         // its data parts must happen too). The scheduler records each time part's last firing
-        // under these keys (service.rs, `timer_key`).
+        // under these keys (core/mod.rs, `timer_key`).
         let all_of = matches!(trigger, aiflow_translator::WorkflowTrigger::AllOf { .. });
         let mut next_at = None;
         for (j, part) in crate::triggers::parts(trigger).into_iter().enumerate() {

@@ -1,10 +1,14 @@
 //! AI Flow scheduler: rule engine, execution state machines, triggers and executors.
 //!
-//! The core is pure: [`state`] holds the state machines with their allowed transitions,
-//! [`rules`] evaluates job rules against signals and decides what a fired action does.
-//! [`service`] is the loop around it (bus subscription, store, local executor) and [`http`]
-//! its routes.
+//! The decisions are pure: [`state`] holds the state machines with their allowed transitions,
+//! [`rules`] evaluates job rules against signals and decides what a fired action does, and the
+//! scheduler core (`core`) decides over plain data, returning what to commit and the effects to
+//! carry out. [`runtime`] carries them out (event loop, commit, leader term, feeds, resume),
+//! [`exec`] runs job attempts behind the [`Executor`] trait (local processes, [`remote`]
+//! workers), and [`http`] holds the routes.
 
+mod command;
+mod core;
 pub mod dags;
 mod durable;
 pub mod exec;
@@ -16,7 +20,9 @@ pub mod metrics;
 pub mod reaper;
 pub mod remote;
 pub mod rules;
-pub mod service;
+pub mod runtime;
+/// The runtime under its former name.
+pub use runtime as service;
 pub mod state;
 pub mod telemetry;
 mod trace;
@@ -34,7 +40,7 @@ pub use exec::{Executor, LaunchSpec, LocalExecutor, Outcome, RunningJob};
 pub use rules::{
     Decision, Evaluation, RuleMemory, Signal, decide, evaluate, initial_jobs, outcome,
 };
-pub use service::{Scheduler, SchedulerConfig, Submitted};
+pub use runtime::{Scheduler, SchedulerConfig, Submitted};
 pub use state::{JobState, WorkflowState};
 
 /// Errors of the scheduler.
@@ -49,9 +55,19 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     #[error("store: {0}")]
-    Store(String),
+    Store(#[from] sqlx::Error),
+    /// A stored or received document the scheduler cannot read.
+    #[error("{what} is unreadable: {source}")]
+    Unreadable {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("event bus: {0}")]
-    Bus(String),
+    Bus(#[source] aiflow_notification::Error),
+    /// NATS (remote workers, forwarded requests), with what was being done.
+    #[error("{0}")]
+    Nats(String),
     #[error("the scheduler is not running")]
     Stopped,
     /// The answer of the scheduling leader to a request forwarded by a standby.
@@ -64,7 +80,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn bus(e: aiflow_notification::Error) -> Self {
-        Error::Bus(e.to_string())
+        Error::Bus(e)
     }
 }
 

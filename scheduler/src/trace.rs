@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use sqlx::Row;
 
 use crate::rules::initial_jobs;
-use crate::service::Scheduler;
+use crate::runtime::Scheduler;
 
 /// Most executions listed as started by one event.
 const MAX_STARTED: i64 = 100;

@@ -109,15 +109,15 @@ impl Listener {
     /// answer that retrying cannot fix (bad filter, authentication). Never returns `Ok(None)`
     /// unless the server ends the stream for good.
     pub async fn next(&mut self) -> Result<Option<Event>, Error> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(50), self.max_backoff);
         loop {
             if self.conn.is_none() {
                 match self.connect().await {
-                    Ok(()) => backoff = Duration::from_millis(50),
+                    Ok(()) => backoff.reset(),
                     Err(e) if retryable(&e) => {
                         tracing::debug!(error = %e, "event stream unavailable, retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.max_backoff);
+                        tokio::time::sleep(e.wait_before_retry(backoff.next_delay())).await;
                         continue;
                     }
                     Err(e) => return Err(e),

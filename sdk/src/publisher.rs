@@ -400,7 +400,8 @@ impl Worker {
             return;
         }
         let batch: Vec<NewEvent> = queue.iter().take(n).cloned().collect();
-        let mut backoff = self.config.initial_backoff;
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(self.config.initial_backoff, self.config.max_backoff);
         loop {
             match self.client.events().publish_batch(&batch).await {
                 Ok(_) => {
@@ -411,12 +412,13 @@ impl Worker {
                 }
                 Err(e) if retryable(&e) => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, events = n, backoff_ms = backoff.as_millis() as u64, "publish failed, retrying");
-                    if until.is_some_and(|u| tokio::time::Instant::now() + backoff >= u) {
+                    // A server that says how long to wait (`Retry-After`) is believed.
+                    let delay = e.wait_before_retry(backoff.next_delay());
+                    tracing::warn!(error = %e, events = n, backoff_ms = delay.as_millis() as u64, "publish failed, retrying");
+                    if until.is_some_and(|u| tokio::time::Instant::now() + delay >= u) {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
                     // The batch is atomic: find the refused events by sending one at a time.
@@ -433,7 +435,8 @@ impl Worker {
     }
 
     async fn send_one(&mut self, event: NewEvent) {
-        let mut backoff = self.config.initial_backoff;
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(self.config.initial_backoff, self.config.max_backoff);
         loop {
             match self.client.events().publish(&event).await {
                 Ok(_) => {
@@ -442,8 +445,7 @@ impl Worker {
                 }
                 Err(e) if retryable(&e) => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    tokio::time::sleep(e.wait_before_retry(backoff.next_delay())).await;
                 }
                 Err(e) => {
                     self.shared.rejected.fetch_add(1, Ordering::Relaxed);

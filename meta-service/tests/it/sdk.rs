@@ -168,7 +168,7 @@ async fn sdk_client_round_trip() {
         .await
         .unwrap_err();
     match e {
-        aiflow_sdk::Error::Api { status, error } => {
+        aiflow_sdk::Error::Api { status, error, .. } => {
             assert_eq!(status, 400);
             assert_eq!(error.field.as_deref(), Some("cursor"));
         }

@@ -90,7 +90,8 @@ impl WorkerState {
             kind,
         };
         let body = serde_json::to_vec(&report).expect("report serialises");
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff =
+            aiflow_api::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         // A report is never dropped: the scheduler's state depends on it.
         loop {
             let sent = async {
@@ -105,9 +106,9 @@ impl WorkerState {
             match sent.await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot send a report");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(task = %task.id, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot send a report");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

@@ -70,7 +70,7 @@ async fn spawn_report_feed(
     tx: mpsc::UnboundedSender<StatusReport>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), crate::Error> {
-    let mut reports = fabric.reports().await.map_err(crate::Error::Bus)?;
+    let mut reports = fabric.reports().await.map_err(crate::Error::Nats)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -159,7 +159,10 @@ impl Executor for RemoteExecutor {
         };
         let (fabric, tx) = (self.fabric.clone(), self.tx.clone());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = aiflow_api::backoff::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+            );
             let mut last = String::new();
             for _ in 0..8 {
                 match fabric.hand_out(&task).await {
@@ -167,8 +170,7 @@ impl Executor for RemoteExecutor {
                     Err(e) => {
                         tracing::warn!(task = %task.id, queue = %task.queue, error = %e, "cannot hand out a task; retrying");
                         last = e;
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }

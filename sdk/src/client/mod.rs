@@ -28,7 +28,13 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 pub enum Error {
     /// The server answered with an error body.
     #[error("{status}: {error}")]
-    Api { status: u16, error: ApiError },
+    Api {
+        status: u16,
+        error: ApiError,
+        /// How long the server asked to wait before trying again (`Retry-After`, in seconds,
+        /// on 429 and 503 answers).
+        retry_after: Option<std::time::Duration>,
+    },
     /// The server could not be reached or the connection broke.
     #[error("cannot reach {url}: {}", chain(source))]
     Connect { url: String, source: reqwest::Error },
@@ -57,6 +63,22 @@ impl Error {
             Error::Api { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// How long the server asked to wait before the call is tried again, if it said.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The wait before trying again: what the server asked for (`Retry-After`) when it said,
+    /// and never less than `backoff`.
+    #[must_use]
+    pub fn wait_before_retry(&self, backoff: std::time::Duration) -> std::time::Duration {
+        self.retry_after().map_or(backoff, |r| r.max(backoff))
     }
 }
 
@@ -217,6 +239,12 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
+        let retry_after = matches!(status.as_u16(), 429 | 503)
+            .then(|| resp.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let error = serde_json::from_str::<ErrorBody>(&text)
             .map(|b| b.error)
@@ -224,6 +252,7 @@ impl Client {
         Err(Error::Api {
             status: status.as_u16(),
             error,
+            retry_after,
         })
     }
 
