@@ -9,6 +9,7 @@ mod containers;
 mod distributed;
 mod faults;
 mod federated;
+mod fencing;
 mod inputs;
 mod load;
 mod mlflow;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::*;
 
 fn signal(proc: &Proc, sig: &str) {
