@@ -316,7 +316,14 @@ async fn run_attempt(
         let Some((program, args)) = argv.split_first() else {
             continue;
         };
-        let mut cmd = Command::new(program);
+        // Looked up here in the job's own PATH: with a program to look up and a PATH of its own,
+        // the standard library would fork this whole process instead of using posix_spawn.
+        let mut cmd = Command::new(resolve_program(
+            program,
+            &spec.env,
+            spec.working_dir.as_deref(),
+        ));
+        cmd.arg0(program);
         // The environment is the spec's alone (built by `jobenv`), never this process's.
         cmd.args(args)
             .env_clear()
@@ -420,6 +427,38 @@ fn kill_group(pgid: Option<Pid>, signal: Signal) {
     }
 }
 
+/// The file `program` names, looked up as `execvp` would in the job's `PATH` (this process's
+/// when the job has none), relative folders from the job's working folder. A name with a `/`,
+/// or one found nowhere, is left as it is (the spawn then says why it cannot start).
+fn resolve_program(
+    program: &str,
+    env: &BTreeMap<String, String>,
+    working_dir: Option<&std::path::Path>,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    if program.is_empty() || program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let path = env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in path.split(':') {
+        let dir = std::path::Path::new(if dir.is_empty() { "." } else { dir });
+        let candidate = match working_dir {
+            Some(w) if dir.is_relative() => w.join(dir).join(program),
+            _ => dir.join(program),
+        };
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    PathBuf::from(program)
+}
+
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
@@ -439,6 +478,40 @@ fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_are_looked_up_in_the_jobs_own_path() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        // Not executable in the first folder: skipped, as execvp skips it.
+        std::fs::write(first.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::write(second.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(second.join("tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let env = BTreeMap::from([(
+            "PATH".to_string(),
+            format!("{}:{}", first.display(), second.display()),
+        )]);
+        assert_eq!(resolve_program("tool", &env, None), second.join("tool"));
+        // Relative folders of PATH count from the job's working folder.
+        let env = BTreeMap::from([("PATH".to_string(), "second".to_string())]);
+        assert_eq!(
+            resolve_program("tool", &env, Some(dir.path())),
+            dir.path().join("second").join("tool")
+        );
+        // Names with a slash, and names found nowhere, are left to the spawn.
+        assert_eq!(
+            resolve_program("./tool", &env, None),
+            PathBuf::from("./tool")
+        );
+        assert_eq!(
+            resolve_program("absent-tool", &env, None),
+            PathBuf::from("absent-tool")
+        );
+    }
 
     fn spec(dir: &std::path::Path, commands: Vec<Vec<&str>>) -> LaunchSpec {
         LaunchSpec {
