@@ -364,7 +364,8 @@ async fn postgres_and_nats_restarted_under_load() {
         );
         return;
     }
-    let Some(c) = Cluster::start("f").await else {
+    // No other test may use PostgreSQL or NATS while they restart.
+    let Some(c) = Cluster::start_exclusive("f").await else {
         return;
     };
     // Whatever happens, the services are left running.

@@ -279,6 +279,7 @@ async fn postgres_urls_honour_sslmode() {
     if !common::reachable("PostgreSQL", "127.0.0.1:5432") {
         return;
     }
+    let _shared = common::SHARED_SERVICES.read().await;
     let Some(db) = aiflow_db::testing::TestDb::postgres().await else {
         return;
     };

@@ -40,6 +40,18 @@ pub(crate) struct Cluster {
     pub(crate) db_url: String,
     pub(crate) cluster: String,
     _db: aiflow_db::testing::TestDb,
+    /// Released after the cluster's own cleanup (fields drop after `Drop::drop`).
+    _shared: Shared,
+}
+
+/// This machine's PostgreSQL and NATS, shared by every test of this binary: a test that
+/// restarts them holds this for writing, every other cluster for reading, so no test sees
+/// another's restart (the modules of one test binary run at the same time).
+pub(crate) static SHARED_SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum Shared {
+    Using(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Restarting(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
 }
 
 impl Drop for Cluster {
@@ -65,12 +77,28 @@ impl Cluster {
         if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
             return None;
         }
+        let shared = Shared::Using(SHARED_SERVICES.read().await);
+        Self::with(prefix, shared).await
+    }
+
+    /// A cluster whose test restarts PostgreSQL and NATS: it waits until no other test uses
+    /// them, and keeps them to itself.
+    pub(crate) async fn start_exclusive(prefix: &str) -> Option<Cluster> {
+        if !reachable("PostgreSQL", "127.0.0.1:5432") || !reachable("NATS", "127.0.0.1:4222") {
+            return None;
+        }
+        let shared = Shared::Restarting(SHARED_SERVICES.write().await);
+        Self::with(prefix, shared).await
+    }
+
+    async fn with(prefix: &str, shared: Shared) -> Option<Cluster> {
         let db = aiflow_db::testing::TestDb::postgres().await?;
         Some(Cluster {
             dir: tempfile::tempdir().unwrap(),
             db_url: db.url.clone(),
             cluster: format!("{prefix}{}", &uuid_hex()[..10]),
             _db: db,
+            _shared: shared,
         })
     }
 
