@@ -2,16 +2,15 @@
 //! its own when one is configured (they outlive the server and the next one re-adopts them from
 //! their folders), or as tasks of this process.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use futures::stream::BoxStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::supervisor::{adopt, attempt_dir};
 use super::{
-    Adoption, AttemptId, Executor, LaunchRequest, LocalExecutor, RunningJob, Status, StatusReport,
+    Adoption, AttemptId, Executor, LaunchRequest, LocalExecutor, RunningJob, StatusReport,
 };
 
 /// Local processes behind the [`Executor`] trait.
@@ -22,7 +21,7 @@ pub struct LocalProcesses {
     /// Variables of this process that jobs also get besides the base ([`crate::jobenv`]).
     passthrough: Vec<String>,
     /// Stops of the attempts that run now.
-    running: std::sync::Arc<Mutex<HashMap<AttemptId, watch::Sender<bool>>>>,
+    running: super::Following,
     tx: mpsc::UnboundedSender<StatusReport>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
 }
@@ -42,28 +41,8 @@ impl LocalProcesses {
     }
 
     /// Reports a running attempt's start and end; the caller never waits for fork/exec.
-    fn follow(&self, id: AttemptId, mut job: RunningJob) {
-        self.running
-            .lock()
-            .expect("running")
-            .insert(id.clone(), job.stopper());
-        let (tx, running) = (self.tx.clone(), self.running.clone());
-        tokio::spawn(async move {
-            let report = |status| StatusReport {
-                id: id.clone(),
-                status,
-                by: None,
-                ack: None,
-            };
-            // RUNNING once the process exists.
-            let ran = job.started().await;
-            if ran {
-                let _ = tx.send(report(Status::Started));
-            }
-            let outcome = job.wait().await;
-            running.lock().expect("running").remove(&id);
-            let _ = tx.send(report(Status::Ended { outcome, ran }));
-        });
+    fn follow(&self, id: AttemptId, job: RunningJob) {
+        super::follow(&self.running, &self.tx, id, job);
     }
 }
 

@@ -179,3 +179,38 @@ pub(crate) async fn build(
     let gpus = gpus::Gpus::configured_or_discovered(config.gpus);
     Ok(Arc::new(routed::Routed::new(processes, containers, gpus)))
 }
+
+/// The attempts an executor follows: each one's stop, by attempt.
+pub(crate) type Following = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<AttemptId, tokio::sync::watch::Sender<bool>>>,
+>;
+
+/// Follows a running attempt for an executor: keeps its stop in `running` while it runs, and
+/// sends its start (once its process or container exists) and its end to `tx`.
+pub(crate) fn follow(
+    running: &Following,
+    tx: &tokio::sync::mpsc::UnboundedSender<StatusReport>,
+    id: AttemptId,
+    mut job: RunningJob,
+) {
+    running
+        .lock()
+        .expect("running")
+        .insert(id.clone(), job.stopper());
+    let (tx, running) = (tx.clone(), running.clone());
+    tokio::spawn(async move {
+        let report = |status| StatusReport {
+            id: id.clone(),
+            status,
+            by: None,
+            ack: None,
+        };
+        let ran = job.started().await;
+        if ran {
+            let _ = tx.send(report(Status::Started));
+        }
+        let outcome = job.wait().await;
+        running.lock().expect("running").remove(&id);
+        let _ = tx.send(report(Status::Ended { outcome, ran }));
+    });
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::container::{ContainerExecutor, ContainerSpec};
 use super::gpus::{GpuLease, Gpus};
@@ -21,7 +21,7 @@ pub struct Containers {
     grace: std::time::Duration,
     log_max_bytes: Option<u64>,
     engine: tokio::sync::Mutex<Option<ContainerExecutor>>,
-    running: Arc<Mutex<HashMap<AttemptId, watch::Sender<bool>>>>,
+    running: super::Following,
     tx: mpsc::UnboundedSender<StatusReport>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
 }
@@ -88,27 +88,8 @@ impl Containers {
         Ok(())
     }
 
-    fn follow(&self, id: AttemptId, mut job: RunningJob) {
-        self.running
-            .lock()
-            .expect("running")
-            .insert(id.clone(), job.stopper());
-        let (tx, running) = (self.tx.clone(), self.running.clone());
-        tokio::spawn(async move {
-            let report = |status| StatusReport {
-                id: id.clone(),
-                status,
-                by: None,
-                ack: None,
-            };
-            let ran = job.started().await;
-            if ran {
-                let _ = tx.send(report(Status::Started));
-            }
-            let outcome = job.wait().await;
-            running.lock().expect("running").remove(&id);
-            let _ = tx.send(report(Status::Ended { outcome, ran }));
-        });
+    fn follow(&self, id: AttemptId, job: RunningJob) {
+        super::follow(&self.running, &self.tx, id, job);
     }
 }
 
