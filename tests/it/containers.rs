@@ -377,6 +377,57 @@ async fn a_container_outlives_kill_9_of_the_server_and_is_re_adopted_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_adopted_container_still_times_out_when_its_first_server_said() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, base) = embedded(&data, &[]);
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
+    post(
+        &http,
+        &format!("{base}/api/v1/workflows"),
+        &json!({"name": "bounded", "nodes": [{"name": "long", "job": {"image": IMAGE, "pull": "never",
+            "timeout_s": 6, "command": ["sh", "-c", "echo begun; sleep 300"]}}]}),
+    )
+    .await;
+    let id = start(&http, &base, "bounded").await;
+    let began = std::time::Instant::now();
+    wait_for("the container to run", Duration::from_secs(30), || async {
+        job(&http, &base, &id, "long").await["state"] == "RUNNING"
+    })
+    .await;
+    server.kill9();
+    assert_eq!(
+        containers_of(&id).len(),
+        1,
+        "the container outlived the server"
+    );
+    let (_server, base) = embedded(&data, &[]);
+    wait_for(
+        "the timeout to end the job",
+        Duration::from_secs(40),
+        || async { job(&http, &base, &id, "long").await["state"] == "FAILED" },
+    )
+    .await;
+    let took = began.elapsed();
+    let log = common::job_log(&http, &base, &id, "long", "").await;
+    assert!(log.contains("re-adopted"), "{log}");
+    assert!(log.contains("timed out"), "the timeout ended it: {log}");
+    assert_eq!(
+        log.matches("begun\n").count(),
+        1,
+        "output copied once: {log}"
+    );
+    assert!(
+        took < Duration::from_secs(40),
+        "ended by the 6 s timeout, not by the 300 s sleep ({took:?})"
+    );
+    assert!(containers_of(&id).is_empty(), "removed once it ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_jobs_on_the_server_get_distinct_gpus() {
     // No engine needed: processes only, on a server configured with two GPUs.
     let dir = tempfile::tempdir().unwrap();

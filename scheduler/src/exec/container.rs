@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use aiflow_translator::Pull;
 
+use crate::exec::process::{note_seen, read_seen, seen_path};
 use crate::executor::{LaunchSpec, LogWriter, Outcome, RunningJob, note, open_log};
 
 /// Label keys every container of an attempt carries.
@@ -41,6 +42,9 @@ pub const LABEL_ATTEMPT: &str = "io.aiflow.attempt";
 pub const LABEL_LOG: &str = "io.aiflow.log";
 /// `true` on the container of the attempt's last command (only such a container is re-adopted).
 pub const LABEL_LAST: &str = "io.aiflow.last";
+/// When the attempt's `timeout_s` runs out, in milliseconds since the Unix epoch, so that a
+/// server that re-adopts the container still enforces it.
+pub const LABEL_DEADLINE: &str = "io.aiflow.deadline";
 
 /// What a container attempt needs beyond a process's [`LaunchSpec`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -115,10 +119,13 @@ impl ContainerExecutor {
         tokio::spawn(async move {
             let outcome = match open_log(&spec.log_path).await {
                 Ok(file) => {
-                    let (log, writer) = LogWriter::start(file, this.log_max_bytes);
+                    let seen = seen_path(&spec.log_path);
+                    let (log, writer) =
+                        LogWriter::start(file, this.log_max_bytes, Some(seen.clone()));
                     let outcome = this.run_attempt(&spec, &container, &log, stop, &pid).await;
                     drop(log);
                     let _ = writer.await;
+                    let _ = std::fs::remove_file(&seen);
                     outcome
                 }
                 Err(e) => Outcome::Failed {
@@ -141,6 +148,12 @@ impl ContainerExecutor {
         let deadline = spec
             .timeout
             .and_then(|t| tokio::time::Instant::now().checked_add(t));
+        // The same moment on the wall clock, for the container's label.
+        let deadline_ms = spec.timeout.and_then(|t| {
+            let at = std::time::SystemTime::now().checked_add(t)?;
+            let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+            u64::try_from(ms).ok()
+        });
         if let Err(message) = self.ensure_image(container, log).await {
             note(log, format!("[aiflow] {message}\n").as_bytes());
             return Outcome::Failed { message };
@@ -168,7 +181,10 @@ impl ContainerExecutor {
                 .as_bytes(),
             );
             let last = i + 1 == total;
-            let id = match self.create(spec, container, argv, &name, last).await {
+            let id = match self
+                .create(spec, container, argv, &name, last, deadline_ms)
+                .await
+            {
                 Ok(id) => id,
                 Err(e) => {
                     let message = format!(
@@ -261,8 +277,9 @@ impl ContainerExecutor {
         argv: Option<&Vec<String>>,
         name: &str,
         last: bool,
+        deadline_ms: Option<u64>,
     ) -> Result<String, EngineError> {
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_WORKFLOW.to_string(), spec.workflow.clone()),
             (LABEL_EXECUTION.to_string(), spec.execution.clone()),
             (LABEL_JOB.to_string(), spec.job.clone()),
@@ -273,6 +290,9 @@ impl ContainerExecutor {
             ),
             (LABEL_LAST.to_string(), last.to_string()),
         ]);
+        if let Some(ms) = deadline_ms {
+            labels.insert(LABEL_DEADLINE.to_string(), ms.to_string());
+        }
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
             cmd: argv.cloned(),
@@ -426,7 +446,9 @@ impl ContainerExecutor {
                 stdout: true,
                 stderr: true,
                 since: after.map_or(0, |a| i32::try_from(a.as_secs()).unwrap_or(i32::MAX)),
-                timestamps: after.is_some(),
+                // Every line comes with the engine's timestamp: the last one written is recorded
+                // beside the log, and a server that re-adopts the container starts after it.
+                timestamps: true,
                 ..Default::default()
             }),
         );
@@ -434,13 +456,14 @@ impl ContainerExecutor {
         tokio::spawn(async move {
             while let Some(Ok(chunk)) = stream.next().await {
                 let bytes = chunk.into_bytes();
-                match after {
-                    None => note(&log, &bytes),
-                    Some(after) => {
-                        if let Some(line) = newer_than(&bytes, after) {
+                match stamped(&bytes) {
+                    Some((at, line)) => {
+                        if after.is_none_or(|after| at > after) {
                             note(&log, line);
+                            note_seen(&log, at);
                         }
                     }
+                    None => note(&log, &bytes),
                 }
             }
         })
@@ -473,8 +496,8 @@ impl ContainerExecutor {
     /// Follows again the container of an attempt a previous server started: `None` when there is
     /// none to follow (any container of the attempt that cannot be followed, one of an earlier
     /// command of the job, say, is removed). Its output since the log was last written is
-    /// appended to the log; its exit code decides the attempt; a stop stops it as usual. A
-    /// timeout does not apply after a re-adoption.
+    /// appended to the log; its exit code decides the attempt; a stop stops it as usual, and
+    /// the attempt's timeout still ends it at the moment the first server set.
     pub async fn adopt(&self, id: &super::AttemptId) -> Option<RunningJob> {
         let found = self.containers_of_attempt(id).await.ok()?;
         let mut followable = None;
@@ -489,7 +512,10 @@ impl ContainerExecutor {
                 .unwrap_or_default();
             match (labels.get(LABEL_LAST), labels.get(LABEL_LOG)) {
                 (Some(last), Some(log)) if last == "true" && followable.is_none() => {
-                    followable = Some((cid, std::path::PathBuf::from(log)));
+                    let deadline_ms = labels
+                        .get(LABEL_DEADLINE)
+                        .and_then(|ms| ms.parse::<u64>().ok());
+                    followable = Some((cid, std::path::PathBuf::from(log), deadline_ms));
                 }
                 _ => {
                     tracing::warn!(container = %cid, "removing a container of an attempt that cannot be re-adopted");
@@ -497,14 +523,27 @@ impl ContainerExecutor {
                 }
             }
         }
-        let (cid, log_path) = followable?;
-        // Output after the log's last write is new; the engine's `since` counts whole seconds,
-        // so lines of that second are told apart by their timestamps.
-        let since = std::fs::metadata(&log_path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        let (cid, log_path, deadline_ms) = followable?;
+        // Output after the last line written is new (its timestamp is recorded beside the log;
+        // without that record, after the log's last change). The engine's `since` counts whole
+        // seconds, so lines of that second are told apart by their timestamps.
+        let seen = seen_path(&log_path);
+        let since = read_seen(&log_path)
+            .or_else(|| {
+                std::fs::metadata(&log_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            })
             .unwrap_or_default();
+        let deadline = deadline_ms.map(|ms| {
+            let left = Duration::from_millis(ms).saturating_sub(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            tokio::time::Instant::now() + left
+        });
         let (handle, parts) = RunningJob::parts();
         let crate::exec::supervisor::Parts {
             pid,
@@ -515,13 +554,14 @@ impl ContainerExecutor {
         tokio::spawn(async move {
             let outcome = match open_log(&log_path).await {
                 Ok(file) => {
-                    let (log, writer) = LogWriter::start(file, this.log_max_bytes);
+                    let (log, writer) =
+                        LogWriter::start(file, this.log_max_bytes, Some(seen.clone()));
                     note(
                         &log,
                         format!("[aiflow] container {cid} re-adopted after a restart\n").as_bytes(),
                     );
                     let ended = this
-                        .run_one(&cid, &log, &mut stop, None, &pid, Some(since))
+                        .run_one(&cid, &log, &mut stop, deadline, &pid, Some(since))
                         .await;
                     this.remove(&cid).await;
                     let outcome = match ended {
@@ -537,6 +577,7 @@ impl ContainerExecutor {
                     }
                     drop(log);
                     let _ = writer.await;
+                    let _ = std::fs::remove_file(&seen);
                     outcome
                 }
                 Err(e) => {
@@ -593,21 +634,18 @@ impl ContainerExecutor {
     }
 }
 
-/// A timestamped log line (`2026-01-02T03:04:05.123456789Z text`) without its timestamp, when it
-/// is later than `after` (since the Unix epoch); a line without a readable timestamp is kept.
-fn newer_than(line: &[u8], after: Duration) -> Option<&[u8]> {
+/// A timestamped log line (`2026-01-02T03:04:05.123456789Z text`) split into its timestamp
+/// (since the Unix epoch) and its text; `None` when it has no readable timestamp.
+fn stamped(line: &[u8]) -> Option<(Duration, &[u8])> {
     let space = line.iter().position(|b| *b == b' ')?;
-    let Some(at) = std::str::from_utf8(&line[..space])
+    let at = std::str::from_utf8(&line[..space])
         .ok()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
-        return Some(line);
-    };
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
     let at = Duration::new(
-        u64::try_from(at.timestamp()).unwrap_or(0),
+        u64::try_from(at.timestamp()).ok()?,
         at.timestamp_subsec_nanos(),
     );
-    (at > after).then_some(&line[space + 1..])
+    Some((at, &line[space + 1..]))
 }
 
 /// How one container ended.
@@ -708,13 +746,32 @@ mod tests {
     }
 
     #[test]
-    fn re_adopted_output_keeps_only_lines_after_the_last_write() {
-        let after = Duration::new(1_767_000_000, 500_000_000);
-        let old = b"2025-12-29T09:20:00.400000000Z old\n";
-        let new = b"2025-12-29T09:20:00.600000000Z new\n";
-        assert_eq!(newer_than(old, after), None);
-        assert_eq!(newer_than(new, after), Some(&b"new\n"[..]));
-        assert_eq!(newer_than(b"no stamp\n", after), Some(&b"no stamp\n"[..]));
+    fn engine_log_lines_split_into_timestamp_and_text() {
+        let (at, text) = stamped(b"2025-12-29T09:20:00.400000001Z old\n").unwrap();
+        assert_eq!(at, Duration::new(1_767_000_000, 400_000_001));
+        assert_eq!(text, b"old\n");
+        assert_eq!(stamped(b"no stamp\n"), None);
+        assert_eq!(stamped(b"nospace"), None);
+    }
+
+    #[tokio::test]
+    async fn the_last_written_timestamp_is_recorded_beside_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.log");
+        let file = open_log(&path).await.unwrap();
+        let (log, writer) = LogWriter::start(file, None, Some(seen_path(&path)));
+        assert_eq!(read_seen(&path), None);
+        note(&log, b"one\n");
+        note_seen(&log, Duration::new(1_767_000_000, 5));
+        note(&log, b"two\n");
+        note_seen(&log, Duration::new(1_767_000_001, 123_456_789));
+        drop(log);
+        writer.await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        assert_eq!(
+            read_seen(&path),
+            Some(Duration::new(1_767_000_001, 123_456_789))
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl LocalExecutor {
         tokio::spawn(async move {
             let outcome = match open_log(&spec.log_path).await {
                 Ok(file) => {
-                    let (log, writer) = LogWriter::start(file, max);
+                    let (log, writer) = LogWriter::start(file, max, None);
                     let outcome = run_attempt(spec, log, stop_rx, grace, pid_tx).await;
                     let _ = writer.await;
                     outcome
@@ -179,26 +179,96 @@ pub(crate) async fn open_log(path: &std::path::Path) -> std::io::Result<std::fs:
 /// Where an attempt's output and the executor's own lines go: a channel to the task that owns
 /// the log file, so lines keep their order and the file its size limit.
 #[derive(Debug, Clone)]
-pub(crate) struct Log(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+pub(crate) struct Log(tokio::sync::mpsc::UnboundedSender<Entry>);
+
+/// What goes down a [`Log`]'s channel.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// Output to append.
+    Bytes(Vec<u8>),
+    /// The engine's timestamp of the output appended last (since the Unix epoch), recorded in
+    /// the log's `.seen` file once that output is written: a server that re-adopts the
+    /// container copies only what comes after it.
+    Seen(Duration),
+}
 
 /// The log file of one attempt and its size.
 pub(crate) struct LogWriter {
     file: std::fs::File,
     size: u64,
     max: Option<u64>,
+    seen: Option<Seen>,
+}
+
+/// The `.seen` file beside a log: the timestamp of the last output written, fixed width, so each
+/// record overwrites the one before in place.
+struct Seen {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Seen {
+    fn record(&mut self, at: Duration) {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        if self.file.is_none() {
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "cannot record the log's last timestamp"))
+                .ok();
+        }
+        if let Some(file) = &self.file {
+            let text = format!("{:020}.{:09}\n", at.as_secs(), at.subsec_nanos());
+            let _ = file.write_all_at(text.as_bytes(), 0);
+        }
+    }
+}
+
+/// Where the timestamp of a log's last written output is kept (see [`Entry::Seen`]).
+pub(crate) fn seen_path(log: &std::path::Path) -> std::path::PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".seen");
+    std::path::PathBuf::from(name)
+}
+
+/// The timestamp recorded by [`Entry::Seen`], if any.
+pub(crate) fn read_seen(log: &std::path::Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(seen_path(log)).ok()?;
+    let (secs, nanos) = text.trim().split_once('.')?;
+    Some(Duration::new(secs.parse().ok()?, nanos.parse().ok()?))
 }
 
 impl LogWriter {
     /// Starts the task that writes the log; it ends when every [`Log`] is dropped.
+    /// `seen` names the file that keeps the last [`Entry::Seen`] timestamp.
     pub(crate) fn start(
         file: std::fs::File,
         max: Option<u64>,
+        seen: Option<std::path::PathBuf>,
     ) -> (Log, tokio::task::JoinHandle<()>) {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut writer = LogWriter { file, size, max };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let seen = seen.map(|path| Seen { path, file: None });
+        let mut writer = LogWriter {
+            file,
+            size,
+            max,
+            seen,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Entry>();
         let task = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
+            while let Some(entry) = rx.recv().await {
+                let bytes = match entry {
+                    Entry::Bytes(bytes) => bytes,
+                    Entry::Seen(at) => {
+                        if let Some(seen) = writer.seen.as_mut() {
+                            seen.record(at);
+                        }
+                        continue;
+                    }
+                };
                 if writer.append(&bytes) {
                     // Rotating reads and rewrites up to half the limit: off the runtime.
                     writer = match tokio::task::spawn_blocking(move || {
@@ -269,7 +339,7 @@ fn pump(
             match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if log.0.send(buf[..n].to_vec()).is_err() {
+                    if log.0.send(Entry::Bytes(buf[..n].to_vec())).is_err() {
                         break;
                     }
                 }
@@ -417,7 +487,12 @@ async fn run_attempt(
 
 /// Appends one line of the executor's own to the attempt's log.
 pub(crate) fn note(log: &Log, bytes: &[u8]) {
-    let _ = log.0.send(bytes.to_vec());
+    let _ = log.0.send(Entry::Bytes(bytes.to_vec()));
+}
+
+/// Records the engine's timestamp of the output noted last (see [`Entry::Seen`]).
+pub(crate) fn note_seen(log: &Log, at: Duration) {
+    let _ = log.0.send(Entry::Seen(at));
 }
 
 fn kill_group(pgid: Option<Pid>, signal: Signal) {
