@@ -104,6 +104,10 @@ pub(crate) struct Config {
     /// `DOCKER_HOST`, else the local socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) docker_host: Option<String>,
+    /// The engine network container jobs join (none: the host's network, so `127.0.0.1`
+    /// reaches the server); a Compose network, say, where the servers answer by service name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) container_network: Option<String>,
     /// GPUs the server's own executor assigns to jobs (none: those `nvidia-smi -L` lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gpus: Option<u32>,
@@ -163,6 +167,7 @@ impl Default for Config {
             job_token_ttl_s: aiflow_scheduler::service::DEFAULT_JOB_TOKEN_TTL.as_secs(),
             stop_jobs_on_exit: false,
             docker_host: None,
+            container_network: None,
             gpus: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -307,6 +312,10 @@ pub(crate) struct ServerArgs {
     /// local socket].
     #[arg(long, env = "DOCKER_HOST")]
     pub(crate) docker_host: Option<String>,
+    /// Engine network the containers of jobs with an image join, a name (`aiflow`, a Compose
+    /// network) [default: the host's network].
+    #[arg(long, env = "AIFLOW_CONTAINER_NETWORK")]
+    pub(crate) container_network: Option<String>,
     /// GPUs this server's executor assigns to jobs [default: those `nvidia-smi -L` lists].
     #[arg(long, env = "AIFLOW_GPUS")]
     pub(crate) gpus: Option<u32>,
@@ -363,6 +372,9 @@ impl Config {
         config.stop_jobs_on_exit |= args.stop_jobs_on_exit;
         if args.docker_host.is_some() {
             config.docker_host.clone_from(&args.docker_host);
+        }
+        if args.container_network.is_some() {
+            config.container_network.clone_from(&args.container_network);
         }
         if args.gpus.is_some() {
             config.gpus = args.gpus;
@@ -465,6 +477,11 @@ impl Config {
                 .any(|p| h.starts_with(p))
         {
             bail!("docker_host: {h:?} is not a unix://, tcp:// or http:// address");
+        }
+        if let Some(n) = &self.container_network
+            && let Err(e) = aiflow_scheduler::exec::container::check_network(n)
+        {
+            bail!("container_network: {e}");
         }
         if let Some(e) = &self.otlp_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))

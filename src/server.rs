@@ -151,6 +151,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Running> {
                 std::env::current_exe().ok()
             },
             docker_host: config.docker_host.clone(),
+            container_network: config.container_network.clone(),
             gpus: config.gpus,
             job_env_passthrough: config.job_env_passthrough.clone(),
         },

@@ -61,6 +61,10 @@ pub(crate) struct WorkerArgs {
     /// socket].
     #[arg(long, env = "DOCKER_HOST")]
     pub(crate) docker_host: Option<String>,
+    /// Engine network the job containers of --containers join, a name (`aiflow`, a Compose
+    /// network where the servers answer by service name) [default: the host's network].
+    #[arg(long, env = "AIFLOW_CONTAINER_NETWORK")]
+    pub(crate) container_network: Option<String>,
     /// Also give jobs this variable of the worker's environment (a name, or a pattern with *,
     /// e.g. LC_*); repeat for more. Jobs otherwise get PATH, HOME, LANG, TZ, TMPDIR and USER.
     #[arg(
@@ -121,6 +125,14 @@ pub(crate) async fn run(
         .connect(&args.nats)
         .await
         .with_context(|| format!("NATS at {}", args.nats))?;
+    if let Some(n) = &args.container_network {
+        if !args.containers {
+            bail!("container-network: needs --containers");
+        }
+        if let Err(e) = aiflow_scheduler::exec::container::check_network(n) {
+            bail!("container-network: {e}");
+        }
+    }
     let containers = if args.containers {
         let mut engine = aiflow_scheduler::exec::container::ContainerExecutor::connect(
             args.docker_host.as_deref(),
@@ -129,6 +141,7 @@ pub(crate) async fn run(
         .context("containers")?;
         engine.grace = Duration::from_secs(args.stop_grace_s);
         engine.log_max_bytes = (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes);
+        engine.network.clone_from(&args.container_network);
         Some(engine)
     } else {
         None

@@ -66,6 +66,7 @@ async fn env(max_running: usize) -> Env {
             supervisor: supervisor(),
             ca_cert: None,
             docker_host: None,
+            container_network: None,
             gpus: None,
             job_env_passthrough: Vec::new(),
         },

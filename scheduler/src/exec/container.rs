@@ -5,7 +5,9 @@
 //! own command when the job gives none), with:
 //! - the job's environment (its `env` and every `AIFLOW_*` variable) and `working_dir` (a path
 //!   inside the container);
-//! - host networking, so `AIFLOW_URL` reaches the server exactly as a host process does;
+//! - host networking, so `AIFLOW_URL` reaches the server exactly as a host process does, or
+//!   the engine network the executor names ([`ContainerExecutor::network`]: a Compose network,
+//!   where the servers answer by their service names);
 //! - `resources.cpus` as a CPU quota and `resources.memory_mb` as a memory limit;
 //! - the GPUs assigned to the attempt as a device request;
 //! - labels naming its workflow, execution, job and attempt.
@@ -58,6 +60,20 @@ pub struct ContainerSpec {
     pub gpus: Vec<String>,
 }
 
+/// Checks an engine network name for [`ContainerExecutor::network`]: a name as Docker accepts it
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), which includes `host`, `bridge` and `none`.
+pub fn check_network(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a network name (letters, digits, '_', '.', '-', starting with a letter or digit)"
+        ))
+    }
+}
+
 /// Runs attempts as containers on one engine.
 #[derive(Debug, Clone)]
 pub struct ContainerExecutor {
@@ -66,6 +82,8 @@ pub struct ContainerExecutor {
     pub grace: Duration,
     /// Largest size of one attempt's log (none: no limit).
     pub log_max_bytes: Option<u64>,
+    /// The engine network the containers join (none: the host's network).
+    pub network: Option<String>,
 }
 
 /// The engine could not be reached.
@@ -98,6 +116,7 @@ impl ContainerExecutor {
             docker,
             grace: Duration::from_secs(10),
             log_max_bytes: Some(crate::executor::DEFAULT_LOG_MAX_BYTES),
+            network: None,
         })
     }
 
@@ -293,6 +312,10 @@ impl ContainerExecutor {
         if let Some(ms) = deadline_ms {
             labels.insert(LABEL_DEADLINE.to_string(), ms.to_string());
         }
+        let mut host = host_config(c);
+        if let Some(network) = &self.network {
+            host.network_mode = Some(network.clone());
+        }
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
             cmd: argv.cloned(),
@@ -304,7 +327,7 @@ impl ContainerExecutor {
             labels: Some(labels),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            host_config: Some(host_config(c)),
+            host_config: Some(host),
             ..Default::default()
         };
         let options = CreateContainerOptions {

@@ -175,7 +175,8 @@ pub(crate) async fn build(
         config.docker_host.clone(),
         config.stop_grace,
         config.log_max_bytes,
-    );
+    )
+    .with_network(config.container_network.clone());
     let gpus = gpus::Gpus::configured_or_discovered(config.gpus);
     Ok(Arc::new(routed::Routed::new(processes, containers, gpus)))
 }

@@ -20,6 +20,7 @@ pub struct Containers {
     host: Option<String>,
     grace: std::time::Duration,
     log_max_bytes: Option<u64>,
+    network: Option<String>,
     engine: tokio::sync::Mutex<Option<ContainerExecutor>>,
     running: super::Following,
     tx: mpsc::UnboundedSender<StatusReport>,
@@ -39,11 +40,19 @@ impl Containers {
             host,
             grace,
             log_max_bytes,
+            network: None,
             engine: tokio::sync::Mutex::new(None),
             running: Arc::default(),
             tx,
             rx: Mutex::new(Some(rx)),
         }
+    }
+
+    /// Containers join this engine network instead of the host's (a Compose network, say).
+    #[must_use]
+    pub fn with_network(mut self, network: Option<String>) -> Containers {
+        self.network = network;
+        self
     }
 
     /// The engine, connected on first use.
@@ -57,6 +66,7 @@ impl Containers {
             .map_err(|e| format!("cannot run the job in a container: {e}"))?;
         e.grace = self.grace;
         e.log_max_bytes = self.log_max_bytes;
+        e.network.clone_from(&self.network);
         *engine = Some(e.clone());
         Ok(e)
     }

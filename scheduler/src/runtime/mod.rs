@@ -66,6 +66,8 @@ pub struct SchedulerConfig {
     pub ca_cert: Option<PathBuf>,
     /// The Docker engine container jobs run on (none: `DOCKER_HOST`, else the local socket).
     pub docker_host: Option<String>,
+    /// The engine network container jobs join (none: the host's network).
+    pub container_network: Option<String>,
     /// GPUs of this machine's executor (none: those `nvidia-smi -L` lists, if any).
     pub gpus: Option<u32>,
     /// Variables of this process that local jobs also get, besides the base (names or `*`
@@ -101,6 +103,7 @@ impl SchedulerConfig {
             supervisor: None,
             ca_cert: None,
             docker_host: None,
+            container_network: None,
             gpus: None,
             job_env_passthrough: Vec::new(),
         }

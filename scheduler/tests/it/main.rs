@@ -45,6 +45,7 @@ async fn start(
             supervisor: None,
             ca_cert: None,
             docker_host: None,
+            container_network: None,
             gpus: None,
             job_env_passthrough: Vec::new(),
         },
