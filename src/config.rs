@@ -694,6 +694,18 @@ mod tests {
                 .to_string()
                 .starts_with("database:")
         );
+        let args = ServerArgs {
+            container_network: Some("a b".into()),
+            ..ServerArgs::default()
+        };
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.starts_with("container_network:"), "{e}");
+        let args = ServerArgs {
+            container_network: Some("aiflow".into()),
+            ..ServerArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.container_network.as_deref(), Some("aiflow"));
     }
 
     #[test]

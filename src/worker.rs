@@ -100,6 +100,14 @@ pub(crate) async fn run(
     if args.slots == 0 {
         bail!("slots: must be at least 1");
     }
+    if let Some(n) = &args.container_network {
+        if !args.containers {
+            bail!("container-network: needs --containers");
+        }
+        if let Err(e) = aiflow_scheduler::exec::container::check_network(n) {
+            bail!("container-network: {e}");
+        }
+    }
     if let Some(ca) = &ca_cert {
         aiflow_sdk::tls::read_certs(ca).context("ca-cert")?;
     }
@@ -125,14 +133,6 @@ pub(crate) async fn run(
         .connect(&args.nats)
         .await
         .with_context(|| format!("NATS at {}", args.nats))?;
-    if let Some(n) = &args.container_network {
-        if !args.containers {
-            bail!("container-network: needs --containers");
-        }
-        if let Err(e) = aiflow_scheduler::exec::container::check_network(n) {
-            bail!("container-network: {e}");
-        }
-    }
     let containers = if args.containers {
         let mut engine = aiflow_scheduler::exec::container::ContainerExecutor::connect(
             args.docker_host.as_deref(),
@@ -141,6 +141,13 @@ pub(crate) async fn run(
         .context("containers")?;
         engine.grace = Duration::from_secs(args.stop_grace_s);
         engine.log_max_bytes = (args.job_log_max_bytes > 0).then_some(args.job_log_max_bytes);
+        if let Some(n) = &args.container_network {
+            engine
+                .docker()
+                .inspect_network(n, None)
+                .await
+                .with_context(|| format!("container-network: no network {n:?} on the engine"))?;
+        }
         engine.network.clone_from(&args.container_network);
         Some(engine)
     } else {

@@ -219,3 +219,66 @@ async fn a_missing_image_fails_naming_it_and_the_engines_reason() {
         "{text}"
     );
 }
+
+/// `docker …` on the command line, for what the test sets up around the executor.
+fn docker_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker command")
+}
+
+#[tokio::test]
+async fn a_named_network_lets_the_job_reach_a_service_by_its_name() {
+    let Some(mut exec) = engine().await else {
+        return;
+    };
+    // A user-defined network with a "server" on it, as a Compose stack has.
+    let network = unique("aiflow-test-net");
+    let server = unique("aiflow-test-srv");
+    let made = docker_cli(&["network", "create", &network]);
+    assert!(made.status.success(), "{made:?}");
+    let ran = docker_cli(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        &network,
+        "--name",
+        &server,
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    assert!(ran.status.success(), "{ran:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let look = format!("getent hosts {server} && echo found");
+
+    // The host's network (the default) knows no such name.
+    let s = spec(dir.path(), &unique("hostnet"), &[&["sh", "-c", &look]]);
+    let log = s.log_path.clone();
+    let on_host = exec.launch(s, image()).await.unwrap().wait().await;
+    let host_text = std::fs::read_to_string(&log).unwrap();
+
+    // On the named network the engine's DNS answers it.
+    exec.network = Some(network.clone());
+    let dir2 = tempfile::tempdir().unwrap();
+    let s = spec(dir2.path(), &unique("namednet"), &[&["sh", "-c", &look]]);
+    let log = s.log_path.clone();
+    let on_network = exec.launch(s, image()).await.unwrap().wait().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+
+    let _ = docker_cli(&["rm", "-f", &server]);
+    let _ = docker_cli(&["network", "rm", &network]);
+    // (The log's first line repeats the command, so only whole lines count.)
+    let found = |t: &str| t.lines().any(|l| l == "found");
+    assert!(
+        matches!(on_host, Outcome::Failed { .. }) && !found(&host_text),
+        "{on_host:?}\n{host_text}"
+    );
+    assert_eq!(on_network, Outcome::Succeeded, "{text}");
+    let answer = text
+        .lines()
+        .any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.ends_with(&server));
+    assert!(answer && found(&text), "{text}");
+}

@@ -539,3 +539,38 @@ async fn the_container_of_a_worker_killed_with_9_runs_once_and_is_removed() {
     )
     .await;
 }
+
+#[test]
+fn a_worker_refuses_a_container_network_it_cannot_use() {
+    let run = |args: &[&str]| {
+        let out = Command::new(common::BIN)
+            .args(["worker", "--nats", "nats://127.0.0.1:4222"])
+            .args(args)
+            .output()
+            .expect("aiflow worker");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), err)
+    };
+    let (ok, err) = run(&["--container-network", "aiflow"]);
+    assert!(
+        !ok && err.contains("container-network: needs --containers"),
+        "{err}"
+    );
+    let (ok, err) = run(&["--containers", "--container-network", "no good"]);
+    assert!(
+        !ok && err.contains("container-network: \"no good\" is not a network name"),
+        "{err}"
+    );
+    if !engine_ready() {
+        return;
+    }
+    let (ok, err) = run(&[
+        "--containers",
+        "--container-network",
+        "aiflow-test-no-such-network",
+    ]);
+    assert!(
+        !ok && err.contains("no network \"aiflow-test-no-such-network\" on the engine"),
+        "{err}"
+    );
+}

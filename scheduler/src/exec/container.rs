@@ -769,6 +769,17 @@ mod tests {
     }
 
     #[test]
+    fn network_names_are_checked() {
+        for ok in ["aiflow", "aiflow-ci", "my_net.1", "host", "none", "0net"] {
+            assert_eq!(check_network(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-net", "a b", "net/1", "container:abc"] {
+            let e = check_network(bad).unwrap_err();
+            assert!(e.contains("is not a network name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn engine_log_lines_split_into_timestamp_and_text() {
         let (at, text) = stamped(b"2025-12-29T09:20:00.400000001Z old\n").unwrap();
         assert_eq!(at, Duration::new(1_767_000_000, 400_000_001));
