@@ -89,15 +89,15 @@ trap finish EXIT
 # A stack left by an interrupted run would hold the ports and the network.
 compose down -v --remove-orphans >/dev/null 2>&1 || true
 
-# The images, each on the engine's layer cache (a warm run only sends the contexts). The apt
-# steps run on the host's network.
+# The images, at once (a cold build mostly waits on the Debian mirror), each on the engine's
+# layer cache (a warm run only sends the contexts). The apt steps run on the host's network.
 build() {
-  local tag="$1"
+  local tag="$1" log="$tmp/build-${1//[\/:]/_}.log"
   shift
   local t0
   t0=$(date +%s)
-  if ! docker build -q --network host --build-arg "BASE=$BASE" -t "$tag" "$@" >"$tmp/build.log" 2>&1; then
-    cat "$tmp/build.log" >&2
+  if ! docker build -q --network host --build-arg "BASE=$BASE" -t "$tag" "$@" >"$log" 2>&1; then
+    cat "$log" >&2
     echo "ci: compose: building $tag failed" >&2
     return 1
   fi
@@ -105,11 +105,17 @@ build() {
 }
 cp "$BIN" "$context/aiflow"
 cp deploy/Dockerfile "$context/Dockerfile"
-build aiflow:local "$context"
-build aiflow/postgres:15 deploy/images/postgres
-build aiflow/nats:2.9 deploy/images/nats
-build "$JOB_IMAGE" -f deploy/images/jobs/Dockerfile .
+pids=()
+build aiflow:local "$context" & pids+=($!)
+build aiflow/postgres:15 deploy/images/postgres & pids+=($!)
+build aiflow/nats:2.9 deploy/images/nats & pids+=($!)
+build "$JOB_IMAGE" -f deploy/images/jobs/Dockerfile . & pids+=($!)
+built=0
+for pid in "${pids[@]}"; do wait "$pid" || built=1; done
+[ "$built" = 0 ] || exit 1
 rm -f "$context/aiflow"
+# Superseded builds (a new binary each run) would pile up on the engine.
+docker image prune -f --filter label=io.aiflow.deploy >/dev/null
 timing "images built"
 
 up=1
