@@ -126,6 +126,7 @@ timing "stack started"
 # runs on the host with the repository's Python package.
 PYTHONPATH="$repo/python/src" python3 - "$AIFLOW_PORT1" "$AIFLOW_PORT2" "$JOB_IMAGE" <<'PY'
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -199,7 +200,18 @@ doc = {
     ],
 }
 client.submit_workflow(doc)
-execution = client.start_execution("compose_check")
+# Started through the standby, which forwards it to the leader. Just after the leader took the
+# lease it may not answer forwarded requests yet: the standby says 503 "retry shortly".
+deadline = time.monotonic() + 30
+while True:
+    try:
+        execution = client.start_execution("compose_check")
+        break
+    except aiflow.ApiError as e:
+        if e.status != 503 or time.monotonic() > deadline:
+            raise
+        print(f"ci: compose: retrying the start: {e}")
+        time.sleep(0.5)
 eid = execution["id"]
 print(f"ci: compose: execution {eid} started")
 done = client.wait(eid, timeout=180)
@@ -215,6 +227,8 @@ if done.get("state") != "SUCCEEDED":
 boxed = [j for j in jobs if j.get("job") == "boxed"]
 if not boxed or boxed[-1].get("state") != "SUCCEEDED":
     fail(f"job boxed did not succeed: {jobs}")
+if f"command 1/1: container aiflow-{eid}-boxed-1 from {image}:" not in log:
+    fail("the job's log does not show it ran as a container of the job image")
 if f"hello from boxed of {eid} on worker1 in a container" not in log:
     fail("the job's log lacks its greeting")
 if "event sent to http://server1:8080" not in log:
@@ -222,6 +236,12 @@ if "event sent to http://server1:8080" not in log:
 events = client.list_events(key="ci/compose", event_type="COMPOSE_CHECK")
 if not any(e.get("value") == "boxed" for e in events):
     fail(f"the job's event is not stored: {events}")
+left = subprocess.run(
+    ["docker", "ps", "-aq", "--filter", f"label=io.aiflow.execution={eid}"],
+    capture_output=True, text=True, check=True,
+).stdout.split()
+if left:
+    fail(f"the job's container was not removed: {left}")
 print(f"ci: compose: job boxed SUCCEEDED on worker1 in {image}; its event is stored")
 PY
 timing "workflow checked"
