@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::container::{ContainerExecutor, ContainerSpec};
-use super::gpus::{GpuLease, Gpus};
+use super::gpus::{GpuError, GpuLease, Gpus};
 use super::{Adoption, AttemptId, Executor, LaunchRequest, RunningJob, Status, StatusReport};
 
 /// Container attempts on one Docker engine behind the [`Executor`] trait. The engine is reached
@@ -79,6 +79,7 @@ impl Containers {
             cpus: resources.cpus,
             memory_mb: resources.memory_mb,
             gpus,
+            labels: Default::default(),
         };
         let running = engine
             .launch(spec, container)
@@ -86,6 +87,16 @@ impl Containers {
             .map_err(|e| format!("cannot open the job log: {e}"))?;
         self.follow(id, running);
         Ok(())
+    }
+
+    /// Finds again the container of an attempt a previous server started, with the GPU devices
+    /// it holds; the caller follows it. `None`: none to follow (one that cannot be is removed,
+    /// and the attempt is then unknown here: never run twice at once).
+    async fn adopt_holding(&self, id: &AttemptId) -> Option<(RunningJob, Vec<String>)> {
+        let engine = self.engine().await.ok()?;
+        let (job, devices) = engine.adopt_holding(id).await?;
+        tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, gpus = ?devices, "container job attempt re-adopted");
+        Some((job, devices))
     }
 
     fn follow(&self, id: AttemptId, job: RunningJob) {
@@ -110,14 +121,8 @@ impl Executor for Containers {
     }
 
     async fn adopt(&self, id: &AttemptId, _started: bool) -> Adoption {
-        // A container a previous server started is followed again; one that cannot be is
-        // removed, and the attempt is then unknown here (never run twice at once).
-        let Ok(engine) = self.engine().await else {
-            return Adoption::Unknown;
-        };
-        match engine.adopt(id).await {
-            Some(job) => {
-                tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, "container job attempt re-adopted");
+        match self.adopt_holding(id).await {
+            Some((job, _)) => {
                 self.follow(id.clone(), job);
                 Adoption::Following { started: true }
             }
@@ -141,52 +146,54 @@ fn take_reports(
     }
 }
 
-/// Processes and containers, with GPUs assigned to both.
+/// Processes and containers, with GPUs assigned to both. An attempt that asks for more GPUs
+/// than are free now waits for them (queued, as for a slot); one that asks for more than the
+/// executor has fails at once.
 pub struct Routed {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     processes: Arc<dyn Executor>,
     containers: Containers,
     gpus: Gpus,
     leases: Arc<Mutex<HashMap<AttemptId, GpuLease>>>,
+    /// Attempts waiting for GPUs, and how to stop their wait.
+    waiting: Mutex<HashMap<AttemptId, watch::Sender<bool>>>,
+    /// Reports of attempts that ended while waiting for GPUs.
+    tx: mpsc::UnboundedSender<StatusReport>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
 }
 
 impl Routed {
     #[must_use]
     pub fn new(processes: Arc<dyn Executor>, containers: Containers, gpus: Gpus) -> Routed {
+        let (tx, rx) = mpsc::unbounded_channel();
         Routed {
-            processes,
-            containers,
-            gpus,
-            leases: Arc::default(),
+            inner: Arc::new(Inner {
+                processes,
+                containers,
+                gpus,
+                leases: Arc::default(),
+                waiting: Mutex::default(),
+                tx,
+                rx: Mutex::new(Some(rx)),
+            }),
         }
     }
 }
 
-#[async_trait::async_trait]
-impl Executor for Routed {
-    fn name(&self) -> &'static str {
-        "local"
-    }
+fn holder(id: &AttemptId) -> String {
+    format!("{}/{}/{}", id.execution, id.job, id.attempt)
+}
 
-    async fn launch(&self, mut request: LaunchRequest) -> Result<(), String> {
-        let wanted = request
-            .job
-            .resources
-            .as_ref()
-            .and_then(|r| r.gpus)
-            .unwrap_or(0);
-        let lease = if wanted > 0 {
-            let holder = format!(
-                "{}/{}/{}",
-                request.id.execution, request.id.job, request.id.attempt
-            );
-            Some(
-                self.gpus
-                    .acquire(wanted, &holder)
-                    .map_err(|e| format!("cannot assign GPUs: {e}"))?,
-            )
-        } else {
-            None
-        };
+impl Inner {
+    /// Starts the attempt with its devices (none when it asked for none).
+    async fn start(
+        &self,
+        mut request: LaunchRequest,
+        lease: Option<GpuLease>,
+    ) -> Result<(), String> {
         let ids = lease.as_ref().map(GpuLease::ids).unwrap_or_default();
         let id = request.id.clone();
         if let Some(lease) = lease {
@@ -209,30 +216,121 @@ impl Executor for Routed {
         launched
     }
 
+    fn ended(&self, id: AttemptId, outcome: super::Outcome) {
+        let _ = self.tx.send(StatusReport {
+            id,
+            status: Status::Ended { outcome, ran: false },
+            by: None,
+            ack: None,
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for Routed {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn launch(&self, request: LaunchRequest) -> Result<(), String> {
+        let wanted = request
+            .job
+            .resources
+            .as_ref()
+            .and_then(|r| r.gpus)
+            .unwrap_or(0);
+        if wanted == 0 {
+            return self.inner.start(request, None).await;
+        }
+        let id = request.id.clone();
+        let holder = holder(&id);
+        match self.inner.gpus.acquire(wanted, &holder) {
+            Ok(lease) => self.inner.start(request, Some(lease)).await,
+            Err(e @ GpuError::TooMany { .. }) => Err(format!("cannot assign GPUs: {e}")),
+            Err(e @ GpuError::Busy { .. }) => {
+                // Queued until enough devices come back (or a stop).
+                tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, reason = %e, "waiting for GPUs");
+                let (stop_tx, mut stop_rx) = watch::channel(false);
+                self.inner
+                    .waiting
+                    .lock()
+                    .expect("waiting")
+                    .insert(id.clone(), stop_tx);
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    let got = tokio::select! {
+                        lease = inner.gpus.acquire_when_free(wanted, &holder) => Some(lease),
+                        _ = stop_rx.wait_for(|s| *s) => None,
+                    };
+                    inner.waiting.lock().expect("waiting").remove(&id);
+                    match got {
+                        None => inner.ended(id, super::Outcome::Stopped),
+                        Some(Err(e)) => inner.ended(
+                            id,
+                            super::Outcome::Failed {
+                                message: format!("cannot assign GPUs: {e}"),
+                            },
+                        ),
+                        Some(Ok(lease)) => {
+                            tracing::info!(execution = %id.execution, job = %id.job, attempt = id.attempt, gpus = ?lease.ids(), "GPUs free: starting");
+                            if let Err(message) = inner.start(request, Some(lease)).await {
+                                inner.ended(id, super::Outcome::Failed { message });
+                            }
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     fn stop(&self, id: &AttemptId) {
+        if let Some(waiting) = self.inner.waiting.lock().expect("waiting").get(id) {
+            let _ = waiting.send(true);
+        }
         // Each ignores an attempt it does not run.
-        self.processes.stop(id);
-        self.containers.stop(id);
+        self.inner.processes.stop(id);
+        self.inner.containers.stop(id);
     }
 
     async fn adopt(&self, id: &AttemptId, started: bool) -> Adoption {
         // Containers first: the host's leftover-process sweep of an unknown process attempt
         // would otherwise also kill a container's processes (they carry the attempt's variables).
-        match self.containers.adopt(id, started).await {
-            Adoption::Unknown => self.processes.adopt(id, started).await,
-            following => following,
+        match self.inner.containers.adopt_holding(id).await {
+            Some((job, devices)) => {
+                // The devices the container was given stay busy until it ends (held before it
+                // is followed, so its end report always finds the lease).
+                if !devices.is_empty() {
+                    let lease = self.inner.gpus.hold(&devices, &holder(id));
+                    self.inner
+                        .leases
+                        .lock()
+                        .expect("leases")
+                        .insert(id.clone(), lease);
+                }
+                self.inner.containers.follow(id.clone(), job);
+                Adoption::Following { started: true }
+            }
+            None => self.inner.processes.adopt(id, started).await,
         }
     }
 
     fn reports(&self) -> BoxStream<'static, StatusReport> {
-        let leases = self.leases.clone();
-        futures::stream::select(self.processes.reports(), self.containers.reports())
-            .inspect(move |r| {
-                if matches!(r.status, Status::Ended { .. }) {
-                    // The attempt's GPUs are free again.
-                    leases.lock().expect("leases").remove(&r.id);
-                }
-            })
-            .boxed()
+        let leases = self.inner.leases.clone();
+        let waited = take_reports(&self.inner.rx);
+        futures::stream::select(
+            futures::stream::select(
+                self.inner.processes.reports(),
+                self.inner.containers.reports(),
+            ),
+            waited,
+        )
+        .inspect(move |r| {
+            if matches!(r.status, Status::Ended { .. }) {
+                // The attempt's GPUs are free again.
+                leases.lock().expect("leases").remove(&r.id);
+            }
+        })
+        .boxed()
     }
 }

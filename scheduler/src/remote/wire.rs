@@ -411,6 +411,23 @@ impl Fabric {
         Ok(())
     }
 
+    /// One worker's registration (`alive` set from its last heartbeat), when it has one.
+    pub(super) async fn worker(&self, name: &str) -> Option<WorkerInfo> {
+        let stream = self
+            .js
+            .get_stream(Self::stream_name(&self.cluster, "WORKERS"))
+            .await
+            .ok()?;
+        let m = stream
+            .get_last_raw_message_by_subject(&self.subject(&format!("workers.{}", token(name))))
+            .await
+            .ok()?;
+        let mut w: WorkerInfo = serde_json::from_slice(&m.payload).ok()?;
+        let age = chrono::Utc::now() - w.last_heartbeat;
+        w.alive = age.to_std().unwrap_or_default() < HEARTBEAT_TIMEOUT;
+        Some(w)
+    }
+
     /// The registered workers, newest heartbeat first.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, String> {
         let stream = self
