@@ -624,7 +624,22 @@ impl ContainerExecutor {
         key: &str,
         value: &str,
     ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{key}={value}")])]);
+        self.listed(format!("{key}={value}")).await
+    }
+
+    /// The containers (any state) carrying the label `key`, whatever its value.
+    pub async fn labelled_with(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        self.listed(key.to_string()).await
+    }
+
+    async fn listed(
+        &self,
+        filter: String,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![filter])]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {

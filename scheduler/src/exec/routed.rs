@@ -21,6 +21,8 @@ pub struct Containers {
     grace: std::time::Duration,
     log_max_bytes: Option<u64>,
     engine: tokio::sync::Mutex<Option<ContainerExecutor>>,
+    /// Where this server's attempt logs are: its containers are those whose log is there.
+    logs: Option<std::path::PathBuf>,
     running: super::Following,
     tx: mpsc::UnboundedSender<StatusReport>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
@@ -40,9 +42,71 @@ impl Containers {
             grace,
             log_max_bytes,
             engine: tokio::sync::Mutex::new(None),
+            logs: None,
             running: Arc::default(),
             tx,
             rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Containers whose attempt log is under `root` are this server's (see [`Self::sweep`]).
+    #[must_use]
+    pub fn logs_under(mut self, root: std::path::PathBuf) -> Containers {
+        self.logs = Some(root);
+        self
+    }
+
+    /// Removes this server's labelled containers that it does not follow (their attempt
+    /// ended or was lost while no server ran); a worker's containers, and those of another
+    /// server on the same engine (their logs are elsewhere), are left alone. Only when the
+    /// server has a container job, or its engine is set, is the engine reached.
+    pub async fn sweep(&self) {
+        use super::container::{LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_JOB, LABEL_LOG, LABEL_WORKER};
+        let Some(root) = &self.logs else {
+            return;
+        };
+        if self.host.is_none() && std::env::var_os("DOCKER_HOST").is_none() {
+            // The local socket: reached only when it exists.
+            if !std::path::Path::new("/var/run/docker.sock").exists() {
+                return;
+            }
+        }
+        let Ok(engine) = self.engine().await else {
+            return;
+        };
+        let found = match engine.labelled_with(LABEL_LOG).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the engine's containers");
+                return;
+            }
+        };
+        for (cid, labels) in found {
+            let ours = labels
+                .get(LABEL_LOG)
+                .is_some_and(|l| std::path::Path::new(l).starts_with(root));
+            if !ours || labels.contains_key(LABEL_WORKER) {
+                continue;
+            }
+            let id = AttemptId {
+                execution: labels.get(LABEL_EXECUTION).cloned().unwrap_or_default(),
+                job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
+                attempt: labels
+                    .get(LABEL_ATTEMPT)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_default(),
+                row: None,
+            };
+            let followed = self
+                .running
+                .lock()
+                .expect("running")
+                .keys()
+                .any(|k| k.execution == id.execution && k.job == id.job && k.attempt == id.attempt);
+            if !followed {
+                tracing::warn!(container = %cid, execution = %id.execution, job = %id.job, attempt = id.attempt, "removing a container whose attempt is over");
+                engine.remove(&cid).await;
+            }
         }
     }
 
@@ -313,6 +377,13 @@ impl Executor for Routed {
             }
             None => self.inner.processes.adopt(id, started).await,
         }
+    }
+
+    async fn recovered(&self) {
+        self.inner.processes.recovered().await;
+        // In the background: an engine slow to answer does not hold up the start.
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.containers.sweep().await });
     }
 
     fn reports(&self) -> BoxStream<'static, StatusReport> {
