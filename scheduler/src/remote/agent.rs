@@ -783,3 +783,124 @@ async fn ship_log(
         tracing::warn!(error = %e, "cannot send the end of a log");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::container::{
+        ContainerExecutor, LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_GPUS, LABEL_JOB, LABEL_LAST,
+        LABEL_LOG,
+    };
+
+    const IMAGE: &str = "aiflow-test/debian:bookworm";
+
+    fn docker(args: &[&str]) -> String {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A worker that comes back finds its containers on the engine (real NATS and Docker): the
+    /// one of a task it still claims keeps its GPU busy until the task is re-adopted or the
+    /// container is gone; the one of a task another worker took over is removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_worker_keeps_the_gpus_of_its_containers_and_removes_the_lost_ones() {
+        let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await else {
+            eprintln!("\n*** SKIPPED: no NATS on 127.0.0.1:4222 ***\n");
+            return;
+        };
+        let engine = match ContainerExecutor::connect(None).await {
+            Ok(e) if e.docker().inspect_image(IMAGE).await.is_ok() => e,
+            _ => {
+                eprintln!("\n*** SKIPPED: no Docker engine with the image {IMAGE} ***\n");
+                return;
+            }
+        };
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let cluster = format!("agentgpus{unique}");
+        let fabric = Fabric::new(client.clone(), &cluster).await.unwrap();
+        let (mine, lost) = (format!("m{unique}-1"), format!("l{unique}-1"));
+        assert!(fabric.claim(&mine, "w1").await.unwrap());
+        assert!(fabric.claim(&lost, "w2").await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let run = |task: &str, job: &str, gpus: &str| {
+            let labels = [
+                format!("{LABEL_EXECUTION}=e{unique}"),
+                format!("{LABEL_JOB}={job}"),
+                format!("{LABEL_ATTEMPT}=1"),
+                format!("{LABEL_LOG}={}", dir.path().join(format!("{job}.log")).display()),
+                format!("{LABEL_LAST}=true"),
+                format!("{LABEL_WORKER}=w1"),
+                format!("{LABEL_TASK}={task}"),
+                format!("{LABEL_GPUS}={gpus}"),
+            ];
+            let mut args = vec!["run", "-d"];
+            for l in &labels {
+                args.extend(["--label", l.as_str()]);
+            }
+            args.extend([IMAGE, "sleep", "300"]);
+            docker(&args)
+        };
+        let kept = run(&mine, "kept", "1");
+        let gone = run(&lost, "gone", "0");
+        let exists = |id: &str| !docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty();
+        let gpus = Gpus::new(2);
+        let state = Arc::new(WorkerState {
+            config: WorkerConfig {
+                name: "w1".into(),
+                queues: vec!["default".into()],
+                slots: 2,
+                resources: Resources {
+                    gpus: Some(2),
+                    ..Default::default()
+                },
+                labels: BTreeMap::new(),
+                data_dir: dir.path().to_path_buf(),
+                server_url: "http://127.0.0.1:1".into(),
+                ca_cert: None,
+                aiflow_bin: None,
+                grace: Duration::from_millis(500),
+                log_max_bytes: None,
+                job_env_passthrough: Vec::new(),
+                containers: Some(engine),
+            },
+            fabric: fabric.clone(),
+            running: Mutex::new(HashMap::new()),
+            gpus: gpus.clone(),
+            reserved: Mutex::new(HashMap::new()),
+            started_at: chrono::Utc::now(),
+        });
+        recover_containers(&state).await;
+        let held = gpus.holders();
+        let removed = !exists(&gone);
+        let still = exists(&kept);
+        docker(&["rm", "-f", &kept]);
+        // Once the container is gone without its task coming back, its device is free again.
+        let mut freed = false;
+        for _ in 0..50 {
+            if gpus.free() == 2 {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let js = async_nats::jetstream::new(client);
+        let upper = token(&cluster).to_uppercase();
+        for what in ["TASKS", "REPORTS", "LOGS", "CLAIMS", "WORKERS"] {
+            let _ = js.delete_stream(format!("{upper}_{what}")).await;
+        }
+        assert_eq!(
+            held,
+            BTreeMap::from([("1".to_string(), mine.clone())]),
+            "the device of the container of a task it still claims is busy"
+        );
+        assert!(removed, "the container of a task another worker took over goes");
+        assert!(still, "the container of its own task is left to be re-adopted");
+        assert!(freed, "a device comes back once its container is gone");
+    }
+}
