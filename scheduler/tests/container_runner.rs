@@ -285,7 +285,11 @@ async fn a_re_adopted_container_keeps_its_gpus_and_a_job_waits_for_them() {
         routed.adopt(&boxed, true).await,
         Adoption::Following { started: true }
     );
-    assert_eq!(gpus.free(), 0, "the re-adopted container holds both devices");
+    assert_eq!(
+        gpus.free(),
+        0,
+        "the re-adopted container holds both devices"
+    );
     assert_eq!(
         gpus.holders().get("1").map(String::as_str),
         Some(format!("{execution}/boxed/1").as_str())
@@ -347,7 +351,13 @@ async fn a_re_adopted_container_keeps_its_gpus_and_a_job_waits_for_them() {
         "{seen:?}"
     );
     assert!(
-        matches!(&seen[at("gpu", true)].1, Status::Ended { outcome: Outcome::Succeeded, .. }),
+        matches!(
+            &seen[at("gpu", true)].1,
+            Status::Ended {
+                outcome: Outcome::Succeeded,
+                ..
+            }
+        ),
         "{seen:?}"
     );
     assert!(

@@ -465,10 +465,7 @@ async fn running_jobs_on_the_server_get_distinct_gpus() {
     }
     // Two run at once on devices 0 and 1; the third waits for one of them to come back (as for
     // a slot) and runs then.
-    assert!(
-        devices.iter().all(|(s, _)| s == "SUCCEEDED"),
-        "{devices:?}"
-    );
+    assert!(devices.iter().all(|(s, _)| s == "SUCCEEDED"), "{devices:?}");
     let mut got: Vec<&str> = devices.iter().map(|(_, l)| l.as_str()).collect();
     got.sort_unstable();
     got.dedup();
@@ -609,10 +606,17 @@ async fn a_worker_killed_with_9_and_started_again_re_adopts_its_container() {
     let kept = job(&http, &u, &id, "kept").await;
     assert_eq!(kept["attempt"], 1, "one attempt: {kept}");
     let log = common::job_log(&http, &u, &id, "kept", "").await;
-    assert_eq!(log.matches("started\n").count(), 1, "ran once, shipped once: {log}");
+    assert_eq!(
+        log.matches("started\n").count(),
+        1,
+        "ran once, shipped once: {log}"
+    );
     assert_eq!(log.matches("finished\n").count(), 1, "{log}");
     assert!(log.contains("re-adopted"), "{log}");
-    assert!(log.contains("exited with code 7"), "the real exit code: {log}");
+    assert!(
+        log.contains("exited with code 7"),
+        "the real exit code: {log}"
+    );
     let events = get(
         &http,
         &format!("{u}/api/v1/events?key=boxback/kept&event_type=JOB_STATUS&limit=100"),

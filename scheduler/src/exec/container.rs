@@ -518,19 +518,13 @@ impl ContainerExecutor {
 
     /// [`Self::adopt`], with the GPU device ids the followed container holds (from its device
     /// request, else its [`LABEL_GPUS`] label), which stay busy until it ends.
-    pub async fn adopt_holding(
-        &self,
-        id: &super::AttemptId,
-    ) -> Option<(RunningJob, Vec<String>)> {
+    pub async fn adopt_holding(&self, id: &super::AttemptId) -> Option<(RunningJob, Vec<String>)> {
         let found = self.containers_of_attempt(id).await.ok()?;
         let mut followable = None;
         let mut devices = Vec::new();
         for cid in found {
             let inspected = self.docker.inspect_container(&cid, None).await.ok();
-            let held = inspected
-                .as_ref()
-                .map(devices_held)
-                .unwrap_or_default();
+            let held = inspected.as_ref().map(devices_held).unwrap_or_default();
             let labels = inspected
                 .and_then(|c| c.config)
                 .and_then(|c| c.labels)

@@ -343,10 +343,18 @@ mod tests {
     fn devices_held_by_a_re_adopted_attempt_are_busy_until_its_lease_ends() {
         let gpus = Gpus::new(3);
         let adopted = gpus.hold(&["1".into(), "7".into()], "e1/train/1");
-        assert_eq!(adopted.ids(), ["1"], "a device the executor lacks is left out");
+        assert_eq!(
+            adopted.ids(),
+            ["1"],
+            "a device the executor lacks is left out"
+        );
         assert_eq!(gpus.free(), 2);
         let next = gpus.acquire(2, "e2/train/1").unwrap();
-        assert_eq!(next.ids(), ["0", "2"], "never the re-adopted attempt's device");
+        assert_eq!(
+            next.ids(),
+            ["0", "2"],
+            "never the re-adopted attempt's device"
+        );
         let other = gpus.hold(&["2".into()], "e3/x/1");
         assert!(other.is_empty(), "a held device is not held twice");
         drop(next);

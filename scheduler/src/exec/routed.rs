@@ -58,10 +58,12 @@ impl Containers {
 
     /// Removes this server's labelled containers that it does not follow (their attempt
     /// ended or was lost while no server ran); a worker's containers, and those of another
-    /// server on the same engine (their logs are elsewhere), are left alone. Only when the
-    /// server has a container job, or its engine is set, is the engine reached.
+    /// server on the same engine (their logs are elsewhere), are left alone. The engine is
+    /// reached only when one is named or the local socket exists.
     pub async fn sweep(&self) {
-        use super::container::{LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_JOB, LABEL_LOG, LABEL_WORKER};
+        use super::container::{
+            LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_JOB, LABEL_LOG, LABEL_WORKER,
+        };
         let Some(root) = &self.logs else {
             return;
         };
@@ -97,12 +99,10 @@ impl Containers {
                     .unwrap_or_default(),
                 row: None,
             };
-            let followed = self
-                .running
-                .lock()
-                .expect("running")
-                .keys()
-                .any(|k| k.execution == id.execution && k.job == id.job && k.attempt == id.attempt);
+            let followed =
+                self.running.lock().expect("running").keys().any(|k| {
+                    k.execution == id.execution && k.job == id.job && k.attempt == id.attempt
+                });
             if !followed {
                 tracing::warn!(container = %cid, execution = %id.execution, job = %id.job, attempt = id.attempt, "removing a container whose attempt is over");
                 engine.remove(&cid).await;
@@ -283,7 +283,10 @@ impl Inner {
     fn ended(&self, id: AttemptId, outcome: super::Outcome) {
         let _ = self.tx.send(StatusReport {
             id,
-            status: Status::Ended { outcome, ran: false },
+            status: Status::Ended {
+                outcome,
+                ran: false,
+            },
             by: None,
             ack: None,
         });

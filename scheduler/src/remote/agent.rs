@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::wire::{
-    CANCELLED, Control, Fabric, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, Report, ReportKind, Resources,
-    Task, WorkerInfo, ended, nats_err, stopped, token,
+    CANCELLED, Control, Fabric, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, LOST, Report, ReportKind,
+    Resources, Task, WorkerInfo, ended, nats_err, stopped, token,
 };
 
 use crate::exec::container::{LABEL_TASK, LABEL_WORKER};
@@ -161,6 +161,10 @@ pub async fn run_worker(
         reserved: Mutex::new(HashMap::new()),
         started_at: chrono::Utc::now(),
     });
+    // Registered (alive) before it looks at its containers: other workers leave its tasks to it.
+    if let Err(e) = state.fabric.register(&state.info()).await {
+        tracing::warn!(error = %e, "cannot register the worker");
+    }
     recover_containers(&state).await;
     let slots = Arc::new(tokio::sync::Semaphore::new(config.slots.max(1)));
     // Stops for tasks running here.
@@ -416,7 +420,7 @@ async fn claimed_before(
     holder: &str,
 ) {
     let me = state.config.name.clone();
-    if holder == CANCELLED {
+    if holder == CANCELLED || holder == LOST {
         let _ = acker.ack_with(AckKind::Term).await;
         return;
     }
@@ -452,6 +456,10 @@ async fn claimed_before(
         "lost: worker {holder} stopped heartbeating while the attempt ran (no heartbeat for {} s)",
         HEARTBEAT_TIMEOUT.as_secs()
     );
+    // The worker, should it come back, finds its attempt over.
+    if let Err(e) = state.fabric.mark_lost(&task.id).await {
+        tracing::warn!(task = %task.id, error = %e, "cannot mark a lost task");
+    }
     let _ = state.report(&task, ReportKind::Lost { message }).await;
     // Its container, when the lost worker ran it on this engine, goes too.
     if let Some(engine) = &state.config.containers {
@@ -536,7 +544,12 @@ async fn recover_containers(state: &Arc<WorkerState>) {
         }
         let devices: Vec<String> = labels
             .get(LABEL_GPUS)
-            .map(|g| g.split(',').map(str::to_string).collect())
+            .map(|g| {
+                g.split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         tracing::info!(container = %cid, task, gpus = ?devices, "a container of this worker outlived it; it is re-adopted when its task comes back");
         let lease = state.gpus.hold(&devices, &task);
@@ -545,21 +558,31 @@ async fn recover_containers(state: &Arc<WorkerState>) {
             .lock()
             .expect("reserved")
             .insert(task.clone(), lease);
-        // Its devices come back when it is gone without being re-adopted.
+        // Its devices come back when it is gone without being re-adopted, or when another
+        // worker found its task lost meanwhile (it goes then).
         let (state, engine) = (state.clone(), engine.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                if !state
-                    .reserved
-                    .lock()
-                    .expect("reserved")
-                    .contains_key(&task)
-                {
+                if !state.reserved.lock().expect("reserved").contains_key(&task) {
                     break;
                 }
                 if engine.docker().inspect_container(&cid, None).await.is_err() {
                     state.reserved.lock().expect("reserved").remove(&task);
+                    break;
+                }
+                let holder = state.fabric.claimed_by(&task).await;
+                let lost = holder.as_deref().is_some_and(|h| h != state.config.name);
+                if lost
+                    && state
+                        .reserved
+                        .lock()
+                        .expect("reserved")
+                        .remove(&task)
+                        .is_some()
+                {
+                    tracing::warn!(container = %cid, task, holder = ?holder, "removing a container whose task was found lost");
+                    engine.remove(&cid).await;
                     break;
                 }
             }
@@ -824,8 +847,13 @@ mod tests {
             .as_nanos();
         let cluster = format!("agentgpus{unique}");
         let fabric = Fabric::new(client.clone(), &cluster).await.unwrap();
-        let (mine, lost) = (format!("m{unique}-1"), format!("l{unique}-1"));
+        let (mine, later, lost) = (
+            format!("m{unique}-1"),
+            format!("n{unique}-1"),
+            format!("l{unique}-1"),
+        );
         assert!(fabric.claim(&mine, "w1").await.unwrap());
+        assert!(fabric.claim(&later, "w1").await.unwrap());
         assert!(fabric.claim(&lost, "w2").await.unwrap());
         let dir = tempfile::tempdir().unwrap();
         let run = |task: &str, job: &str, gpus: &str| {
@@ -833,7 +861,10 @@ mod tests {
                 format!("{LABEL_EXECUTION}=e{unique}"),
                 format!("{LABEL_JOB}={job}"),
                 format!("{LABEL_ATTEMPT}=1"),
-                format!("{LABEL_LOG}={}", dir.path().join(format!("{job}.log")).display()),
+                format!(
+                    "{LABEL_LOG}={}",
+                    dir.path().join(format!("{job}.log")).display()
+                ),
                 format!("{LABEL_LAST}=true"),
                 format!("{LABEL_WORKER}=w1"),
                 format!("{LABEL_TASK}={task}"),
@@ -847,7 +878,8 @@ mod tests {
             docker(&args)
         };
         let kept = run(&mine, "kept", "1");
-        let gone = run(&lost, "gone", "0");
+        let marked = run(&later, "marked", "0");
+        let gone = run(&lost, "gone", "");
         let exists = |id: &str| !docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty();
         let gpus = Gpus::new(2);
         let state = Arc::new(WorkerState {
@@ -878,17 +910,20 @@ mod tests {
         recover_containers(&state).await;
         let held = gpus.holders();
         let removed = !exists(&gone);
-        let still = exists(&kept);
+        let still = exists(&kept) && exists(&marked);
+        // Once a container is gone without its task coming back, or its task was found lost by
+        // another worker meanwhile (its container then goes too), its device is free again.
         docker(&["rm", "-f", &kept]);
-        // Once the container is gone without its task coming back, its device is free again.
+        fabric.mark_lost(&later).await.unwrap();
         let mut freed = false;
         for _ in 0..50 {
-            if gpus.free() == 2 {
+            if gpus.free() == 2 && !exists(&marked) {
                 freed = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        docker(&["rm", "-f", &marked]);
         let js = async_nats::jetstream::new(client);
         let upper = token(&cluster).to_uppercase();
         for what in ["TASKS", "REPORTS", "LOGS", "CLAIMS", "WORKERS"] {
@@ -896,11 +931,23 @@ mod tests {
         }
         assert_eq!(
             held,
-            BTreeMap::from([("1".to_string(), mine.clone())]),
-            "the device of the container of a task it still claims is busy"
+            BTreeMap::from([
+                ("0".to_string(), later.clone()),
+                ("1".to_string(), mine.clone())
+            ]),
+            "the devices of the containers of tasks it still claims are busy"
         );
-        assert!(removed, "the container of a task another worker took over goes");
-        assert!(still, "the container of its own task is left to be re-adopted");
-        assert!(freed, "a device comes back once its container is gone");
+        assert!(
+            removed,
+            "the container of a task another worker took over goes"
+        );
+        assert!(
+            still,
+            "the containers of its own tasks are left to be re-adopted"
+        );
+        assert!(
+            freed,
+            "devices come back once their container is gone or their task lost"
+        );
     }
 }
