@@ -581,6 +581,8 @@ async fn a_worker_killed_with_9_and_started_again_re_adopts_its_container() {
         },
     )
     .await;
+    // Another worker of the queue: it leaves w1's tasks to w1 once w1 is back (w1 heartbeats).
+    let _w2 = c.worker_on("w2", &["default"], &u, &["--containers"]);
     w1.kill9();
     assert_eq!(containers_of(&id).len(), 2, "the containers outlived w1");
     let gone = docker(&[
