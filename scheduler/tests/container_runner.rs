@@ -282,3 +282,166 @@ async fn a_named_network_lets_the_job_reach_a_service_by_its_name() {
         .any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.ends_with(&server));
     assert!(answer && found(&text), "{text}");
 }
+
+/// A container a previous server started (as `docker run` leaves it: the labels an attempt's
+/// container carries, with the GPUs it was given) is re-adopted by the server's executor with
+/// its devices busy: a job asking for a GPU meanwhile waits (it starts only once the container
+/// has ended, on a freed device), and a job asking for more GPUs than there are fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_adopted_container_keeps_its_gpus_and_a_job_waits_for_them() {
+    use aiflow_scheduler::exec::container::{
+        LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_GPUS, LABEL_JOB, LABEL_LAST, LABEL_LOG,
+    };
+    use aiflow_scheduler::exec::gpus::Gpus;
+    use aiflow_scheduler::exec::routed::{Containers, Routed};
+    use aiflow_scheduler::exec::{
+        Adoption, AttemptId, Executor, LaunchRequest, LocalProcesses, Status,
+    };
+    use futures::StreamExt as _;
+    if engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let execution = unique("gpus");
+    let log = dir.path().join("boxed-1.log");
+    let labels = [
+        format!("{LABEL_EXECUTION}={execution}"),
+        format!("{LABEL_JOB}=boxed"),
+        format!("{LABEL_ATTEMPT}=1"),
+        format!("{LABEL_LOG}={}", log.display()),
+        format!("{LABEL_LAST}=true"),
+        format!("{LABEL_GPUS}=0,1"),
+    ];
+    let mut args = vec!["run".to_string(), "-d".into()];
+    for l in &labels {
+        args.extend(["--label".to_string(), l.clone()]);
+    }
+    args.extend([
+        IMAGE.to_string(),
+        "sh".into(),
+        "-c".into(),
+        "echo up; sleep 4; exit 2".into(),
+    ]);
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker run");
+    assert!(out.status.success(), "{out:?}");
+    let gpus = Gpus::new(2);
+    let routed = Routed::new(
+        std::sync::Arc::new(LocalProcesses::new(
+            aiflow_scheduler::LocalExecutor::default(),
+            dir.path().to_path_buf(),
+            Vec::new(),
+        )),
+        Containers::new(None, Duration::from_millis(500), None),
+        gpus.clone(),
+    );
+    let mut reports = routed.reports();
+    let boxed = AttemptId {
+        execution: execution.clone(),
+        job: "boxed".into(),
+        attempt: 1,
+        row: None,
+    };
+    assert_eq!(
+        routed.adopt(&boxed, true).await,
+        Adoption::Following { started: true }
+    );
+    assert_eq!(
+        gpus.free(),
+        0,
+        "the re-adopted container holds both devices"
+    );
+    assert_eq!(
+        gpus.holders().get("1").map(String::as_str),
+        Some(format!("{execution}/boxed/1").as_str())
+    );
+    let request = |job: &str, wanted: u32| {
+        let job_doc: aiflow_translator::Job = serde_json::from_value(serde_json::json!({
+            "name": job, "nodes": [], "resources": {"gpus": wanted}
+        }))
+        .unwrap();
+        let mut s = spec(
+            dir.path(),
+            &execution,
+            &[&["sh", "-c", "echo devices=$CUDA_VISIBLE_DEVICES"]],
+        );
+        s.job = job.into();
+        s.log_path = dir.path().join(format!("{job}-1.log"));
+        LaunchRequest {
+            id: AttemptId {
+                execution: execution.clone(),
+                job: job.into(),
+                attempt: 1,
+                row: None,
+            },
+            job: std::sync::Arc::new(job_doc),
+            spec: s,
+        }
+    };
+    let too_many = routed.launch(request("huge", 3)).await.unwrap_err();
+    assert!(
+        too_many.contains("resources.gpus asks for 3 GPUs; this executor has 2"),
+        "{too_many}"
+    );
+    let launched = Instant::now();
+    routed
+        .launch(request("gpu", 1))
+        .await
+        .expect("queued for a GPU");
+    // The container's end (its real exit code) comes before the waiting job's start.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(job, s): &(String, Status)| job == "gpu" && matches!(s, Status::Ended { .. }))
+    {
+        let r = tokio::time::timeout(Duration::from_secs(30), reports.next())
+            .await
+            .expect("a report")
+            .expect("reports go on");
+        seen.push((r.id.job.clone(), r.status.clone()));
+    }
+    let at = |job: &str, ended: bool| {
+        seen.iter()
+            .position(|(j, s)| j == job && matches!(s, Status::Ended { .. }) == ended)
+            .unwrap_or_else(|| panic!("{job} {ended}: {seen:?}"))
+    };
+    assert!(at("boxed", true) < at("gpu", false), "{seen:?}");
+    assert!(
+        matches!(&seen[at("boxed", true)].1, Status::Ended { outcome: Outcome::Failed { message }, .. }
+            if message.ends_with("exited with code 2")),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(
+            &seen[at("gpu", true)].1,
+            Status::Ended {
+                outcome: Outcome::Succeeded,
+                ..
+            }
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        launched.elapsed() > Duration::from_secs(2),
+        "the job waited for the container's devices"
+    );
+    let text = std::fs::read_to_string(dir.path().join("gpu-1.log")).unwrap();
+    assert!(text.contains("devices=0\n"), "{text}");
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("up\n"),
+        "the container's output is in its log"
+    );
+    assert_eq!(gpus.free(), 2, "all devices are free again");
+    let left = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={LABEL_EXECUTION}={execution}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the container is removed");
+}

@@ -47,6 +47,14 @@ pub const LABEL_LAST: &str = "io.aiflow.last";
 /// When the attempt's `timeout_s` runs out, in milliseconds since the Unix epoch, so that a
 /// server that re-adopts the container still enforces it.
 pub const LABEL_DEADLINE: &str = "io.aiflow.deadline";
+/// The worker that runs the container (`aiflow worker --name`), which re-adopts it after its
+/// own restart.
+pub const LABEL_WORKER: &str = "io.aiflow.worker";
+/// The worker task of the attempt (`<row>-<attempt>`).
+pub const LABEL_TASK: &str = "io.aiflow.task";
+/// The GPU device ids assigned to the attempt, joined by commas, so that whoever re-adopts the
+/// container counts them busy until it ends.
+pub const LABEL_GPUS: &str = "io.aiflow.gpus";
 
 /// What a container attempt needs beyond a process's [`LaunchSpec`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,6 +66,8 @@ pub struct ContainerSpec {
     pub memory_mb: Option<u64>,
     /// Device ids assigned to the attempt (see [`crate::exec::gpus`]).
     pub gpus: Vec<String>,
+    /// More labels for its containers (a worker's [`LABEL_WORKER`] and [`LABEL_TASK`]).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Checks an engine network name for [`ContainerExecutor::network`]: a name as Docker accepts it
@@ -316,6 +326,10 @@ impl ContainerExecutor {
         if let Some(network) = &self.network {
             host.network_mode = Some(network.clone());
         }
+        if !c.gpus.is_empty() {
+            labels.insert(LABEL_GPUS.to_string(), c.gpus.join(","));
+        }
+        labels.extend(c.labels.clone());
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
             cmd: argv.cloned(),
@@ -522,14 +536,19 @@ impl ContainerExecutor {
     /// appended to the log; its exit code decides the attempt; a stop stops it as usual, and
     /// the attempt's timeout still ends it at the moment the first server set.
     pub async fn adopt(&self, id: &super::AttemptId) -> Option<RunningJob> {
+        self.adopt_holding(id).await.map(|(job, _)| job)
+    }
+
+    /// [`Self::adopt`], with the GPU device ids the followed container holds (from its device
+    /// request, else its [`LABEL_GPUS`] label), which stay busy until it ends.
+    pub async fn adopt_holding(&self, id: &super::AttemptId) -> Option<(RunningJob, Vec<String>)> {
         let found = self.containers_of_attempt(id).await.ok()?;
         let mut followable = None;
+        let mut devices = Vec::new();
         for cid in found {
-            let labels = self
-                .docker
-                .inspect_container(&cid, None)
-                .await
-                .ok()
+            let inspected = self.docker.inspect_container(&cid, None).await.ok();
+            let held = inspected.as_ref().map(devices_held).unwrap_or_default();
+            let labels = inspected
                 .and_then(|c| c.config)
                 .and_then(|c| c.labels)
                 .unwrap_or_default();
@@ -538,6 +557,7 @@ impl ContainerExecutor {
                     let deadline_ms = labels
                         .get(LABEL_DEADLINE)
                         .and_then(|ms| ms.parse::<u64>().ok());
+                    devices = held;
                     followable = Some((cid, std::path::PathBuf::from(log), deadline_ms));
                 }
                 _ => {
@@ -612,7 +632,43 @@ impl ContainerExecutor {
             };
             let _ = done.send(outcome);
         });
-        Some(handle)
+        Some((handle, devices))
+    }
+
+    /// The containers (any state) carrying the label `key=value`, with all their labels.
+    pub async fn labelled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        self.listed(format!("{key}={value}")).await
+    }
+
+    /// The containers (any state) carrying the label `key`, whatever its value.
+    pub async fn labelled_with(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        self.listed(key.to_string()).await
+    }
+
+    async fn listed(
+        &self,
+        filter: String,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![filter])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .collect())
     }
 
     /// The ids of the containers labelled with this attempt (all states).
@@ -669,6 +725,35 @@ fn stamped(line: &[u8]) -> Option<(Duration, &[u8])> {
         at.timestamp_subsec_nanos(),
     );
     Some((at, &line[space + 1..]))
+}
+
+/// The GPU device ids an inspected container holds: those of its device request, else those of
+/// its [`LABEL_GPUS`] label.
+fn devices_held(c: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+    let requested: Vec<String> = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.device_requests.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.device_ids.clone())
+        .flatten()
+        .collect();
+    if !requested.is_empty() {
+        return requested;
+    }
+    c.config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(LABEL_GPUS))
+        .map(|g| {
+            g.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How one container ended.

@@ -19,14 +19,16 @@ struct Inner {
     devices: Vec<String>,
     /// Index into `devices` → the attempt holding it.
     held: Mutex<BTreeMap<usize, String>>,
+    /// Woken whenever devices come back.
+    freed: tokio::sync::Notify,
 }
 
 /// Why an attempt got no devices.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
-    #[error("the job asks for {wanted} GPUs; this executor has {total}")]
+    #[error("resources.gpus asks for {wanted} GPUs; this executor has {total}")]
     TooMany { wanted: u32, total: usize },
-    #[error("the job asks for {wanted} GPUs; {free} of {total} are free now")]
+    #[error("resources.gpus asks for {wanted} GPUs; {free} of {total} are free now")]
     Busy {
         wanted: u32,
         free: usize,
@@ -48,6 +50,7 @@ impl Gpus {
             inner: Arc::new(Inner {
                 devices,
                 held: Mutex::new(BTreeMap::new()),
+                freed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -110,6 +113,48 @@ impl Gpus {
         })
     }
 
+    /// [`Self::acquire`], waiting for devices to come back while too few are free; fails at once
+    /// only when the executor has fewer devices than asked for at all.
+    pub async fn acquire_when_free(&self, n: u32, holder: &str) -> Result<GpuLease, GpuError> {
+        loop {
+            // Registered before the attempt, so a device freed in between is not missed.
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.acquire(n, holder) {
+                Err(GpuError::Busy { .. }) => freed.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Marks these device ids as held by `holder` (an attempt re-adopted with the devices it was
+    /// given before a restart), so no other attempt gets them until the lease is dropped. Ids this
+    /// executor does not have, or that someone else holds already, are left out (and logged).
+    #[must_use]
+    pub fn hold(&self, ids: &[String], holder: &str) -> GpuLease {
+        let mut held = self.held();
+        let mut indexes = Vec::new();
+        for id in ids {
+            match self.inner.devices.iter().position(|d| d == id) {
+                Some(i) if !held.contains_key(&i) => {
+                    held.insert(i, holder.to_string());
+                    indexes.push(i);
+                }
+                Some(i) => {
+                    tracing::warn!(device = %id, holder, other = %held[&i], "a re-adopted attempt's GPU is held by another attempt");
+                }
+                None => {
+                    tracing::warn!(device = %id, holder, "a re-adopted attempt holds a GPU this executor does not have");
+                }
+            }
+        }
+        GpuLease {
+            indexes,
+            gpus: self.clone(),
+        }
+    }
+
     /// The attempt holding each held device id.
     #[must_use]
     pub fn holders(&self) -> BTreeMap<String, String> {
@@ -163,6 +208,10 @@ impl Drop for GpuLease {
         let mut held = self.gpus.held();
         for i in &self.indexes {
             held.remove(i);
+        }
+        drop(held);
+        if !self.indexes.is_empty() {
+            self.gpus.inner.freed.notify_waiters();
         }
     }
 }
@@ -288,6 +337,53 @@ mod tests {
             "leases were granted"
         );
         assert_eq!(gpus.free(), 4);
+    }
+
+    #[test]
+    fn devices_held_by_a_re_adopted_attempt_are_busy_until_its_lease_ends() {
+        let gpus = Gpus::new(3);
+        let adopted = gpus.hold(&["1".into(), "7".into()], "e1/train/1");
+        assert_eq!(
+            adopted.ids(),
+            ["1"],
+            "a device the executor lacks is left out"
+        );
+        assert_eq!(gpus.free(), 2);
+        let next = gpus.acquire(2, "e2/train/1").unwrap();
+        assert_eq!(
+            next.ids(),
+            ["0", "2"],
+            "never the re-adopted attempt's device"
+        );
+        let other = gpus.hold(&["2".into()], "e3/x/1");
+        assert!(other.is_empty(), "a held device is not held twice");
+        drop(next);
+        drop(adopted);
+        assert_eq!(gpus.free(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_waits_for_busy_devices_and_fails_at_once_for_too_many() {
+        let gpus = Gpus::new(2);
+        let first = gpus.acquire(2, "a").unwrap();
+        let waiting = tokio::spawn({
+            let gpus = gpus.clone();
+            async move { gpus.acquire_when_free(1, "b").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "both devices are busy");
+        drop(first);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiter is woken when devices come back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.ids(), ["0"]);
+        let err = gpus.acquire_when_free(3, "c").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resources.gpus asks for 3 GPUs; this executor has 2"
+        );
     }
 
     #[test]

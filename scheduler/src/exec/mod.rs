@@ -142,6 +142,10 @@ pub trait Executor: Send + Sync {
     /// true) by a previous server or leader.
     async fn adopt(&self, id: &AttemptId, started: bool) -> Adoption;
 
+    /// Called once every attempt recorded as queued or running was offered to [`Self::adopt`]:
+    /// what a previous process left that nothing follows now may be cleared.
+    async fn recovered(&self) {}
+
     /// The reports of every attempt: taken once, by the runtime, when the executor is built.
     fn reports(&self) -> BoxStream<'static, StatusReport>;
 }
@@ -176,7 +180,8 @@ pub(crate) async fn build(
         config.stop_grace,
         config.log_max_bytes,
     )
-    .with_network(config.container_network.clone());
+    .with_network(config.container_network.clone())
+    .logs_under(config.data_dir.join("logs"));
     let gpus = gpus::Gpus::configured_or_discovered(config.gpus);
     Ok(Arc::new(routed::Routed::new(processes, containers, gpus)))
 }

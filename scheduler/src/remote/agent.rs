@@ -12,10 +12,11 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::wire::{
-    CANCELLED, Control, Fabric, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, Report, ReportKind, Resources,
-    Task, WorkerInfo, ended, nats_err, stopped, token,
+    CANCELLED, Control, Fabric, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, LOST, Report, ReportKind,
+    Resources, Task, WorkerInfo, ended, nats_err, stopped, token,
 };
 
+use crate::exec::container::{LABEL_TASK, LABEL_WORKER};
 use crate::exec::gpus::{GpuLease, Gpus};
 use crate::exec::{LaunchSpec, LocalExecutor, Outcome};
 
@@ -61,6 +62,9 @@ struct WorkerState {
     running: Mutex<HashMap<String, Running>>,
     /// The GPUs of `resources.gpus`, assigned to the tasks that run here.
     gpus: Gpus,
+    /// The devices of containers this worker ran before its restart, held until their task
+    /// comes back and is re-adopted (or the container is gone).
+    reserved: Mutex<HashMap<String, GpuLease>>,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -154,8 +158,14 @@ pub async fn run_worker(
         fabric,
         running: Mutex::new(HashMap::new()),
         gpus: Gpus::new(config.resources.gpus.unwrap_or(0)),
+        reserved: Mutex::new(HashMap::new()),
         started_at: chrono::Utc::now(),
     });
+    // Registered (alive) before it looks at its containers: other workers leave its tasks to it.
+    if let Err(e) = state.fabric.register(&state.info()).await {
+        tracing::warn!(error = %e, "cannot register the worker");
+    }
+    recover_containers(&state).await;
     let slots = Arc::new(tokio::sync::Semaphore::new(config.slots.max(1)));
     // Stops for tasks running here.
     let mut control = client
@@ -336,6 +346,7 @@ async fn tasks_consumer(
 
 /// One task message: claim it, run it, report it.
 async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
+    let delivered = msg.info().map_or(1, |i| i.delivered);
     let (msg, acker) = msg.split();
     let acker = Arc::new(acker);
     let task: Task = match serde_json::from_slice(&msg.payload) {
@@ -346,6 +357,14 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
             return;
         }
     };
+    // A task delivered again may be one this worker or another already claimed: it is never
+    // started a second time.
+    if delivered > 1
+        && let Some(holder) = state.fabric.claimed_by(&task.id).await
+    {
+        claimed_before(state, task, acker, &holder).await;
+        return;
+    }
     let gpus = task.resources.gpus.unwrap_or(0);
     match state.fits(&task) {
         Some(true) => {}
@@ -382,33 +401,206 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         }
     };
     if !claim {
+        drop(lease);
         let holder = state.fabric.claimed_by(&task.id).await.unwrap_or_default();
-        if holder != CANCELLED {
-            tracing::warn!(task = %task.id, previous = %holder, "task came back: its worker stopped heartbeating");
-            let message = format!(
-                "lost: worker {holder} stopped heartbeating while the attempt ran (no heartbeat for {} s)",
-                HEARTBEAT_TIMEOUT.as_secs()
-            );
-            let _ = state.report(&task, ReportKind::Lost { message }).await;
-            // Its container, when the lost worker ran it on this engine, goes too.
-            if let Some(engine) = &state.config.containers {
-                let id = crate::exec::AttemptId {
-                    execution: task.execution.clone(),
-                    job: task.job.clone(),
-                    attempt: task.attempt,
-                    row: None,
-                };
-                for c in engine.containers_of_attempt(&id).await.unwrap_or_default() {
-                    tracing::warn!(task = %task.id, container = %c, "removing the container of a lost task");
-                    engine.remove(&c).await;
-                }
-            }
-        }
+        claimed_before(state, task, acker, &holder).await;
+        return;
+    }
+    supervise(state, task, acker, lease, None).await;
+}
+
+/// A task already claimed when it came: cancelled, this worker's own from before its restart
+/// (its container is re-adopted), or another worker's. The latter is left to its worker while
+/// that one heartbeats (it came back, and re-adopts its container); it is lost once that worker
+/// has not heartbeated for [`HEARTBEAT_TIMEOUT`], and its container goes.
+async fn claimed_before(
+    state: Arc<WorkerState>,
+    task: Task,
+    acker: Arc<jetstream::message::Acker>,
+    holder: &str,
+) {
+    let me = state.config.name.clone();
+    if holder == CANCELLED || holder == LOST {
         let _ = acker.ack_with(AckKind::Term).await;
         return;
     }
+    if holder == me {
+        let known = {
+            let mut running = state.running.lock().expect("running");
+            running.get_mut(&task.id).map(|r| r.acker = acker.clone())
+        };
+        if known.is_some() {
+            // It runs here and its message came back (a heartbeat missed the ack wait): the
+            // heartbeat keeps this delivery in progress from now on.
+            tracing::info!(task = %task.id, "a running task's message came back; still running it");
+            return;
+        }
+        readopt(state, task, acker).await;
+        return;
+    }
+    if task.image.is_some()
+        && let Some(w) = state.fabric.worker(holder).await
+        && w.alive
+        && w.containers
+        && w.queues.contains(&task.queue)
+    {
+        // Its worker heartbeats (it came back after a restart): it re-adopts its container.
+        tracing::debug!(task = %task.id, worker = %holder, "task of a live worker; handed back");
+        let _ = acker
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    tracing::warn!(task = %task.id, previous = %holder, "task came back: its worker stopped heartbeating");
+    let message = format!(
+        "lost: worker {holder} stopped heartbeating while the attempt ran (no heartbeat for {} s)",
+        HEARTBEAT_TIMEOUT.as_secs()
+    );
+    // The worker, should it come back, finds its attempt over.
+    if let Err(e) = state.fabric.mark_lost(&task.id).await {
+        tracing::warn!(task = %task.id, error = %e, "cannot mark a lost task");
+    }
+    let _ = state.report(&task, ReportKind::Lost { message }).await;
+    // Its container, when the lost worker ran it on this engine, goes too.
+    if let Some(engine) = &state.config.containers {
+        for c in engine
+            .containers_of_attempt(&attempt_of(&task))
+            .await
+            .unwrap_or_default()
+        {
+            tracing::warn!(task = %task.id, container = %c, "removing the container of a lost task");
+            engine.remove(&c).await;
+        }
+    }
+    let _ = acker.ack_with(AckKind::Term).await;
+}
+
+fn attempt_of(task: &Task) -> crate::exec::AttemptId {
+    crate::exec::AttemptId {
+        execution: task.execution.clone(),
+        job: task.job.clone(),
+        attempt: task.attempt,
+        row: None,
+    }
+}
+
+/// A task this worker claimed before its restart: its container is followed again to its end
+/// (never started a second time); when it is gone, the attempt is reported lost.
+async fn readopt(state: Arc<WorkerState>, task: Task, acker: Arc<jetstream::message::Acker>) {
+    let me = state.config.name.clone();
+    let adopted = match (&task.image, &state.config.containers) {
+        (Some(_), Some(engine)) => engine.adopt_holding(&attempt_of(&task)).await,
+        _ => None,
+    };
+    let reserved = state.reserved.lock().expect("reserved").remove(&task.id);
+    let Some((job, devices)) = adopted else {
+        drop(reserved);
+        let message = if task.image.is_some() {
+            format!("lost: worker {me} restarted while the attempt ran and its container is gone")
+        } else {
+            format!("lost: worker {me} restarted while the attempt ran")
+        };
+        tracing::warn!(task = %task.id, "{message}");
+        let _ = state.report(&task, ReportKind::Lost { message }).await;
+        let _ = acker.ack_with(AckKind::Term).await;
+        return;
+    };
+    // The devices it was given stay busy until it ends.
+    let lease = reserved.unwrap_or_else(|| state.gpus.hold(&devices, &task.id));
+    tracing::info!(task = %task.id, job = %task.job, gpus = ?lease.ids(), "container re-adopted after a restart of the worker");
+    supervise(state, task, acker, lease, Some(job)).await;
+}
+
+/// At start, the containers this worker ran before a restart: those of a task it still claims
+/// keep their GPUs until the task comes back to be re-adopted; the others' attempts are over
+/// (lost to another worker, or stopped), and they are removed.
+async fn recover_containers(state: &Arc<WorkerState>) {
+    use crate::exec::container::{LABEL_GPUS, LABEL_LAST};
+    let Some(engine) = state.config.containers.clone() else {
+        return;
+    };
+    let me = state.config.name.clone();
+    let found = match engine.labelled(LABEL_WORKER, &me).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list this worker's containers");
+            return;
+        }
+    };
+    for (cid, labels) in found {
+        let task = labels.get(LABEL_TASK).cloned().unwrap_or_default();
+        let holder = if task.is_empty() {
+            None
+        } else {
+            state.fabric.claimed_by(&task).await
+        };
+        if holder.as_deref() != Some(me.as_str()) {
+            tracing::warn!(container = %cid, task, holder = ?holder, "removing a container whose attempt is over");
+            engine.remove(&cid).await;
+            continue;
+        }
+        if labels.get(LABEL_LAST).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let devices: Vec<String> = labels
+            .get(LABEL_GPUS)
+            .map(|g| {
+                g.split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::info!(container = %cid, task, gpus = ?devices, "a container of this worker outlived it; it is re-adopted when its task comes back");
+        let lease = state.gpus.hold(&devices, &task);
+        state
+            .reserved
+            .lock()
+            .expect("reserved")
+            .insert(task.clone(), lease);
+        // Its devices come back when it is gone without being re-adopted, or when another
+        // worker found its task lost meanwhile (it goes then).
+        let (state, engine) = (state.clone(), engine.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !state.reserved.lock().expect("reserved").contains_key(&task) {
+                    break;
+                }
+                if engine.docker().inspect_container(&cid, None).await.is_err() {
+                    state.reserved.lock().expect("reserved").remove(&task);
+                    break;
+                }
+                let holder = state.fabric.claimed_by(&task).await;
+                let lost = holder.as_deref().is_some_and(|h| h != state.config.name);
+                if lost
+                    && state
+                        .reserved
+                        .lock()
+                        .expect("reserved")
+                        .remove(&task)
+                        .is_some()
+                {
+                    tracing::warn!(container = %cid, task, holder = ?holder, "removing a container whose task was found lost");
+                    engine.remove(&cid).await;
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Runs (or, `adopted`, follows again) a claimed task to its end and reports it.
+async fn supervise(
+    state: Arc<WorkerState>,
+    task: Task,
+    acker: Arc<jetstream::message::Acker>,
+    lease: GpuLease,
+    adopted: Option<crate::exec::RunningJob>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readopted = adopted.is_some();
     state.running.lock().expect("running").insert(
         task.id.clone(),
         Running {
@@ -419,13 +611,15 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     );
     // The claim is won: the process starts while the `started` report is on its way (it is not
     // on the path to the process); the `ended` report goes only after it was stored, so the
-    // scheduler always gets them in order.
-    let started = {
+    // scheduler always gets them in order. A re-adopted attempt was reported started before.
+    let started = (!readopted).then(|| {
         let (state, task) = (state.clone(), task.clone());
         tokio::spawn(async move { state.report(&task, ReportKind::Started).await })
-    };
-    let mut outcome = run_task(&state, &task, &lease, stop_rx).await;
-    let _ = started.await;
+    });
+    let mut outcome = run_task(&state, &task, &lease, stop_rx, adopted).await;
+    if let Some(started) = started {
+        let _ = started.await;
+    }
     if outcome == Outcome::Stopped && !asked.load(std::sync::atomic::Ordering::Relaxed) {
         // This worker is shutting down: the attempt was interrupted, and is retried under the
         // job's policy rather than counted as stopped by a user.
@@ -437,8 +631,14 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
         };
     }
     let _ = state.report(&task, ended(&outcome)).await;
+    // The delivery the heartbeat keeps in progress (a newer one when the message came back).
+    let acker = state
+        .running
+        .lock()
+        .expect("running")
+        .remove(&task.id)
+        .map_or(acker, |r| r.acker);
     let _ = acker.ack().await;
-    state.running.lock().expect("running").remove(&task.id);
     // The task's GPUs are free again.
     drop(lease);
     tracing::info!(task = %task.id, job = %task.job, outcome = ?outcome, "task ended");
@@ -449,6 +649,7 @@ async fn run_task(
     task: &Task,
     gpus: &GpuLease,
     mut stop: watch::Receiver<bool>,
+    adopted: Option<crate::exec::RunningJob>,
 ) -> Outcome {
     let config = &state.config;
     let log_path = config
@@ -490,23 +691,37 @@ async fn run_task(
         log_max_bytes: config.log_max_bytes,
         supervisor: None,
     };
-    let launched = match (&task.image, &config.containers) {
-        (Some(image), Some(engine)) => {
+    // What was shipped of a re-adopted attempt's log before the restart is not sent again.
+    let mut shipped = 0;
+    let launched = match (adopted, &task.image, &config.containers) {
+        (Some(job), _, _) => {
+            shipped = state
+                .fabric
+                .log(&task.execution, &task.job, task.attempt)
+                .await
+                .map_or(0, |l| l.len() as u64);
+            Ok(job)
+        }
+        (None, Some(image), Some(engine)) => {
             let container = crate::exec::container::ContainerSpec {
                 image: image.clone(),
                 pull: task.pull.clone(),
                 cpus: task.resources.cpus,
                 memory_mb: task.resources.memory_mb,
                 gpus: gpus.ids(),
+                labels: BTreeMap::from([
+                    (LABEL_WORKER.to_string(), config.name.clone()),
+                    (LABEL_TASK.to_string(), task.id.clone()),
+                ]),
             };
             engine.launch(spec, container).await
         }
-        (Some(_), None) => {
+        (None, Some(_), None) => {
             return Outcome::Failed {
                 message: format!("worker {} offers no containers", config.name),
             };
         }
-        (None, _) => executor.launch(spec).await,
+        (None, None, _) => executor.launch(spec).await,
     };
     let running = match launched {
         Ok(r) => r,
@@ -526,6 +741,7 @@ async fn run_task(
     let shipper = tokio::spawn(ship_log(
         state.fabric.js.clone(),
         log_path,
+        shipped,
         state
             .fabric
             .log_subject(&task.execution, &task.job, task.attempt),
@@ -537,16 +753,16 @@ async fn run_task(
     outcome
 }
 
-/// Sends what the attempt writes to its log as chunks on its log subject, then an empty
-/// chunk when it has ended.
+/// Sends what the attempt writes to its log as chunks on its log subject (from byte `sent`:
+/// what was shipped before), then an empty chunk when it has ended.
 async fn ship_log(
     js: jetstream::Context,
     path: PathBuf,
+    mut sent: u64,
     subject: String,
     mut done: watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut sent: u64 = 0;
     loop {
         let finished = *done.borrow();
         if let Ok(meta) = tokio::fs::metadata(&path).await
@@ -588,5 +804,150 @@ async fn ship_log(
     // connection is stored after it, and a reader that misses it stops at its timeout.
     if let Err(e) = js.publish(subject, Vec::<u8>::new().into()).await {
         tracing::warn!(error = %e, "cannot send the end of a log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::container::{
+        ContainerExecutor, LABEL_ATTEMPT, LABEL_EXECUTION, LABEL_GPUS, LABEL_JOB, LABEL_LAST,
+        LABEL_LOG,
+    };
+
+    const IMAGE: &str = "aiflow-test/debian:bookworm";
+
+    fn docker(args: &[&str]) -> String {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A worker that comes back finds its containers on the engine (real NATS and Docker): the
+    /// one of a task it still claims keeps its GPU busy until the task is re-adopted or the
+    /// container is gone; the one of a task another worker took over is removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_worker_keeps_the_gpus_of_its_containers_and_removes_the_lost_ones() {
+        let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await else {
+            eprintln!("\n*** SKIPPED: no NATS on 127.0.0.1:4222 ***\n");
+            return;
+        };
+        let engine = match ContainerExecutor::connect(None).await {
+            Ok(e) if e.docker().inspect_image(IMAGE).await.is_ok() => e,
+            _ => {
+                eprintln!("\n*** SKIPPED: no Docker engine with the image {IMAGE} ***\n");
+                return;
+            }
+        };
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let cluster = format!("agentgpus{unique}");
+        let fabric = Fabric::new(client.clone(), &cluster).await.unwrap();
+        let (mine, later, lost) = (
+            format!("m{unique}-1"),
+            format!("n{unique}-1"),
+            format!("l{unique}-1"),
+        );
+        assert!(fabric.claim(&mine, "w1").await.unwrap());
+        assert!(fabric.claim(&later, "w1").await.unwrap());
+        assert!(fabric.claim(&lost, "w2").await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let run = |task: &str, job: &str, gpus: &str| {
+            let labels = [
+                format!("{LABEL_EXECUTION}=e{unique}"),
+                format!("{LABEL_JOB}={job}"),
+                format!("{LABEL_ATTEMPT}=1"),
+                format!(
+                    "{LABEL_LOG}={}",
+                    dir.path().join(format!("{job}.log")).display()
+                ),
+                format!("{LABEL_LAST}=true"),
+                format!("{LABEL_WORKER}=w1"),
+                format!("{LABEL_TASK}={task}"),
+                format!("{LABEL_GPUS}={gpus}"),
+            ];
+            let mut args = vec!["run", "-d"];
+            for l in &labels {
+                args.extend(["--label", l.as_str()]);
+            }
+            args.extend([IMAGE, "sleep", "300"]);
+            docker(&args)
+        };
+        let kept = run(&mine, "kept", "1");
+        let marked = run(&later, "marked", "0");
+        let gone = run(&lost, "gone", "");
+        let exists = |id: &str| !docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty();
+        let gpus = Gpus::new(2);
+        let state = Arc::new(WorkerState {
+            config: WorkerConfig {
+                name: "w1".into(),
+                queues: vec!["default".into()],
+                slots: 2,
+                resources: Resources {
+                    gpus: Some(2),
+                    ..Default::default()
+                },
+                labels: BTreeMap::new(),
+                data_dir: dir.path().to_path_buf(),
+                server_url: "http://127.0.0.1:1".into(),
+                ca_cert: None,
+                aiflow_bin: None,
+                grace: Duration::from_millis(500),
+                log_max_bytes: None,
+                job_env_passthrough: Vec::new(),
+                containers: Some(engine),
+            },
+            fabric: fabric.clone(),
+            running: Mutex::new(HashMap::new()),
+            gpus: gpus.clone(),
+            reserved: Mutex::new(HashMap::new()),
+            started_at: chrono::Utc::now(),
+        });
+        recover_containers(&state).await;
+        let held = gpus.holders();
+        let removed = !exists(&gone);
+        let still = exists(&kept) && exists(&marked);
+        // Once a container is gone without its task coming back, or its task was found lost by
+        // another worker meanwhile (its container then goes too), its device is free again.
+        docker(&["rm", "-f", &kept]);
+        fabric.mark_lost(&later).await.unwrap();
+        let mut freed = false;
+        for _ in 0..50 {
+            if gpus.free() == 2 && !exists(&marked) {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        docker(&["rm", "-f", &marked]);
+        let js = async_nats::jetstream::new(client);
+        let upper = token(&cluster).to_uppercase();
+        for what in ["TASKS", "REPORTS", "LOGS", "CLAIMS", "WORKERS"] {
+            let _ = js.delete_stream(format!("{upper}_{what}")).await;
+        }
+        assert_eq!(
+            held,
+            BTreeMap::from([
+                ("0".to_string(), later.clone()),
+                ("1".to_string(), mine.clone())
+            ]),
+            "the devices of the containers of tasks it still claims are busy"
+        );
+        assert!(
+            removed,
+            "the container of a task another worker took over goes"
+        );
+        assert!(
+            still,
+            "the containers of its own tasks are left to be re-adopted"
+        );
+        assert!(
+            freed,
+            "devices come back once their container is gone or their task lost"
+        );
     }
 }

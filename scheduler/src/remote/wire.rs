@@ -8,10 +8,12 @@
 //!   keep a running task's message in progress with a heartbeat; a worker that dies stops
 //!   heartbeating and the message is delivered again after [`HEARTBEAT_TIMEOUT`].
 //! - `aiflow_task_claims` (key-value): a worker claims a task before it runs it (an atomic
-//!   create). A redelivered task that is already claimed was lost with its worker: the worker
-//!   that gets it reports it `lost` (the scheduler fails the attempt and retries under the
-//!   job's policy, as a new attempt) instead of running it a second time. The scheduler claims
-//!   a task "cancelled" when it stops it before any worker took it.
+//!   create). A redelivered task that is already claimed is never run a second time: its own
+//!   worker, started again, re-adopts its container (or reports it `lost` when there is none);
+//!   another worker leaves it alone while its worker heartbeats, and reports it `lost` once that
+//!   one has not heartbeated for [`HEARTBEAT_TIMEOUT`] (the scheduler fails the attempt and
+//!   retries under the job's policy, as a new attempt). The scheduler claims a task
+//!   "cancelled" when it stops it before any worker took it.
 //! - `AIFLOW_REPORTS` (work queue, `aiflow.reports`): `started`, `ended` and `lost` reports,
 //!   consumed by the scheduling leader and acknowledged only after the state they change is
 //!   committed, so a leader change loses none. Reports of an attempt that is not the current
@@ -39,6 +41,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
 /// The claim of the value when the scheduler stopped a task nobody had taken.
 pub(super) const CANCELLED: &str = "cancelled";
+/// The claim of the value once a worker found the task lost with the worker that held it.
+pub(super) const LOST: &str = "lost";
 
 /// What a job asks of the machine it runs on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -385,6 +389,19 @@ impl Fabric {
         }
     }
 
+    /// Marks a claimed task lost with its worker, so that worker, when it comes back, knows
+    /// the attempt is over.
+    pub(super) async fn mark_lost(&self, task: &str) -> Result<(), String> {
+        let subject = self.subject(&format!("claims.{}", token(task)));
+        self.js
+            .publish(subject, LOST.as_bytes().to_vec().into())
+            .await
+            .map_err(|e| nats_err("claim")(&e))?
+            .await
+            .map_err(|e| nats_err("claim")(&e))?;
+        Ok(())
+    }
+
     /// Who claimed a task first.
     pub(super) async fn claimed_by(&self, task: &str) -> Option<String> {
         let subject = self.subject(&format!("claims.{}", token(task)));
@@ -409,6 +426,23 @@ impl Fabric {
             .await
             .map_err(|e| nats_err("register")(&e))?;
         Ok(())
+    }
+
+    /// One worker's registration (`alive` set from its last heartbeat), when it has one.
+    pub(super) async fn worker(&self, name: &str) -> Option<WorkerInfo> {
+        let stream = self
+            .js
+            .get_stream(Self::stream_name(&self.cluster, "WORKERS"))
+            .await
+            .ok()?;
+        let m = stream
+            .get_last_raw_message_by_subject(&self.subject(&format!("workers.{}", token(name))))
+            .await
+            .ok()?;
+        let mut w: WorkerInfo = serde_json::from_slice(&m.payload).ok()?;
+        let age = chrono::Utc::now() - w.last_heartbeat;
+        w.alive = age.to_std().unwrap_or_default() < HEARTBEAT_TIMEOUT;
+        Some(w)
     }
 
     /// The registered workers, newest heartbeat first.

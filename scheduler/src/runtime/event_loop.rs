@@ -758,6 +758,9 @@ impl Runtime {
                 _ => {}
             }
         }
+        // What a previous process left and nothing follows now (a container of an attempt
+        // that ended, or was lost) goes.
+        self.executor.recovered().await;
         let ids: Vec<String> = self.core.executions.keys().cloned().collect();
         for id in ids {
             self.core.check_finished(&id);
