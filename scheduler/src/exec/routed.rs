@@ -79,6 +79,7 @@ impl Containers {
             cpus: resources.cpus,
             memory_mb: resources.memory_mb,
             gpus,
+            mounts: job.mounts.clone(),
         };
         let running = engine
             .launch(spec, container)

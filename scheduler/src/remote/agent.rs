@@ -498,6 +498,7 @@ async fn run_task(
                 cpus: task.resources.cpus,
                 memory_mb: task.resources.memory_mb,
                 gpus: gpus.ids(),
+                mounts: task.mounts.clone(),
             };
             engine.launch(spec, container).await
         }
