@@ -271,7 +271,12 @@ fn in_containers(
 async fn wait_jobs_ended(running: &server::Running, execution: &str) {
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
-        match running.scheduler.store().list_job_executions(execution).await {
+        match running
+            .scheduler
+            .store()
+            .list_job_executions(execution)
+            .await
+        {
             Ok(jobs) if jobs.iter().all(|j| j.ended_at.is_some()) => return,
             Ok(_) => {}
             Err(e) => {
@@ -332,5 +337,60 @@ impl Summary {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_of_the_example_is_boxed_with_its_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let dags = Path::new(env!("CARGO_MANIFEST_DIR")).join("dags");
+        let (doc, data_dir) = in_containers(
+            &dags.join("online_learning.json"),
+            "aiflow-test/debian:bookworm",
+            &dir.path().join("data"),
+            &dags,
+        )
+        .unwrap();
+        assert!(data_dir.is_absolute() && data_dir.join("work").is_dir());
+        let workflow = aiflow_translator::Document::from_value(doc)
+            .unwrap()
+            .into_workflow()
+            .expect("the boxed example is valid");
+        let bin = std::env::current_exe().unwrap();
+        let dags = std::fs::canonicalize(&dags).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(workflow.jobs.len(), 5);
+        for job in &workflow.jobs {
+            assert_eq!(job.image.as_deref(), Some("aiflow-test/debian:bookworm"));
+            assert_eq!(job.pull, Some(aiflow_translator::Pull::IfMissing));
+            assert_eq!(
+                job.working_dir.as_deref(),
+                Some(cwd.to_str().unwrap()),
+                "{}",
+                job.name
+            );
+            assert_eq!(
+                job.mounts,
+                [
+                    format!("{0}:{0}", data_dir.join("work").display()),
+                    format!("{0}:{0}:ro", dags.display()),
+                    format!("{0}:{0}:ro", bin.display()),
+                ],
+                "{}",
+                job.name
+            );
+        }
+        let bad = in_containers(
+            &dags.join("online_learning.json"),
+            "Not An Image",
+            dir.path(),
+            &dags,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().starts_with("--image: image"), "{bad}");
     }
 }

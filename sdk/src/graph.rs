@@ -415,7 +415,11 @@ mod tests {
         let mut no_image = GraphBuilder::new("no_image");
         no_image.node("a").mount("/a:/b").command(["true"]);
         let e = no_image.build().unwrap_err();
-        assert!(e.to_string().contains("mounts only apply to a container job"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("mounts only apply to a container job"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -105,7 +105,10 @@ async fn a_container_job_writes_into_a_mounted_host_folder() {
     );
     assert!(log.contains("in is read-only"), "{log}");
     assert!(!input.join("nope").exists());
-    assert!(containers_of(&id).is_empty(), "ended containers are removed");
+    assert!(
+        containers_of(&id).is_empty(),
+        "ended containers are removed"
+    );
 }
 
 /// The mounts travel with the task to a worker; the paths are the worker's machine's.
@@ -173,12 +176,10 @@ async fn the_example_of_docs_containers_md_runs() {
     if !engine_ready() {
         return;
     }
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/containers.md"
-    ))
-    .unwrap();
-    let example: Value = serde_json::from_str(fenced(&doc, "json")[0]).expect("the example is JSON");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/containers.md"))
+        .unwrap();
+    let example: Value =
+        serde_json::from_str(fenced(&doc, "json")[0]).expect("the example is JSON");
     let expected = fenced(&doc, "text")[0];
     let name = example["name"].as_str().unwrap().to_string();
     let job_name = example["nodes"][0]["name"].as_str().unwrap().to_string();
@@ -245,10 +246,16 @@ fn demo_in_containers_deploys_the_model() {
     // scripts ran in it (their own lines follow).
     let logs = data.join("logs").join(&execution);
     for (job, says) in [
-        ("ingest", "[ingest] registered dataset online_features version 1"),
+        (
+            "ingest",
+            "[ingest] registered dataset online_features version 1",
+        ),
         ("train", "[train] trained fraud_detector version 1"),
         ("evaluate", "[evaluate]"),
-        ("deploy", "[deploy] deployed fraud_detector version 1 as production"),
+        (
+            "deploy",
+            "[deploy] deployed fraud_detector version 1 as production",
+        ),
         ("predictor", ""),
     ] {
         let log = std::fs::read_to_string(logs.join(format!("{job}-1.log")))
@@ -264,13 +271,20 @@ fn demo_in_containers_deploys_the_model() {
     // The predictor was restarted by the deployment, and its last container stopped at the end.
     let predictor = std::fs::read_to_string(logs.join("predictor-2.log")).unwrap();
     assert!(
-        predictor.contains(&format!("container aiflow-{execution}-predictor-2 from {IMAGE}")),
+        predictor.contains(&format!(
+            "container aiflow-{execution}-predictor-2 from {IMAGE}"
+        )),
         "{predictor}"
     );
     assert!(
         containers_of(&execution).is_empty(),
         "the demo's containers are gone: {}",
-        docker(&["ps", "-a", "--filter", &format!("label=io.aiflow.execution={execution}")])
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.aiflow.execution={execution}")
+        ])
     );
     // The model file the train job wrote through the mount is on the host.
     assert!(

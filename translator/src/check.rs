@@ -265,9 +265,7 @@ pub fn parse_mount(mount: &str) -> Result<Mount<'_>, String> {
         }
     }
     if container.trim_end_matches('/').is_empty() {
-        return Err(format!(
-            "mount {mount:?}: the container path cannot be /"
-        ));
+        return Err(format!("mount {mount:?}: the container path cannot be /"));
     }
     Ok(Mount {
         host,

@@ -746,7 +746,12 @@ mod tests {
         assert_eq!(h.init, Some(true));
         assert_eq!(
             h.binds.as_deref(),
-            Some(&["/srv/data:/data".to_string(), "/opt/m:/models:ro".to_string()][..])
+            Some(
+                &[
+                    "/srv/data:/data".to_string(),
+                    "/opt/m:/models:ro".to_string()
+                ][..]
+            )
         );
         assert_eq!(h.nano_cpus, Some(1_500_000_000));
         assert_eq!(h.memory, Some(256 * 1024 * 1024));

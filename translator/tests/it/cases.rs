@@ -519,7 +519,11 @@ fn container_mounts_are_translated_and_checked() {
     let wf = translate(&g).unwrap();
     assert_eq!(
         wf.jobs[0].mounts,
-        ["/srv/data:/data", "/opt/models:/models:ro", "/tmp/out:/out:rw"]
+        [
+            "/srv/data:/data",
+            "/opt/models:/models:ro",
+            "/tmp/out:/out:rw"
+        ]
     );
     let text = wf.to_json_pretty();
     let back = Document::parse(&text).unwrap().into_workflow().unwrap();
@@ -555,20 +559,38 @@ fn container_mounts_are_translated_and_checked() {
             "{loc}: {words}\n{text}"
         );
     };
-    has("nodes[0].job.mounts[0]", "the host path \"relative\" is not absolute");
-    has("nodes[0].job.mounts[1]", "the container path \"in\" is not absolute");
+    has(
+        "nodes[0].job.mounts[0]",
+        "the host path \"relative\" is not absolute",
+    );
+    has(
+        "nodes[0].job.mounts[1]",
+        "the container path \"in\" is not absolute",
+    );
     has("nodes[0].job.mounts[2]", "only ro and rw are allowed");
-    has("nodes[0].job.mounts[3]", "is not /host/path:/in/container[:ro|rw]");
-    has("nodes[0].job.mounts[4]", "is not /host/path:/in/container[:ro|rw]");
+    has(
+        "nodes[0].job.mounts[3]",
+        "is not /host/path:/in/container[:ro|rw]",
+    );
+    has(
+        "nodes[0].job.mounts[4]",
+        "is not /host/path:/in/container[:ro|rw]",
+    );
     has("nodes[0].job.mounts[5]", "the container path cannot be /");
     has("nodes[0].job.mounts[6]", "mount is empty");
     has("nodes[0].job.mounts[7]", "'..' component");
-    has("nodes[0].job.mounts[9]", "a second mount on the container path \"/ok\"");
+    has(
+        "nodes[0].job.mounts[9]",
+        "a second mount on the container path \"/ok\"",
+    );
     has(
         "nodes[1].job.mounts[0]",
         "sets mounts but no image; mounts only apply to a container job",
     );
-    has("nodes[3].job.mounts[0]", "conflicts with \"/h:/same\" set by node \"c\"");
+    has(
+        "nodes[3].job.mounts[0]",
+        "conflicts with \"/h:/same\" set by node \"c\"",
+    );
     assert!(!locations(&e).contains(&"nodes[0].job.mounts[8]"), "{text}");
 
     // The workflow document is checked the same way.
@@ -590,7 +612,10 @@ fn container_mounts_are_translated_and_checked() {
         .into_workflow()
         .unwrap_err();
     assert_eq!(locations(&e), ["jobs[0].mounts"], "{e}");
-    assert!(e.to_string().contains("mounts only apply to a container job"));
+    assert!(
+        e.to_string()
+            .contains("mounts only apply to a container job")
+    );
 }
 
 #[test]
@@ -599,9 +624,21 @@ fn mounts_parse_as_an_engine_takes_them() {
     let m = parse_mount("/data:/data:ro").unwrap();
     assert_eq!((m.host, m.container, m.read_only), ("/data", "/data", true));
     let m = parse_mount("/srv/in:/in").unwrap();
-    assert_eq!((m.host, m.container, m.read_only), ("/srv/in", "/in", false));
+    assert_eq!(
+        (m.host, m.container, m.read_only),
+        ("/srv/in", "/in", false)
+    );
     assert!(!parse_mount("/a/b:/c/d:rw").unwrap().read_only);
-    for bad in ["", "/a", "a:/b", "/a:b", "/a:/b:rx", "/a:/b:ro:z", "/a:/", "/a\n:/b"] {
+    for bad in [
+        "",
+        "/a",
+        "a:/b",
+        "/a:b",
+        "/a:/b:rx",
+        "/a:/b:ro:z",
+        "/a:/",
+        "/a\n:/b",
+    ] {
         assert!(parse_mount(bad).is_err(), "{bad:?} should be refused");
     }
     // Too many mounts on one node.
