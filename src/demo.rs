@@ -63,6 +63,22 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let boxed = match &args.image {
         Some(image) => {
             let (doc, data_dir) = in_containers(&graph, image, &args.data_dir, &args.dags)?;
+            // No engine: say so now rather than after the demo's timeout.
+            aiflow_scheduler::exec::container::ContainerExecutor::connect(
+                config.docker_host.as_deref(),
+            )
+            .await
+            .context("--image runs the jobs in containers")?;
+            let mounts = doc["nodes"][0]["job"]["mounts"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            eprintln!("Every job runs in a container from {image}, with {mounts} mounted");
             config.data_dir = data_dir;
             config.dags = None;
             Some(doc)
@@ -260,10 +276,6 @@ fn in_containers(
             cwd.to_string_lossy().into_owned().into(),
         );
     }
-    eprintln!(
-        "Every job runs in a container from {image}, with {} mounted",
-        mounts.join(", ")
-    );
     Ok((doc, data_dir))
 }
 
