@@ -222,8 +222,8 @@ async fn watch(running: &server::Running, args: &DemoArgs) -> anyhow::Result<()>
 
 /// The example's AI graph with every job in a container from `image`: the data folder's `work`
 /// (the data folder made absolute is returned), the dags folder and this binary mounted at their
-/// own paths, the
-/// working folder the current one, so the jobs' scripts and `AIFLOW_BIN` work unchanged.
+/// own paths, the working folder the current one, so the jobs' scripts and `AIFLOW_BIN` work
+/// unchanged.
 fn in_containers(
     graph: &Path,
     image: &str,
