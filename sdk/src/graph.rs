@@ -232,6 +232,14 @@ impl NodeBuilder<'_> {
         self
     }
 
+    /// Adds a bind mount to the job's container, in Docker's short syntax
+    /// `/host/path:/in/container[:ro|rw]` (absolute paths; read-write unless `ro`). The host is
+    /// the engine's (a worker's machine for a job a worker runs). Needs [`Self::image`].
+    pub fn mount(self, mount: impl Into<String>) -> Self {
+        self.node.job.mounts.push(mount.into());
+        self
+    }
+
     pub fn timeout_s(self, seconds: u64) -> Self {
         self.node.job.timeout_s = Some(seconds);
         self
@@ -380,6 +388,38 @@ mod tests {
         bad.node("a").image("Not/Valid").command(["true"]);
         let e = bad.build().unwrap_err();
         assert_eq!(e.problems[0].location, "nodes[0].job.image", "{e}");
+    }
+
+    #[test]
+    fn mounts_are_job_settings_checked_on_build() {
+        let mut g = GraphBuilder::new("mounted");
+        g.node("train")
+            .image("aiflow-test/debian:bookworm")
+            .mount("/srv/data:/data")
+            .mount("/opt/models:/models:ro")
+            .command(["sh", "-c", "ls /data"]);
+        let graph = g.build().unwrap();
+        let json = serde_json::to_value(&graph).unwrap();
+        assert_eq!(
+            json["nodes"][0]["job"]["mounts"],
+            serde_json::json!(["/srv/data:/data", "/opt/models:/models:ro"])
+        );
+        let mut bad = GraphBuilder::new("bad");
+        bad.node("a")
+            .image("debian")
+            .mount("/ok:/ok")
+            .mount("data:/data")
+            .command(["true"]);
+        let e = bad.build().unwrap_err();
+        assert_eq!(e.problems[0].location, "nodes[0].job.mounts[1]", "{e}");
+        let mut no_image = GraphBuilder::new("no_image");
+        no_image.node("a").mount("/a:/b").command(["true"]);
+        let e = no_image.build().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("mounts only apply to a container job"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::time::Duration;
 use common::{embedded, get, post, wait_for};
 use serde_json::{Value, json};
 
-const IMAGE: &str = "aiflow-test/debian:bookworm";
+pub(crate) const IMAGE: &str = "aiflow-test/debian:bookworm";
 
 /// `true` when the engine answers and has the test image; a loud notice otherwise.
-fn engine_ready() -> bool {
+pub(crate) fn engine_ready() -> bool {
     let ok = Command::new("docker")
         .args(["image", "inspect", IMAGE])
         .stdout(std::process::Stdio::null())
@@ -29,13 +29,13 @@ fn engine_ready() -> bool {
 }
 
 /// `docker` with these arguments; its stdout.
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Ids of the containers (any state) labelled with this execution.
-fn containers_of(execution: &str) -> Vec<String> {
+pub(crate) fn containers_of(execution: &str) -> Vec<String> {
     docker(&[
         "ps",
         "-aq",
@@ -47,7 +47,7 @@ fn containers_of(execution: &str) -> Vec<String> {
     .collect()
 }
 
-async fn job(http: &reqwest::Client, base: &str, id: &str, name: &str) -> Value {
+pub(crate) async fn job(http: &reqwest::Client, base: &str, id: &str, name: &str) -> Value {
     common::jobs(http, base, id)
         .await
         .into_iter()
@@ -56,7 +56,7 @@ async fn job(http: &reqwest::Client, base: &str, id: &str, name: &str) -> Value 
         .unwrap_or(Value::Null)
 }
 
-async fn start(http: &reqwest::Client, base: &str, workflow: &str) -> String {
+pub(crate) async fn start(http: &reqwest::Client, base: &str, workflow: &str) -> String {
     let started = post(
         http,
         &format!("{base}/api/v1/workflows/{workflow}/executions"),

@@ -13,6 +13,7 @@ mod fencing;
 mod inputs;
 mod load;
 mod mlflow;
+mod mounts;
 mod observability;
 mod openlineage;
 mod outlive;

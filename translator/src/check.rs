@@ -207,6 +207,101 @@ pub fn image_problem(image: &str) -> Option<String> {
     None
 }
 
+/// Most bind mounts one job may have.
+pub const MAX_MOUNTS: usize = 64;
+/// Longest bind mount, in bytes.
+pub const MAX_MOUNT_LEN: usize = 4096;
+
+/// One bind mount in Docker's short syntax, split: host path, container path, read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount<'a> {
+    pub host: &'a str,
+    pub container: &'a str,
+    pub read_only: bool,
+}
+
+/// Parses a bind mount `/host/path:/in/container[:ro|rw]`: absolute paths on both sides (no
+/// `:` in them, no `..` component), the container path not `/`; the mode `ro` or `rw`
+/// (default `rw`). Otherwise the reason.
+pub fn parse_mount(mount: &str) -> Result<Mount<'_>, String> {
+    if mount.is_empty() {
+        return Err("mount is empty; expected /host/path:/in/container[:ro|rw]".into());
+    }
+    if mount.len() > MAX_MOUNT_LEN {
+        return Err(format!(
+            "mount is {} bytes long, at most {MAX_MOUNT_LEN} allowed",
+            mount.len()
+        ));
+    }
+    if let Some(c) = mount.chars().find(|c| c.is_control()) {
+        return Err(format!("mount {mount:?} has the character {c:?}"));
+    }
+    let parts: Vec<&str> = mount.split(':').collect();
+    let (host, container, read_only) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        [_, _, mode] => {
+            return Err(format!(
+                "mount {mount:?} has the mode {mode:?}; only ro and rw are allowed"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "mount {mount:?} is not /host/path:/in/container[:ro|rw] (a path cannot hold ':')"
+            ));
+        }
+    };
+    for (side, path) in [("host", host), ("container", container)] {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "mount {mount:?}: the {side} path {path:?} is not absolute"
+            ));
+        }
+        if path.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "mount {mount:?}: the {side} path {path:?} has a '..' component"
+            ));
+        }
+    }
+    if container.trim_end_matches('/').is_empty() {
+        return Err(format!("mount {mount:?}: the container path cannot be /"));
+    }
+    Ok(Mount {
+        host,
+        container,
+        read_only,
+    })
+}
+
+/// The `mounts` of one job or node: each well formed, at most [`MAX_MOUNTS`], no two on the
+/// same container path.
+pub(crate) fn check_mounts(mounts: &[String], loc: &str, p: &mut Problems) {
+    if mounts.len() > MAX_MOUNTS {
+        p.push(
+            format!("{loc}.mounts"),
+            format!("{} mounts, at most {MAX_MOUNTS} allowed", mounts.len()),
+        );
+        return;
+    }
+    let mut targets: Vec<&str> = Vec::with_capacity(mounts.len());
+    for (j, m) in mounts.iter().enumerate() {
+        match parse_mount(m) {
+            Ok(m) => {
+                let target = m.container.trim_end_matches('/');
+                if targets.contains(&target) {
+                    p.push(
+                        format!("{loc}.mounts[{j}]"),
+                        format!("a second mount on the container path {target:?}"),
+                    );
+                }
+                targets.push(target);
+            }
+            Err(reason) => p.push(format!("{loc}.mounts[{j}]"), reason),
+        }
+    }
+}
+
 /// `image` and `pull` of one job or node.
 pub(crate) fn check_image(image: Option<&str>, pull: Option<&Pull>, loc: &str, p: &mut Problems) {
     if let Some(reason) = image.and_then(image_problem) {
@@ -334,6 +429,7 @@ pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut P
         }
     }
     check_image(spec.image.as_deref(), spec.pull.as_ref(), &loc(), p);
+    check_mounts(&spec.mounts, &loc(), p);
     check_env_from(&spec.env_from, &format!("{}.env_from", loc()), p);
     check_job_numbers(
         spec.timeout_s,

@@ -144,6 +144,16 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
                 ),
             );
         }
+        crate::check::check_mounts(&job.mounts, &loc, &mut p);
+        if !job.mounts.is_empty() && job.image.is_none() {
+            p.push(
+                format!("{loc}.mounts"),
+                format!(
+                    "job {:?} sets mounts but no image; mounts only apply to a container job",
+                    job.name
+                ),
+            );
+        }
         if commands == 0 && job.image.is_none() {
             p.push(
                 format!("{loc}.nodes"),

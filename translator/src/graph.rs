@@ -97,6 +97,12 @@ pub struct JobSpec {
     /// When the image is pulled: `if_missing` (default), `always` or `never`. Needs `image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<Pull>,
+    /// Folders or files of the engine's host given to the container (bind mounts), in Docker's
+    /// short syntax `/host/path:/in/container[:ro|rw]`: absolute paths on both sides, read-write
+    /// unless `ro`. On a worker, the host is the worker's machine. Needs `image`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub mounts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,8 +32,8 @@ mod translate;
 pub mod workflow;
 
 pub use check::{
-    MAX_CPUS, MAX_DURATION_S, MAX_GPUS, MAX_IMAGE_LEN, MAX_KEY_LEN, MAX_MEMORY_MB, MAX_NAME_LEN,
-    MAX_RETRIES, MAX_RETRY_BACKOFF_S, image_problem,
+    MAX_CPUS, MAX_DURATION_S, MAX_GPUS, MAX_IMAGE_LEN, MAX_KEY_LEN, MAX_MEMORY_MB, MAX_MOUNT_LEN,
+    MAX_MOUNTS, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF_S, Mount, image_problem, parse_mount,
 };
 pub use document::{Document, parse_graph, validate_workflow};
 pub use graph::{

@@ -403,6 +403,8 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
     let mut resources = Setting::new();
     let mut priority = Setting::new();
     let mut env: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    // Every node's mounts, in node order, once each: (mount, node, index in the node's list).
+    let mut mounts: Vec<(String, usize, usize)> = Vec::new();
     let mut env_from: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for &i in nodes {
         let spec = &ai.nodes[i].job;
@@ -430,6 +432,11 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
                 None => {
                     env.insert(k.clone(), (v.clone(), i));
                 }
+            }
+        }
+        for (j, m) in spec.mounts.iter().enumerate() {
+            if !mounts.iter().any(|(seen, _, _)| seen == m) {
+                mounts.push((m.clone(), i, j));
             }
         }
         for (k, v) in &spec.env_from {
@@ -482,6 +489,52 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
             ),
         );
     }
+    if let Some(&(_, node, j)) = mounts.first()
+        && image.is_none()
+    {
+        p.push(
+            format!("nodes[{node}].job.mounts[{j}]"),
+            format!(
+                "job {job_name:?} sets mounts but no image; mounts only apply to a container job"
+            ),
+        );
+    }
+    // Nodes of one job may repeat a mount; two that differ on one container path conflict.
+    let mut targets: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
+    for (m, node, j) in &mounts {
+        let Ok(parsed) = crate::check::parse_mount(m) else {
+            continue;
+        };
+        let target = parsed.container.trim_end_matches('/');
+        match targets.get(target) {
+            Some((other, from)) if *from != *node => p.push(
+                format!("nodes[{node}].job.mounts[{j}]"),
+                format!(
+                    "mount {m:?} conflicts with {other:?} set by node {:?} of the same job (same container path)",
+                    ai.nodes[*from].name
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                targets.insert(target, (m, *node));
+            }
+        }
+    }
+    // (One node over the limit is reported with that node.)
+    if mounts.len() > crate::check::MAX_MOUNTS
+        && nodes
+            .iter()
+            .all(|&i| ai.nodes[i].job.mounts.len() <= crate::check::MAX_MOUNTS)
+    {
+        p.push(
+            format!("nodes[{first}].job.mounts"),
+            format!(
+                "job {job_name:?} has {} mounts, at most {} allowed",
+                mounts.len(),
+                crate::check::MAX_MOUNTS
+            ),
+        );
+    }
     // A container job with no command runs its image's own.
     if commands == 0 && image.is_none() {
         p.push(
@@ -504,6 +557,7 @@ fn merge_job(ai: &AiGraph, nodes: &[usize], p: &mut Problems) -> Job {
         working_dir: working_dir.get(),
         image,
         pull,
+        mounts: mounts.into_iter().map(|(m, _, _)| m).collect(),
         timeout_s: timeout_s.get(),
         retries: retries.get().unwrap_or(0),
         retry_backoff_s: retry_backoff_s.get(),

@@ -70,6 +70,10 @@ pub struct Job {
     /// When the image is pulled (none: `if_missing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<Pull>,
+    /// Bind mounts of the container, `/host/path:/in/container[:ro|rw]` (needs `image`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub mounts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
     #[serde(default)]

@@ -10,6 +10,9 @@
 //!   where the servers answer by their service names);
 //! - `resources.cpus` as a CPU quota and `resources.memory_mb` as a memory limit;
 //! - the GPUs assigned to the attempt as a device request;
+//! - the job's `mounts` as bind mounts of the engine's host;
+//! - an init process as PID 1 (the engine's `docker-init`), so SIGTERM reaches the command even
+//!   when it is a shell, and its children are reaped;
 //! - labels naming its workflow, execution, job and attempt.
 //!
 //! Its stdout and stderr go to the attempt's log as a process's do (same size limit), its exit
@@ -68,6 +71,10 @@ pub struct ContainerSpec {
     pub gpus: Vec<String>,
     /// More labels for its containers (a worker's [`LABEL_WORKER`] and [`LABEL_TASK`]).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Bind mounts, `/host/path:/in/container[:ro|rw]` (checked by the translator), of the
+    /// engine's host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
 }
 
 /// Checks an engine network name for [`ContainerExecutor::network`]: a name as Docker accepts it
@@ -779,6 +786,10 @@ fn host_config(c: &ContainerSpec) -> HostConfig {
                 ..Default::default()
             }]
         }),
+        // Bind mounts in the engine's short syntax, as the job wrote them.
+        binds: (!c.mounts.is_empty()).then(|| c.mounts.clone()),
+        // PID 1 is the engine's init: a shell command stops on SIGTERM instead of ignoring it.
+        init: Some(true),
         ..Default::default()
     }
 }
@@ -835,10 +846,21 @@ mod tests {
             cpus: Some(1.5),
             memory_mb: Some(256),
             gpus: vec!["1".into(), "3".into()],
+            mounts: vec!["/srv/data:/data".into(), "/opt/m:/models:ro".into()],
             ..Default::default()
         };
         let h = host_config(&c);
         assert_eq!(h.network_mode.as_deref(), Some("host"));
+        assert_eq!(h.init, Some(true));
+        assert_eq!(
+            h.binds.as_deref(),
+            Some(
+                &[
+                    "/srv/data:/data".to_string(),
+                    "/opt/m:/models:ro".to_string()
+                ][..]
+            )
+        );
         assert_eq!(h.nano_cpus, Some(1_500_000_000));
         assert_eq!(h.memory, Some(256 * 1024 * 1024));
         let d = &h.device_requests.unwrap()[0];
@@ -849,7 +871,10 @@ mod tests {
         assert_eq!(d.capabilities, Some(vec![vec!["gpu".to_string()]]));
         let none = host_config(&ContainerSpec::default());
         assert!(
-            none.nano_cpus.is_none() && none.memory.is_none() && none.device_requests.is_none()
+            none.nano_cpus.is_none()
+                && none.memory.is_none()
+                && none.device_requests.is_none()
+                && none.binds.is_none()
         );
     }
 

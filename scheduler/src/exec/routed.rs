@@ -154,6 +154,7 @@ impl Containers {
             memory_mb: resources.memory_mb,
             gpus,
             labels: Default::default(),
+            mounts: job.mounts.clone(),
         };
         let running = engine
             .launch(spec, container)

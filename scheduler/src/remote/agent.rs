@@ -713,6 +713,7 @@ async fn run_task(
                     (LABEL_WORKER.to_string(), config.name.clone()),
                     (LABEL_TASK.to_string(), task.id.clone()),
                 ]),
+                mounts: task.mounts.clone(),
             };
             engine.launch(spec, container).await
         }

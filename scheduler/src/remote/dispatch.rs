@@ -156,6 +156,7 @@ impl Executor for RemoteExecutor {
                 .unwrap_or_default(),
             image: job.image.clone(),
             pull: job.pull.clone(),
+            mounts: job.mounts.clone(),
         };
         let (fabric, tx) = (self.fabric.clone(), self.tx.clone());
         tokio::spawn(async move {

@@ -76,6 +76,10 @@ pub struct Task {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<aiflow_translator::Pull>,
+    /// Bind mounts of the container, `/host/path:/in/container[:ro|rw]`: paths of the worker's
+    /// machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
 }
 
 /// How a task went, from its worker.
@@ -531,4 +535,30 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 #[must_use]
 pub fn is_last_chunk(chunk: &[u8]) -> bool {
     chunk.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_carries_its_mounts_and_one_without_reads_as_none() {
+        let json = serde_json::json!({
+            "id": "7-1", "workflow": "wf", "execution": "e1", "job": "train", "attempt": 1,
+            "queue": "default", "commands": [["sh", "-c", "ls /data"]], "env": {},
+            "working_dir": null, "timeout_s": null,
+            "image": "aiflow-test/debian:bookworm",
+            "mounts": ["/srv/data:/data:ro"]
+        });
+        let task: Task = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(task.mounts, ["/srv/data:/data:ro"]);
+        let back = serde_json::to_value(&task).unwrap();
+        assert_eq!(back["mounts"], json["mounts"]);
+        // A task from a server that knows no mounts.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("mounts");
+        let task: Task = serde_json::from_value(old).unwrap();
+        assert!(task.mounts.is_empty());
+        assert!(serde_json::to_value(&task).unwrap().get("mounts").is_none());
+    }
 }

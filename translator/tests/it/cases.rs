@@ -503,3 +503,150 @@ fn env_from_names_plain_secrets_and_never_clashes_with_env() {
     let w = translate(&ok).unwrap();
     assert_eq!(w.jobs[0].env_from["K"], "good.secret_1");
 }
+
+#[test]
+fn container_mounts_are_translated_and_checked() {
+    // Mounts of the nodes of one job are joined (a repeated one once); they reach the workflow.
+    let g = graph(json!({
+        "name": "mounted",
+        "nodes": [
+            {"name": "a", "job": {"image": "debian", "command": ["true"],
+             "mounts": ["/srv/data:/data", "/opt/models:/models:ro"]}},
+            {"name": "b", "job": {"mounts": ["/srv/data:/data", "/tmp/out:/out:rw"], "command": ["true"]}}
+        ],
+        "data_edges": [{"from": "a", "to": "b"}]
+    }));
+    let wf = translate(&g).unwrap();
+    assert_eq!(
+        wf.jobs[0].mounts,
+        [
+            "/srv/data:/data",
+            "/opt/models:/models:ro",
+            "/tmp/out:/out:rw"
+        ]
+    );
+    let text = wf.to_json_pretty();
+    let back = Document::parse(&text).unwrap().into_workflow().unwrap();
+    assert_eq!(back, wf);
+    // No mounts: the field is left out of the document.
+    let plain = translate(&graph(
+        json!({"name": "plain", "nodes": [{"name": "a", "job": {"image": "debian"}}]}),
+    ))
+    .unwrap();
+    assert!(!plain.to_json_pretty().contains("mounts"));
+
+    // Each bad mount is named by its index, with the reason.
+    let g = graph(json!({
+        "name": "bad",
+        "nodes": [
+            {"name": "a", "job": {"image": "debian", "command": ["true"], "mounts": [
+                "relative:/x", "/h:in", "/h:/x:z", "/h", "/a:/b:ro:extra", "/h:/", "",
+                "/h/../etc:/y", "/h:/ok", "/other:/ok/"
+            ]}},
+            {"name": "b", "job": {"command": ["true"], "mounts": ["/h:/x"]}},
+            {"name": "c", "job": {"image": "debian", "command": ["true"], "mounts": ["/h:/same"]}},
+            {"name": "d", "job": {"mounts": ["/other:/same:ro"]}}
+        ],
+        "data_edges": [{"from": "c", "to": "d"}]
+    }));
+    let e = validate(&g).unwrap_err();
+    let text = e.to_string();
+    let has = |loc: &str, words: &str| {
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.location == loc && p.message.contains(words)),
+            "{loc}: {words}\n{text}"
+        );
+    };
+    has(
+        "nodes[0].job.mounts[0]",
+        "the host path \"relative\" is not absolute",
+    );
+    has(
+        "nodes[0].job.mounts[1]",
+        "the container path \"in\" is not absolute",
+    );
+    has("nodes[0].job.mounts[2]", "only ro and rw are allowed");
+    has(
+        "nodes[0].job.mounts[3]",
+        "is not /host/path:/in/container[:ro|rw]",
+    );
+    has(
+        "nodes[0].job.mounts[4]",
+        "is not /host/path:/in/container[:ro|rw]",
+    );
+    has("nodes[0].job.mounts[5]", "the container path cannot be /");
+    has("nodes[0].job.mounts[6]", "mount is empty");
+    has("nodes[0].job.mounts[7]", "'..' component");
+    has(
+        "nodes[0].job.mounts[9]",
+        "a second mount on the container path \"/ok\"",
+    );
+    has(
+        "nodes[1].job.mounts[0]",
+        "sets mounts but no image; mounts only apply to a container job",
+    );
+    has(
+        "nodes[3].job.mounts[0]",
+        "conflicts with \"/h:/same\" set by node \"c\"",
+    );
+    assert!(!locations(&e).contains(&"nodes[0].job.mounts[8]"), "{text}");
+
+    // The workflow document is checked the same way.
+    let mut doc: serde_json::Value = serde_json::from_str(&wf.to_json_pretty()).unwrap();
+    doc["jobs"][0]["mounts"] = json!(["/h:/x", "/h:x"]);
+    let e = Document::from_value(doc.clone())
+        .unwrap()
+        .into_workflow()
+        .unwrap_err();
+    assert_eq!(locations(&e), ["jobs[0].mounts[1]"], "{e}");
+    doc["jobs"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("image")
+        .unwrap();
+    doc["jobs"][0]["mounts"] = json!(["/h:/x"]);
+    let e = Document::from_value(doc)
+        .unwrap()
+        .into_workflow()
+        .unwrap_err();
+    assert_eq!(locations(&e), ["jobs[0].mounts"], "{e}");
+    assert!(
+        e.to_string()
+            .contains("mounts only apply to a container job")
+    );
+}
+
+#[test]
+fn mounts_parse_as_an_engine_takes_them() {
+    use aiflow_translator::{MAX_MOUNTS, parse_mount};
+    let m = parse_mount("/data:/data:ro").unwrap();
+    assert_eq!((m.host, m.container, m.read_only), ("/data", "/data", true));
+    let m = parse_mount("/srv/in:/in").unwrap();
+    assert_eq!(
+        (m.host, m.container, m.read_only),
+        ("/srv/in", "/in", false)
+    );
+    assert!(!parse_mount("/a/b:/c/d:rw").unwrap().read_only);
+    for bad in [
+        "",
+        "/a",
+        "a:/b",
+        "/a:b",
+        "/a:/b:rx",
+        "/a:/b:ro:z",
+        "/a:/",
+        "/a\n:/b",
+    ] {
+        assert!(parse_mount(bad).is_err(), "{bad:?} should be refused");
+    }
+    // Too many mounts on one node.
+    let many: Vec<String> = (0..=MAX_MOUNTS).map(|i| format!("/h{i}:/c{i}")).collect();
+    let e = validate(&graph(json!({
+        "name": "many",
+        "nodes": [{"name": "a", "job": {"image": "debian", "mounts": many}}]
+    })))
+    .unwrap_err();
+    assert!(locations(&e).contains(&"nodes[0].job.mounts"), "{e}");
+}
