@@ -641,15 +641,21 @@ async fn a_worker_killed_with_9_and_started_again_re_adopts_its_container() {
         began.elapsed().as_secs_f64()
     ));
     let kept = job(&http, &u, &id, "kept").await;
-    assert_eq!(kept["attempt"], 1, "one attempt: {kept}");
+    let kept_events = get(
+        &http,
+        &format!("{u}/api/v1/events?key=boxback/kept&event_type=JOB_STATUS&limit=100"),
+    )
+    .await;
+    let kept = json!({"job": kept, "events": kept_events});
+    assert_eq!(kept["job"]["attempt"], 1, "one attempt: {kept}");
     let log = common::job_log(&http, &u, &id, "kept", "").await;
     assert_eq!(
         log.matches("started\n").count(),
         1,
         "ran once, shipped once: {log}"
     );
-    assert_eq!(log.matches("finished\n").count(), 1, "{log}");
-    assert!(log.contains("re-adopted"), "{log}");
+    assert_eq!(log.matches("finished\n").count(), 1, "{kept}\n{log}");
+    assert!(log.contains("re-adopted"), "{kept}\n{log}");
     assert!(
         log.contains("exited with code 7"),
         "the real exit code: {log}"

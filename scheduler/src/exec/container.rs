@@ -53,6 +53,9 @@ pub const LABEL_DEADLINE: &str = "io.aiflow.deadline";
 /// The worker that runs the container (`aiflow worker --name`), which re-adopts it after its
 /// own restart.
 pub const LABEL_WORKER: &str = "io.aiflow.worker";
+/// The cluster of the worker that started the container: workers of two clusters may share a
+/// name and an engine, and each recovers only its own containers.
+pub const LABEL_CLUSTER: &str = "io.aiflow.cluster";
 /// The worker task of the attempt (`<row>-<attempt>`).
 pub const LABEL_TASK: &str = "io.aiflow.task";
 /// The GPU device ids assigned to the attempt, joined by commas, so that whoever re-adopts the
@@ -553,9 +556,27 @@ impl ContainerExecutor {
         let mut followable = None;
         let mut devices = Vec::new();
         for cid in found {
-            let inspected = self.docker.inspect_container(&cid, None).await.ok();
-            let held = inspected.as_ref().map(devices_held).unwrap_or_default();
-            let labels = inspected
+            // A container that cannot be inspected now is left alone (never removed for a
+            // slow answer); one gone meanwhile is skipped.
+            let mut inspected = None;
+            for _ in 0..3 {
+                match self.docker.inspect_container(&cid, None).await {
+                    Ok(c) => {
+                        inspected = Some(c);
+                        break;
+                    }
+                    Err(e) if status_of(&e) == Some(404) => break,
+                    Err(e) => {
+                        tracing::warn!(container = %cid, error = %e, "cannot inspect a container to re-adopt; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            let Some(inspected) = inspected else {
+                continue;
+            };
+            let held = devices_held(&inspected);
+            let labels = Some(inspected)
                 .and_then(|c| c.config)
                 .and_then(|c| c.labels)
                 .unwrap_or_default();

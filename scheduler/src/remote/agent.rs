@@ -16,7 +16,7 @@ use super::wire::{
     Resources, Task, WorkerInfo, ended, nats_err, stopped, token,
 };
 
-use crate::exec::container::{LABEL_TASK, LABEL_WORKER};
+use crate::exec::container::{LABEL_CLUSTER, LABEL_TASK, LABEL_WORKER};
 use crate::exec::gpus::{GpuLease, Gpus};
 use crate::exec::{LaunchSpec, LocalExecutor, Outcome};
 
@@ -359,11 +359,21 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     };
     // A task delivered again may be one this worker or another already claimed: it is never
     // started a second time.
-    if delivered > 1
-        && let Some(holder) = state.fabric.claimed_by(&task.id).await
-    {
-        claimed_before(state, task, acker, &holder).await;
-        return;
+    if delivered > 1 {
+        match state.fabric.claimed_by(&task.id).await {
+            Ok(Some(holder)) => {
+                claimed_before(state, task, acker, &holder).await;
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "a task came again; it comes back later");
+                let _ = acker
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        }
     }
     let gpus = task.resources.gpus.unwrap_or(0);
     match state.fits(&task) {
@@ -402,8 +412,17 @@ async fn take(state: Arc<WorkerState>, msg: jetstream::Message) {
     };
     if !claim {
         drop(lease);
-        let holder = state.fabric.claimed_by(&task.id).await.unwrap_or_default();
-        claimed_before(state, task, acker, &holder).await;
+        match state.fabric.claimed_by(&task.id).await {
+            Ok(Some(holder)) => claimed_before(state, task, acker, &holder).await,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(task = %task.id, error = %e, "a claimed task comes back later");
+                }
+                let _ = acker
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
         return;
     }
     supervise(state, task, acker, lease, None).await;
@@ -528,11 +547,22 @@ async fn recover_containers(state: &Arc<WorkerState>) {
         }
     };
     for (cid, labels) in found {
+        if labels.get(LABEL_CLUSTER) != Some(&state.fabric.cluster) {
+            // A worker of the same name in another cluster started it: not ours to touch.
+            continue;
+        }
         let task = labels.get(LABEL_TASK).cloned().unwrap_or_default();
         let holder = if task.is_empty() {
             None
         } else {
-            state.fabric.claimed_by(&task).await
+            match state.fabric.claimed_by(&task).await {
+                Ok(holder) => holder,
+                // Unknown for now: kept as if still held (the check below tries again).
+                Err(e) => {
+                    tracing::warn!(container = %cid, task, error = %e, "cannot tell whether this worker still holds a container's task; keeping it");
+                    Some(me.clone())
+                }
+            }
         };
         if holder.as_deref() != Some(me.as_str()) {
             tracing::warn!(container = %cid, task, holder = ?holder, "removing a container whose attempt is over");
@@ -571,7 +601,8 @@ async fn recover_containers(state: &Arc<WorkerState>) {
                     state.reserved.lock().expect("reserved").remove(&task);
                     break;
                 }
-                let holder = state.fabric.claimed_by(&task).await;
+                // An unreadable claim says nothing yet.
+                let holder = state.fabric.claimed_by(&task).await.ok().flatten();
                 let lost = holder.as_deref().is_some_and(|h| h != state.config.name);
                 if lost
                     && state
@@ -695,11 +726,18 @@ async fn run_task(
     let mut shipped = 0;
     let launched = match (adopted, &task.image, &config.containers) {
         (Some(job), _, _) => {
-            shipped = state
+            shipped = match state
                 .fabric
-                .log(&task.execution, &task.job, task.attempt)
+                .stored_log_len(&task.execution, &task.job, task.attempt)
                 .await
-                .map_or(0, |l| l.len() as u64);
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    // Shipping it all again repeats lines; losing them would be worse.
+                    tracing::warn!(task = %task.id, error = %e, "cannot tell how much of the log was shipped");
+                    0
+                }
+            };
             Ok(job)
         }
         (None, Some(image), Some(engine)) => {
@@ -711,6 +749,7 @@ async fn run_task(
                 gpus: gpus.ids(),
                 labels: BTreeMap::from([
                     (LABEL_WORKER.to_string(), config.name.clone()),
+                    (LABEL_CLUSTER.to_string(), state.fabric.cluster.clone()),
                     (LABEL_TASK.to_string(), task.id.clone()),
                 ]),
                 mounts: task.mounts.clone(),
@@ -868,6 +907,7 @@ mod tests {
                 ),
                 format!("{LABEL_LAST}=true"),
                 format!("{LABEL_WORKER}=w1"),
+                format!("{LABEL_CLUSTER}={cluster}"),
                 format!("{LABEL_TASK}={task}"),
                 format!("{LABEL_GPUS}={gpus}"),
             ];

@@ -407,14 +407,15 @@ impl Fabric {
     }
 
     /// Who claimed a task first.
-    pub(super) async fn claimed_by(&self, task: &str) -> Option<String> {
+    /// `Ok(None)` only when the task has no claim; a claim that cannot be read now is an error
+    /// (never taken for "nobody's", which would remove a running container).
+    pub(super) async fn claimed_by(&self, task: &str) -> Result<Option<String>, String> {
         let subject = self.subject(&format!("claims.{}", token(task)));
-        let m = self
-            .claims
-            .get_last_raw_message_by_subject(&subject)
-            .await
-            .ok()?;
-        Some(String::from_utf8_lossy(&m.payload).into_owned())
+        match self.claims.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(Some(String::from_utf8_lossy(&m.payload).into_owned())),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(format!("cannot read the claim of task {task}: {e}")),
+        }
     }
 
     /// Records a worker's registration (its heartbeat).
@@ -486,20 +487,57 @@ impl Fabric {
         Ok(out)
     }
 
-    /// Everything stored of one attempt's log, in order.
+    /// An attempt's log as stored: every chunk up to the last one stored when asked, however
+    /// slowly the stream answers (a busy server must not serve half a log, nor a worker that
+    /// ships the rest after a restart send a byte twice).
     pub async fn log(&self, execution: &str, job: &str, attempt: u32) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let mut chunks = self.log_chunks(execution, job, attempt).await?;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), chunks.next())
+        let stream = self
+            .js
+            .get_stream(Self::stream_name(&self.cluster, "LOGS"))
             .await
-            .map(|n| n.map(|r| r.map(|m| m.payload.to_vec())))
-        {
-            out.extend_from_slice(&m);
-            if is_last_chunk(&m) {
-                break;
+            .map_err(|e| nats_err("logs stream")(&e))?;
+        let subject = self.log_subject(execution, job, attempt);
+        let last = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(format!("cannot read the stored log {subject}: {e}")),
+        };
+        let mut chunks = self.log_chunks(execution, job, attempt).await?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = match tokio::time::timeout_at(deadline, chunks.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return Err(format!("cannot read the stored log {subject}: {e}"));
+                }
+                Ok(None) | Err(_) => {
+                    return Err(format!(
+                        "the stored log {subject} did not come up to its last chunk within 60 s"
+                    ));
+                }
+            };
+            out.extend_from_slice(&m.payload);
+            let seq = m
+                .info()
+                .map_err(|e| format!("a chunk of the stored log {subject} has no sequence: {e}"))?
+                .stream_sequence;
+            if seq >= last {
+                return Ok(out);
             }
         }
-        Ok(out)
+    }
+
+    /// How many bytes of an attempt's log are stored (see [`Self::log`]).
+    pub async fn stored_log_len(
+        &self,
+        execution: &str,
+        job: &str,
+        attempt: u32,
+    ) -> Result<u64, String> {
+        Ok(self.log(execution, job, attempt).await?.len() as u64)
     }
 
     /// The log chunks of one attempt from the first, then live ones as they come.
