@@ -210,11 +210,9 @@ async fn engine() -> Result<(), String> {
     let engine = ContainerExecutor::connect(None)
         .await
         .map_err(|e| format!("no Docker engine answers: {e}"))?;
-    engine
-        .docker()
-        .inspect_image(IMAGE)
-        .await
-        .map_err(|e| format!("the engine lacks the image {IMAGE} (build it with .ci/docker.sh): {e}"))?;
+    engine.docker().inspect_image(IMAGE).await.map_err(|e| {
+        format!("the engine lacks the image {IMAGE} (build it with .ci/docker.sh): {e}")
+    })?;
     Ok(())
 }
 
@@ -223,10 +221,8 @@ async fn main() {
     let process_rounds: usize = arg("--process", 50);
     let container_rounds: usize = arg("--container", 30);
     let warmup: usize = arg("--warmup", 2);
-    let data_dir = std::env::temp_dir().join(format!(
-        "aiflow-bench-containers-{}",
-        std::process::id()
-    ));
+    let data_dir =
+        std::env::temp_dir().join(format!("aiflow-bench-containers-{}", std::process::id()));
     let env = env(data_dir.clone()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let port = listener.local_addr().expect("port").port();
@@ -234,7 +230,10 @@ async fn main() {
     let command = json!(["bash", "-c", format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]);
     println!(
         "job: {command}; {warmup} uncounted warm-up rounds per kind; supervisor: {}",
-        arg("--supervisor", String::from("none (jobs are tasks of this process)"))
+        arg(
+            "--supervisor",
+            String::from("none (jobs are tasks of this process)")
+        )
     );
 
     let process = measure(
