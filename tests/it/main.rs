@@ -11,6 +11,7 @@ mod faults;
 mod federated;
 mod fencing;
 mod inputs;
+mod limits;
 mod load;
 mod mlflow;
 mod mounts;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
+use super::process::Limited;
 use super::supervisor::{adopt, attempt_dir};
 use super::{
     Adoption, AttemptId, Executor, LaunchRequest, LocalExecutor, RunningJob, StatusReport,
@@ -53,24 +54,32 @@ impl Executor for LocalProcesses {
     }
 
     async fn launch(&self, request: LaunchRequest) -> Result<(), String> {
-        let LaunchRequest { id, mut spec, .. } = request;
+        let LaunchRequest { id, mut spec, job } = request;
+        // CPU and memory limits, where the job asks for them (none: nothing to do).
+        let limits = super::cgroup::Limits::of(job.resources.as_ref());
         // A built environment, not this process's: the base and passthrough variables, then the
         // job's own (docs/security.md).
         spec.env = crate::jobenv::build(crate::jobenv::current(), &self.passthrough, &spec.env);
         let launched = match (&self.executor.supervisor, &id.row) {
             (Some(sup), Some(row)) => {
                 let dir = attempt_dir(&self.root, &id.execution, row);
-                match sup.launch(&self.executor, spec.clone(), dir).await {
+                match sup.launch(&self.executor, spec.clone(), dir, limits).await {
                     Ok(running) => Ok(running),
                     Err(e) => {
                         // A full disk, say: the attempt runs in this process instead (it ends
                         // with the server) rather than not at all.
                         tracing::warn!(execution = %id.execution, job = %id.job, attempt = id.attempt, error = %e, "cannot start the job's supervisor; running the job in the server's process");
-                        self.executor.launch(spec).await
+                        self.executor
+                            .launch_limited(spec, limits.map(Limited::system))
+                            .await
                     }
                 }
             }
-            _ => self.executor.launch(spec).await,
+            _ => {
+                self.executor
+                    .launch_limited(spec, limits.map(Limited::system))
+                    .await
+            }
         };
         match launched {
             Ok(job) => {

@@ -11,6 +11,7 @@
 //! the job's whole document ([`LaunchRequest::job`]: commands, env, working dir, queue,
 //! resources) besides the environment the scheduler built for the attempt.
 
+pub mod cgroup;
 pub mod container;
 pub mod gpus;
 pub mod local;

@@ -136,6 +136,17 @@ impl LocalExecutor {
     /// waits for fork/exec. A log that cannot be opened, or a command that cannot start, fails
     /// the attempt with the reason (in the log when there is one).
     pub async fn launch(&self, spec: LaunchSpec) -> std::io::Result<RunningJob> {
+        self.launch_limited(spec, None).await
+    }
+
+    /// [`LocalExecutor::launch`], with the job's CPU and memory limits enforced where the host
+    /// allows it (a cgroup of its own for the attempt, see [`super::cgroup`]); where it does
+    /// not, the attempt runs anyway and its log says why.
+    pub async fn launch_limited(
+        &self,
+        spec: LaunchSpec,
+        limited: Option<Limited>,
+    ) -> std::io::Result<RunningJob> {
         let (handle, parts) = RunningJob::parts();
         let super::supervisor::Parts {
             pid: pid_tx,
@@ -148,7 +159,16 @@ impl LocalExecutor {
             let outcome = match open_log(&spec.log_path).await {
                 Ok(file) => {
                     let (log, writer) = LogWriter::start(file, max, None);
-                    let outcome = run_attempt(spec, log, stop_rx, grace, pid_tx).await;
+                    let (scope, refused) = match limited {
+                        Some(limited) => (limit(&spec, &log, &limited).await, limited.refused),
+                        None => (None, warn_refused as Refused),
+                    };
+                    let outcome =
+                        run_attempt(spec, log, stop_rx, grace, pid_tx, scope.as_ref(), refused)
+                            .await;
+                    if let Some(scope) = scope {
+                        let _ = tokio::task::spawn_blocking(move || scope.remove()).await;
+                    }
                     let _ = writer.await;
                     outcome
                 }
@@ -159,6 +179,82 @@ impl LocalExecutor {
             let _ = done_tx.send(outcome);
         });
         Ok(handle)
+    }
+}
+
+/// Told why an attempt's limits are not enforced (its log says it too).
+pub type Refused = fn(&LaunchSpec, &str);
+
+/// An attempt's CPU and memory limits, and where to make its cgroup.
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub limits: super::cgroup::Limits,
+    /// The cgroup hierarchy (none: this machine's, [`super::cgroup::Host::system`]).
+    pub host: Option<super::cgroup::Host>,
+    /// Told why, when the limits cannot be enforced.
+    pub refused: Refused,
+    /// This process enters the attempt's cgroup to spawn each command and leaves it after, so
+    /// all of the job is born inside (a supervisor: alone with its attempt, nothing else of it
+    /// spawns meanwhile); otherwise each command's process is moved in right after its spawn.
+    pub enter: bool,
+}
+
+impl Limited {
+    /// On this machine's hierarchy; a refusal goes to this process's log.
+    #[must_use]
+    pub fn system(limits: super::cgroup::Limits) -> Limited {
+        Limited {
+            limits,
+            host: None,
+            refused: warn_refused,
+            enter: false,
+        }
+    }
+}
+
+/// A refusal in this process's log (the server's, or a worker's).
+pub fn warn_refused(spec: &LaunchSpec, reason: &str) {
+    tracing::warn!(
+        workflow = %spec.workflow,
+        execution = %spec.execution,
+        job = %spec.job,
+        attempt = spec.attempt,
+        reason,
+        "limits not enforced: the job runs without its CPU and memory limits"
+    );
+}
+
+/// The attempt's cgroup, or none (the log and `refused` say why).
+async fn limit(spec: &LaunchSpec, log: &Log, limited: &Limited) -> Option<super::cgroup::Scope> {
+    let name = super::cgroup::name_for(&spec.execution, &spec.job, spec.attempt);
+    let (limits, host, enter) = (limited.limits, limited.host.clone(), limited.enter);
+    let made = tokio::task::spawn_blocking(move || {
+        host.unwrap_or_else(super::cgroup::Host::system)
+            .create(&name, &limits, enter)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("making the cgroup failed: {e}")));
+    match made {
+        Ok(scope) => {
+            note(
+                log,
+                format!(
+                    "[aiflow] limits enforced by the cgroup {}: {}\n",
+                    scope.dir().display(),
+                    limited.limits
+                )
+                .as_bytes(),
+            );
+            Some(scope)
+        }
+        Err(reason) => {
+            note(
+                log,
+                format!("[aiflow] limits not enforced: {reason}\n").as_bytes(),
+            );
+            (limited.refused)(spec, &reason);
+            None
+        }
     }
 }
 
@@ -368,7 +464,11 @@ async fn run_attempt(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
     pid_tx: watch::Sender<Option<u32>>,
+    scope: Option<&super::cgroup::Scope>,
+    refused: Refused,
 ) -> Outcome {
+    // Each command goes into the attempt's cgroup, while that works.
+    let mut scope = scope;
     // A timeout too far to reach (a stored document from before its maximum) is none.
     let deadline = spec
         .timeout
@@ -406,7 +506,32 @@ async fn run_attempt(
         if let Some(dir) = &spec.working_dir {
             cmd.current_dir(dir);
         }
-        let mut child = match cmd.spawn() {
+        // Under a supervisor, the job is born in its cgroup: the supervisor goes in to spawn it
+        // and back out after.
+        let inside = match scope {
+            Some(cgroup) if cgroup.born_inside() => match cgroup.enter() {
+                Ok(()) => true,
+                Err(e) => {
+                    let reason = cgroup.unplaced(std::process::id(), &e);
+                    note(
+                        &log,
+                        format!("[aiflow] limits not enforced: {reason}\n").as_bytes(),
+                    );
+                    refused(&spec, &reason);
+                    scope = None;
+                    false
+                }
+            },
+            _ => false,
+        };
+        let spawned = cmd.spawn();
+        if inside
+            && let Some(cgroup) = scope
+            && let Err(e) = cgroup.leave()
+        {
+            tracing::warn!(cgroup = %cgroup.dir().display(), error = %e, "cannot leave the job's cgroup after its spawn");
+        }
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let message = format!("cannot start {program:?}: {e}");
@@ -414,6 +539,23 @@ async fn run_attempt(
                 return Outcome::Failed { message };
             }
         };
+        // A job run in this process enters its cgroup now (under a supervisor it was born
+        // there); what it started in between stays out.
+        if let Some(cgroup) = scope
+            && !cgroup.born_inside()
+            && let Some(pid) = child.id()
+            && let Err(e) = cgroup.place(pid)
+            // A command that already ended has nothing left to limit.
+            && e.raw_os_error() != Some(nix::errno::Errno::ESRCH as i32)
+        {
+            let reason = cgroup.unplaced(pid, &e);
+            note(
+                &log,
+                format!("[aiflow] limits not enforced: {reason}\n").as_bytes(),
+            );
+            refused(&spec, &reason);
+            scope = None;
+        }
         let pumps: Vec<_> = [
             pump(child.stdout.take(), &log),
             pump(child.stderr.take(), &log),
@@ -689,6 +831,128 @@ mod tests {
         assert!(numbers.len() > 300, "{}", numbers.len());
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1));
         assert_eq!(*numbers.last().unwrap(), 3999);
+    }
+
+    /// A folder laid out like a cgroup v2 tree whose `/svc` offers cpu and memory.
+    fn cgroup_tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::create_dir_all(t.path().join("svc")).unwrap();
+        std::fs::write(t.path().join("svc/cgroup.controllers"), "cpu memory\n").unwrap();
+        t
+    }
+
+    fn limited(host: super::super::cgroup::Host) -> Limited {
+        Limited {
+            host: Some(host),
+            ..Limited::system(super::super::cgroup::Limits {
+                cpus: Some(0.5),
+                memory_mb: Some(64),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_limited_job_runs_in_its_cgroup_which_goes_at_the_end() {
+        let dir = tempdir();
+        let t = cgroup_tree();
+        // The job, moved in right after its spawn, reads whom its cgroup holds.
+        let script = format!(
+            "sleep 1; echo self $$; echo holds $(cat {}/svc/aiflow-*/cgroup.procs)",
+            t.path().display()
+        );
+        let s = spec(&dir, vec![vec!["sh", "-c", &script]]);
+        let log = s.log_path.clone();
+        let host = super::super::cgroup::Host::at(t.path(), "/svc");
+        let out = LocalExecutor::default()
+            .launch_limited(s, Some(limited(host)))
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert_eq!(out, Outcome::Succeeded);
+        let text = std::fs::read_to_string(log).unwrap();
+        let me = text
+            .lines()
+            .find_map(|l| l.strip_prefix("self "))
+            .expect("the job ran");
+        assert!(text.contains(&format!("\nholds {me}\n")), "{text}");
+        assert!(
+            text.contains("[aiflow] limits enforced by the cgroup ")
+                && text.contains(
+                    "cpus 0.5 (cpu.max 50000 100000), memory 64 MB (memory.max 67108864)"
+                ),
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(t.path().join("svc"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(left.is_empty(), "the attempt's cgroup is removed: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_supervisor_goes_into_the_cgroup_to_spawn_and_comes_back() {
+        let dir = tempdir();
+        let t = cgroup_tree();
+        std::fs::create_dir_all(t.path().join("svc/server")).unwrap();
+        let s = spec(&dir, vec![vec!["sh", "-c", "echo ran"]]);
+        let log = s.log_path.clone();
+        let host = super::super::cgroup::Host::below_parent_of(t.path(), "/svc/server");
+        let out = LocalExecutor::default()
+            .launch_limited(
+                s,
+                Some(Limited {
+                    enter: true,
+                    ..limited(host)
+                }),
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert_eq!(out, Outcome::Succeeded);
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("\nran\n") && text.contains("limits enforced"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("svc/server/cgroup.procs")).unwrap(),
+            std::process::id().to_string(),
+            "back in its own cgroup"
+        );
+        let left = std::fs::read_dir(t.path().join("svc"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir() && e.file_name() != "server")
+            .count();
+        assert_eq!(left, 0, "the attempt's cgroup is removed");
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_limits_cannot_be_enforced_runs_and_says_why() {
+        let dir = tempdir();
+        let plain = tempfile::tempdir().unwrap();
+        let s = spec(&dir, vec![vec!["sh", "-c", "echo ran"]]);
+        let log = s.log_path.clone();
+        let host = super::super::cgroup::Host::at(plain.path(), "/svc");
+        let out = LocalExecutor::default()
+            .launch_limited(s, Some(limited(host)))
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert_eq!(out, Outcome::Succeeded);
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("\nran\n"), "{text}");
+        assert_eq!(
+            text.matches("[aiflow] limits not enforced: ").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("is not a cgroup v2 mount"), "{text}");
     }
 
     #[tokio::test]

@@ -51,6 +51,9 @@ struct SupervisedSpec {
     spec: LaunchSpec,
     grace_ms: u64,
     log_max_bytes: Option<u64>,
+    /// The job's CPU and memory limits, enforced where the host allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limits: Option<super::cgroup::Limits>,
 }
 
 /// A process, named so that a reused pid is not mistaken for it.
@@ -109,11 +112,13 @@ impl Supervisor {
         executor: &LocalExecutor,
         spec: LaunchSpec,
         dir: PathBuf,
+        limits: Option<super::cgroup::Limits>,
     ) -> std::io::Result<RunningJob> {
         let doc = SupervisedSpec {
             spec,
             grace_ms: u64::try_from(executor.grace.as_millis()).unwrap_or(u64::MAX),
             log_max_bytes: executor.log_max_bytes,
+            limits,
         };
         let body = serde_json::to_vec(&doc).map_err(std::io::Error::other)?;
         let spec_path = dir.join(SPEC);
@@ -275,6 +280,12 @@ async fn follow_child(
             .and_then(|p| p.trim().parse().ok())
         {
             let _ = pid_tx.send(Some(pid));
+        } else if let Some(reason) = line.strip_prefix("unlimited ") {
+            tracing::warn!(
+                attempt = %dir.display(),
+                reason,
+                "limits not enforced: the job runs without its CPU and memory limits"
+            );
         } else if line == "claimed" {
             // Another supervisor holds this attempt (started by a previous server just
             // before it stopped): follow that one instead.
@@ -384,7 +395,15 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
         log_max_bytes: doc.log_max_bytes,
         supervisor: None,
     };
-    let mut running = executor.launch(doc.spec).await?;
+    // Limits that cannot be enforced: the job's log says why, and the server learns it here.
+    // The supervisor enters the attempt's cgroup to spawn each command (and leaves it after),
+    // so every process of the job is born inside.
+    let limited = doc.limits.map(|limits| super::process::Limited {
+        refused: tell_unlimited,
+        enter: true,
+        ..super::process::Limited::system(limits)
+    });
+    let mut running = executor.launch_limited(doc.spec, limited).await?;
     let stopper = running.stopper();
     let mut terms = Vec::new();
     for kind in [
@@ -437,6 +456,11 @@ pub async fn supervise(dir: &Path) -> std::io::Result<()> {
     // when it could not be stored (a full disk).
     say(&format!("ended {}", String::from_utf8_lossy(&body)));
     stored
+}
+
+/// Tells the server why the job's limits are not enforced (`unlimited REASON`).
+fn tell_unlimited(_spec: &LaunchSpec, reason: &str) {
+    say(&format!("unlimited {}", reason.replace(['\n', '\r'], " ")));
 }
 
 /// One line to the server that started this supervisor; nobody may be listening any more.
