@@ -80,13 +80,13 @@ async fn a_failed_job_keeps_its_exit_code_and_a_succeeded_one_zero() {
     assert_eq!(single["exit_code"], 7, "{single}");
     // The CLI shows it.
     let out = Command::new(BIN)
-        .args(["--server", &base, "execution", "show", &id])
+        .args(["--server", &base, "--output", "table", "execution", "show", &id])
         .env_remove("AIFLOW_TOKEN")
         .output()
         .expect("run aiflow");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("exit"), "an exit column: {text}");
+    assert!(text.contains("EXIT"), "an exit column: {text}");
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with("fails"))
