@@ -813,6 +813,9 @@ pub struct JobExecutionInfo {
     pub job: String,
     pub attempt: i64,
     pub state: String,
+    /// The exit code of the attempt's command: 0 when it succeeded, the command's code when it
+    /// exited non-zero (a local process, a container, or on a remote worker); `null` while it
+    /// runs and when it timed out, was stopped, died of a signal or could not start.
     pub exit_code: Option<i64>,
     pub worker: Option<String>,
     #[schema(value_type = Object)]

@@ -17,19 +17,93 @@ use sqlx::{AnyPool, ConnectOptions};
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-/// Whether a write failed for want of disk space: SQLite `SQLITE_FULL` (13), PostgreSQL
-/// `disk_full` (53100), or `ENOSPC` from the file system. Stores answer such a failure with 507
-/// `storage_full`.
+/// Whether a write failed for want of disk space: SQLite `SQLITE_FULL` (13) and the I/O errors
+/// SQLite reports when a file cannot grow or be written (`SQLITE_IOERR_WRITE`, `_FSYNC`,
+/// `_DIR_FSYNC`, `_TRUNCATE`, `_SHMSIZE`, `_SHMMAP`: the WAL, the journal or the shared-memory
+/// index on a full disk), PostgreSQL `disk_full` (53100), "No space left on device" or "Disk
+/// quota exceeded" in a database's message, and `ENOSPC`/`EDQUOT` from the file system, also
+/// when wrapped (a failed migration, an error's source chain). Stores answer such a failure with
+/// 507 `storage_full`.
 #[must_use]
 pub fn storage_full(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(d) => {
-            matches!(d.code().as_deref(), Some("13" | "53100"))
-                || d.message().contains("disk is full")
+            d.code().as_deref().is_some_and(storage_full_code) || storage_full_message(d.message())
         }
-        sqlx::Error::Io(e) => e.raw_os_error() == Some(28),
-        _ => false,
+        sqlx::Error::Io(e) => storage_full_io(e),
+        sqlx::Error::Migrate(m) => match m.as_ref() {
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_full(e),
+            other => chain_full(std::error::Error::source(other)),
+        },
+        other => chain_full(std::error::Error::source(other)),
     }
+}
+
+/// Whether a file-system error is a full disk (`ENOSPC`) or an exceeded quota (`EDQUOT`),
+/// looking through errors wrapped inside it.
+#[must_use]
+pub fn storage_full_io(err: &std::io::Error) -> bool {
+    if matches!(err.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || err.kind() == std::io::ErrorKind::StorageFull
+        || err.kind() == std::io::ErrorKind::QuotaExceeded
+    {
+        return true;
+    }
+    chain_full(
+        err.get_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static)),
+    )
+}
+
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+/// An error code of a full disk: SQLite's (extended) result codes as sqlx reports them, and
+/// PostgreSQL's SQLSTATE.
+fn storage_full_code(code: &str) -> bool {
+    // SQLITE_IOERR (10) extended with WRITE (3), FSYNC (4), DIR_FSYNC (5), TRUNCATE (6),
+    // SHMSIZE (19) and SHMMAP (21): the forms a write, a sync or a file's growth takes when
+    // the disk has no room left (SQLite keeps the errno to itself).
+    const IOERR_OF_A_FULL_DISK: [i64; 6] = [3, 4, 5, 6, 19, 21];
+    if code == "53100" {
+        return true; // PostgreSQL disk_full
+    }
+    let Ok(n) = code.parse::<i64>() else {
+        return false;
+    };
+    let (primary, extended) = (n & 0xff, n >> 8);
+    primary == 13 || (primary == 10 && IOERR_OF_A_FULL_DISK.contains(&extended))
+}
+
+fn storage_full_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("disk is full")
+        || m.contains("no space left on device")
+        || m.contains("disk quota exceeded")
+}
+
+/// Walks `first` and its sources for a file-system or database error of a full disk.
+fn chain_full(first: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    let mut next = first;
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && (matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT))
+                || matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ))
+        {
+            return true;
+        }
+        if let Some(sql) = e.downcast_ref::<sqlx::Error>()
+            && storage_full(sql)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Times one store operation into `aiflow_store_query_duration_seconds{store, op}` when dropped.
@@ -197,7 +271,8 @@ impl Db {
             .disable_statement_logging();
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
-            .acquire_timeout(config.acquire_timeout);
+            .acquire_timeout(config.acquire_timeout)
+            .after_release(|conn, _meta| Box::pin(still_outside_transaction(conn)));
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -306,6 +381,31 @@ impl Db {
     }
 }
 
+/// Whether a connection handed back to the pool may serve again: only outside any transaction.
+///
+/// A dropped transaction queues its `ROLLBACK`, which the ping runs first. When SQLite has
+/// already rolled the transaction back by itself (it does on `SQLITE_FULL` and some I/O
+/// errors), that `ROLLBACK` fails and sqlx keeps counting the transaction as open: the next
+/// `BEGIN IMMEDIATE` on the connection is refused ("non-zero transaction depth"), and a plain
+/// `begin` opens a `SAVEPOINT` whose rollback leaves a real transaction open, holding the
+/// write lock and refusing the next `BEGIN`. On a full disk that turned storage errors of
+/// unrelated requests into 500s and "database is locked". Such a connection is closed here
+/// instead; a connection at depth 0 (every committed or never-begun one) costs nothing.
+async fn still_outside_transaction(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a database connection was left in a transaction its database had already ended; closing it"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Moves the SQLite write-ahead log into the database every 200 ms with a passive checkpoint,
 /// which never blocks a writer, until the pool is closed. Connections do not checkpoint on
 /// their own (`wal_autocheckpoint=0`), so no commit waits for one.
@@ -356,5 +456,160 @@ mod tests {
             Backend::Postgres
         );
         assert!(Backend::of_url("mysql://x").is_err());
+    }
+
+    fn db_err(code: &'static str, message: &'static str) -> sqlx::Error {
+        testing::database_error(code, message)
+    }
+
+    #[test]
+    fn every_form_of_a_full_disk_is_storage_full() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        let full = [
+            ("SQLITE_FULL", db_err("13", "database or disk is full")),
+            ("SQLITE_IOERR_WRITE", db_err("778", "disk I/O error")),
+            ("SQLITE_IOERR_FSYNC", db_err("1034", "disk I/O error")),
+            ("SQLITE_IOERR_DIR_FSYNC", db_err("1290", "disk I/O error")),
+            ("SQLITE_IOERR_TRUNCATE", db_err("1546", "disk I/O error")),
+            ("SQLITE_IOERR_SHMSIZE", db_err("4874", "disk I/O error")),
+            ("SQLITE_IOERR_SHMMAP", db_err("5386", "disk I/O error")),
+            (
+                "PostgreSQL disk_full",
+                db_err("53100", "could not extend file"),
+            ),
+            (
+                "PostgreSQL I/O error naming ENOSPC",
+                db_err(
+                    "58030",
+                    "could not write to file \"pg_wal/xlogtemp.1\": No space left on device",
+                ),
+            ),
+            ("ENOSPC", sqlx::Error::Io(enospc())),
+            (
+                "EDQUOT",
+                sqlx::Error::Io(std::io::Error::from_raw_os_error(122)),
+            ),
+            (
+                "ENOSPC wrapped in another I/O error",
+                sqlx::Error::Io(std::io::Error::other(enospc())),
+            ),
+            (
+                "a migration failed on a full disk",
+                sqlx::Error::Migrate(Box::new(sqlx::migrate::MigrateError::Execute(db_err(
+                    "13",
+                    "database or disk is full",
+                )))),
+            ),
+            (
+                "a migration failed on a full WAL",
+                sqlx::Error::Migrate(Box::new(sqlx::migrate::MigrateError::ExecuteMigration(
+                    db_err("4874", "disk I/O error"),
+                    1,
+                ))),
+            ),
+        ];
+        for (what, e) in &full {
+            assert!(storage_full(e), "{what}: {e}");
+        }
+        assert!(storage_full_io(&enospc()));
+        assert!(storage_full_io(&std::io::Error::other(enospc())));
+        let not_full = [
+            (
+                "a constraint",
+                db_err("2067", "UNIQUE constraint failed: t.name"),
+            ),
+            ("SQLITE_BUSY", db_err("5", "database is locked")),
+            ("SQLITE_IOERR_READ", db_err("266", "disk I/O error")),
+            (
+                "SQLITE_CANTOPEN",
+                db_err("14", "unable to open database file"),
+            ),
+            ("PostgreSQL unique", db_err("23505", "duplicate key")),
+            ("row not found", sqlx::Error::RowNotFound),
+            ("pool timed out", sqlx::Error::PoolTimedOut),
+            (
+                "permission denied",
+                sqlx::Error::Io(std::io::Error::from_raw_os_error(13)),
+            ),
+        ];
+        for (what, e) in &not_full {
+            assert!(!storage_full(e), "{what}: {e}");
+        }
+        assert!(!storage_full_io(&std::io::Error::from_raw_os_error(5)));
+    }
+
+    /// A real SQLite database that cannot grow answers SQLITE_FULL, which is storage_full.
+    #[tokio::test]
+    async fn a_database_that_cannot_grow_is_storage_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DbConfig::new(format!(
+            "sqlite:{}",
+            dir.path().join("full.db").display()
+        )))
+        .await
+        .unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        sqlx::raw_sql("CREATE TABLE filler (x TEXT)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 2
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = sqlx::query("INSERT INTO filler (x) VALUES ($1)")
+                .bind("x".repeat(4000))
+                .execute(&mut *conn)
+                .await
+            {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("a database of a fixed page count fills up");
+        assert!(storage_full(&err), "{err}");
+    }
+
+    /// A transaction SQLite has ended by itself (as it does on SQLITE_FULL) does not poison
+    /// the pooled connection: the next write transaction on it begins.
+    #[tokio::test]
+    async fn a_transaction_the_database_ended_does_not_poison_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DbConfig::new(format!("sqlite:{}", dir.path().join("t.db").display()));
+        config.max_connections = 1;
+        config.acquire_timeout = Duration::from_secs(5);
+        let db = Db::connect(&config).await.unwrap();
+        for round in 0..3 {
+            let mut tx = db.pool.begin().await.unwrap();
+            // What SQLite does on its own after a full disk: the transaction is gone, sqlx
+            // still counts it.
+            sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.unwrap();
+            drop(tx);
+            let mut tx = db
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the next transaction begins: {e}"));
+            sqlx::query(
+                "INSERT INTO aiflow_kv (k, v, updated_at) VALUES ($1, '', 0) \
+                 ON CONFLICT (k) DO UPDATE SET updated_at = excluded.updated_at + 1",
+            )
+            .bind(format!("probe.{round}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        // And nothing is left open: another connection can write.
+        assert!(db.ping_write().await);
     }
 }

@@ -143,6 +143,46 @@ fn replace_db_name(url: &str, name: &str) -> String {
     }
 }
 
+/// A database error as a driver reports it: a code and a message.
+#[derive(Debug)]
+struct DbErr(&'static str, &'static str);
+
+impl std::fmt::Display for DbErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for DbErr {}
+
+impl sqlx::error::DatabaseError for DbErr {
+    fn message(&self) -> &str {
+        self.1
+    }
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.0.into())
+    }
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::Other
+    }
+}
+
+/// A database error as a driver reports it, with `code` and `message` (an SQLite result code
+/// such as `"13"` or a PostgreSQL SQLSTATE): for tests of how errors are answered.
+#[must_use]
+pub fn database_error(code: &'static str, message: &'static str) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(DbErr(code, message)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

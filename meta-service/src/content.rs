@@ -50,12 +50,15 @@ pub fn content_routes(
 }
 
 /// The HTTP error of a store error, naming `field`.
-fn http(e: MlError, field: &str) -> HttpError {
+pub(crate) fn http_error(e: MlError, field: &str) -> HttpError {
     let code = match e.status {
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNPROCESSABLE_ENTITY => "checksum_mismatch",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::BAD_REQUEST => "invalid_argument",
+        StatusCode::INSUFFICIENT_STORAGE => {
+            return HttpError::new(e.status, "storage_full", e.message);
+        }
         _ => return HttpError::internal(e.message),
     };
     HttpError::new(e.status, code, e.message).field(field)
@@ -165,7 +168,7 @@ async fn store_content(
             } else {
                 field
             };
-            http(e, f)
+            http_error(e, f)
         })?;
     tracing::info!(artifact = %name, id = artifact.id, bytes = stored.bytes, sha256 = %stored.sha256, "artifact content stored");
     let size = i64::try_from(stored.bytes).unwrap_or(i64::MAX);
@@ -208,7 +211,7 @@ async fn get_content(
             ))
             .field("content")
         } else {
-            http(e, "content")
+            http_error(e, "content")
         }
     })?;
     if let Some(sha) = artifact

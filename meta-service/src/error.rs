@@ -125,3 +125,85 @@ impl IntoResponse for Error {
         HttpError::from(self).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aiflow_db::testing::database_error;
+    use axum::body::to_bytes;
+
+    use super::*;
+    use crate::mlflow::MlError;
+
+    /// The full-disk forms a meta write can meet, as the store reports them.
+    fn full_disk_errors() -> Vec<(&'static str, sqlx::Error)> {
+        vec![
+            (
+                "SQLITE_FULL",
+                database_error("13", "database or disk is full"),
+            ),
+            (
+                "SQLITE_IOERR_WRITE",
+                database_error("778", "disk I/O error"),
+            ),
+            (
+                "SQLITE_IOERR_FSYNC",
+                database_error("1034", "disk I/O error"),
+            ),
+            (
+                "SQLITE_IOERR_SHMSIZE",
+                database_error("4874", "disk I/O error"),
+            ),
+            (
+                "PostgreSQL disk_full",
+                database_error("53100", "could not extend file"),
+            ),
+            (
+                "ENOSPC",
+                sqlx::Error::Io(std::io::Error::from_raw_os_error(28)),
+            ),
+            (
+                "a failed migration",
+                sqlx::Error::Migrate(Box::new(sqlx::migrate::MigrateError::Execute(
+                    database_error("13", "database or disk is full"),
+                ))),
+            ),
+        ]
+    }
+
+    async fn body_of(r: Response) -> serde_json::Value {
+        serde_json::from_slice(&to_bytes(r.into_body(), 1 << 16).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_answers_507_storage_full_in_json() {
+        for (what, e) in full_disk_errors() {
+            let r = Error::Db(e).into_response();
+            assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE, "{what}");
+            assert_eq!(
+                r.headers()[axum::http::header::CONTENT_TYPE],
+                "application/json",
+                "{what}"
+            );
+            let body = body_of(r).await;
+            assert_eq!(body["error"]["code"], "storage_full", "{what}: {body}");
+        }
+        // Other database failures stay 500 `internal`, their details in the log only.
+        let r = Error::Db(database_error("5", "database is locked")).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_of(r).await;
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("locked"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_mlflow_api_answers_a_full_disk_with_507() {
+        for (what, e) in full_disk_errors() {
+            let r = MlError::from(Error::Db(e)).into_response();
+            assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE, "{what}");
+            let body = body_of(r).await;
+            assert_eq!(body["error_code"], "RESOURCE_EXHAUSTED", "{what}: {body}");
+        }
+        let r = MlError::from(Error::Db(sqlx::Error::RowNotFound)).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

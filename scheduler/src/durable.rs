@@ -104,6 +104,8 @@ pub(crate) enum MetaWrite {
     JobState {
         row: String,
         state: JobState,
+        /// The exit code of the attempt's command, once it ended (kept when `None`).
+        exit_code: Option<i64>,
     },
 }
 
@@ -322,19 +324,24 @@ async fn write_meta(
         .bind(i64::from(*attempt))
         .bind(*state)
         .bind(now),
-        MetaWrite::JobState { row, state } => {
+        MetaWrite::JobState {
+            row,
+            state,
+            exit_code,
+        } => {
             let started = (*state == JobState::Running).then_some(now);
             let ended = state.is_terminal().then_some(now);
             sqlx::query(
                 "UPDATE job_executions SET state = $1, updated_at = $2, \
-                 started_at = COALESCE($3, started_at), ended_at = COALESCE($4, ended_at) \
-                 WHERE id = $5",
+                 started_at = COALESCE($3, started_at), ended_at = COALESCE($4, ended_at), \
+                 exit_code = COALESCE($6, exit_code) WHERE id = $5",
             )
             .bind(state.as_str())
             .bind(now)
             .bind(started)
             .bind(ended)
             .bind(row)
+            .bind(*exit_code)
         }
     };
     q.execute(&mut **tx).await.map(drop)

@@ -112,6 +112,17 @@ impl From<Error> for HttpError {
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                 error,
             },
+            Error::Store(err) if aiflow_db::storage_full(&err) => {
+                tracing::error!(error = %err, "scheduler store is full");
+                HttpError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the scheduler's store has no space left on its disk; nothing was stored",
+                )
+            }
+            Error::Bus(aiflow_notification::Error::Store(err)) if aiflow_db::storage_full(&err) => {
+                HttpError::from(aiflow_notification::Error::Store(err))
+            }
             Error::Stopped => HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -102,7 +102,7 @@ async fn output_environment_and_exit_code_of_a_container() {
     let out = exec.launch(s, image()).await.unwrap().wait().await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        matches!(&out, Outcome::Failed { message } if message.ends_with("exited with code 3")),
+        matches!(&out, Outcome::Exited { code: 3, message } if message.ends_with("exited with code 3")),
         "{out:?}\n{text}"
     );
     assert!(text.contains("first train hello there in /tmp\n"), "{text}");

@@ -493,4 +493,152 @@ mod tests {
             Some(serde_json::json!([1]))
         );
     }
+
+    /// A small HTTP server on a local port: the first `refusals` requests to `/api/v1/events`
+    /// are answered `status` with `Retry-After: 1`, the rest stored (offsets from 1). Answers
+    /// its address and when each request came.
+    async fn refusing_server(
+        status: u16,
+        refusals: usize,
+    ) -> (String, Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let offset = Arc::new(AtomicU64::new(0));
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, offset) = (log.clone(), offset.clone());
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(sock);
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            conn.read_line(&mut h).await.unwrap();
+                            if h.trim().is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        conn.read_exact(&mut body).await.unwrap();
+                        assert!(line.starts_with("POST /api/v1/events "), "{line}");
+                        let n = {
+                            let mut seen = log.lock().unwrap();
+                            seen.push(std::time::Instant::now());
+                            seen.len()
+                        };
+                        let (head, answer) = if n <= refusals {
+                            (
+                                format!("{status} Refused\r\nRetry-After: 1"),
+                                serde_json::json!({"error": {"code": "unavailable", "message": "busy"}}),
+                            )
+                        } else {
+                            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            let one = |e: &serde_json::Value| {
+                                let o = offset.fetch_add(1, Ordering::Relaxed) + 1;
+                                serde_json::json!({
+                                    "offset": o, "namespace": "default", "key": e["key"],
+                                    "value": e["value"], "event_type": "UNDEFINED",
+                                    "created_at": "2026-12-06T00:00:00Z",
+                                })
+                            };
+                            let stored = match &sent {
+                                serde_json::Value::Array(events) => {
+                                    serde_json::Value::Array(events.iter().map(one).collect())
+                                }
+                                e => one(e),
+                            };
+                            ("200 OK".to_string(), stored)
+                        };
+                        let text = answer.to_string();
+                        let resp = format!(
+                            "HTTP/1.1 {head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        );
+                        if conn.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    /// The publisher waits as long as a 503 or 429 answer's `Retry-After` says (1 s here,
+    /// ten times its own first backoff), then the retry is stored.
+    #[tokio::test]
+    async fn the_publisher_waits_as_long_as_retry_after_says() {
+        for status in [503, 429] {
+            let (url, seen) = refusing_server(status, 1).await;
+            let publisher = Publisher::new(
+                Client::new(&url),
+                PublisherConfig {
+                    initial_backoff: Duration::from_millis(100),
+                    ..PublisherConfig::default()
+                },
+            );
+            let started = std::time::Instant::now();
+            publisher.send(NewEvent::new("k", "v")).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), publisher.flush())
+                .await
+                .expect("the flush ends")
+                .expect("the event is stored after the retry");
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 2, "{status}: refused once, then stored");
+            let waited = seen[1] - seen[0];
+            assert!(
+                waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+                "{status}: the retry came {waited:?} after the refusal, not about 1 s"
+            );
+            let stats = publisher.stats();
+            assert_eq!(
+                (stats.sent, stats.retries, stats.pending),
+                (1, 1, 0),
+                "{status}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(950));
+        }
+    }
+
+    /// A single call answered 429 or 503 says how long the server asked to wait.
+    #[tokio::test]
+    async fn a_refused_call_carries_retry_after() {
+        for status in [429, 503] {
+            let (url, _) = refusing_server(status, 1).await;
+            let client = Client::new(&url);
+            let e = client
+                .events()
+                .publish(&NewEvent::new("k", "v"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(status));
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(1)), "{e}");
+            assert_eq!(
+                e.wait_before_retry(Duration::from_millis(100)),
+                Duration::from_secs(1)
+            );
+            // Then it goes through.
+            let stored = client
+                .events()
+                .publish(&NewEvent::new("k", "v"))
+                .await
+                .unwrap();
+            assert_eq!(stored.offset.0, 1);
+        }
+    }
 }

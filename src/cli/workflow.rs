@@ -254,13 +254,14 @@ pub(crate) fn run_execution(cmd: ExecutionCmd, ctx: &Ctx) -> CliResult {
                         s.push_str(&format!("reason: {reason}\n"));
                     }
                     s.push_str(&table(
-                        &["job", "attempt", "state", "started", "ended"],
+                        &["job", "attempt", "state", "exit", "started", "ended"],
                         jobs.iter()
                             .map(|j| {
                                 vec![
                                     j.job.clone(),
                                     j.attempt.to_string(),
                                     j.state.clone(),
+                                    j.exit_code.map_or("-".into(), |c| c.to_string()),
                                     j.started_at.map_or("-".into(), |t| t.format("%H:%M:%S%.3f").to_string()),
                                     j.ended_at.map_or("-".into(), |t| t.format("%H:%M:%S%.3f").to_string()),
                                 ]

@@ -136,6 +136,13 @@ async fn a_container_job_logs_its_exit_code_and_its_event_starts_the_next_job() 
     );
     let after = common::job_log(&http, &base, &id, "after", "").await;
     assert!(after.contains("after ran"), "{after}");
+    // The container's exit code is stored on the job execution.
+    let (train, after) = (
+        job(&http, &base, &id, "train").await,
+        job(&http, &base, &id, "after").await,
+    );
+    assert_eq!(train["exit_code"], 3, "{train}");
+    assert_eq!(after["exit_code"], 0, "{after}");
     assert!(
         containers_of(&id).is_empty(),
         "ended containers are removed"

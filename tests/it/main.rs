@@ -7,6 +7,7 @@ mod cli_conventions;
 mod common;
 mod containers;
 mod distributed;
+mod exit_codes;
 mod faults;
 mod federated;
 mod fencing;

@@ -322,6 +322,10 @@ fn too_large(max: u64) -> MlError {
 }
 
 fn io_err(e: std::io::Error) -> MlError {
+    if aiflow_db::storage_full_io(&e) {
+        tracing::error!(error = %e, "artifact store is full");
+        return MlError::storage_full("the artifact store");
+    }
     tracing::error!(error = %e, "artifact store failure");
     MlError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -654,5 +658,27 @@ mod tests {
             let e = a.resolve(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
         }
+    }
+
+    /// A file write on a full disk (`/dev/full` answers every write with ENOSPC) is a 507,
+    /// which the content route answers as `storage_full`.
+    #[tokio::test]
+    async fn a_content_write_on_a_full_disk_is_507() {
+        if !FsPath::new("/dev/full").exists() {
+            eprintln!("no /dev/full here; the ENOSPC write was not tried");
+            return;
+        }
+        let e = write_limited(
+            FsPath::new("/dev/full"),
+            Body::from(vec![7u8; 256 * 1024]),
+            1 << 20,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE, "{}", e.message);
+        assert_eq!(e.code, "RESOURCE_EXHAUSTED");
+        let http = crate::content::http_error(e, "body");
+        assert_eq!(http.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(http.error.code, "storage_full");
     }
 }

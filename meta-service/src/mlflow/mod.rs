@@ -106,6 +106,15 @@ impl MlError {
         }
     }
 
+    /// 507 `RESOURCE_EXHAUSTED`: `what` has no space left on its disk; nothing was stored.
+    pub(crate) fn storage_full(what: &str) -> Self {
+        Self {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            code: "RESOURCE_EXHAUSTED",
+            message: format!("{what} has no space left on its disk; nothing was stored"),
+        }
+    }
+
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -131,6 +140,10 @@ impl From<Error> for MlError {
             | Error::Unprocessable { message, .. }
             | Error::UnknownReference { message, .. }
             | Error::Conflict { message, .. } => Self::invalid(message),
+            Error::Db(err) if aiflow_db::storage_full(&err) => {
+                tracing::error!(error = %err, "metadata store is full");
+                Self::storage_full("the metadata store")
+            }
             e @ (Error::Db(_) | Error::Bus(_)) => {
                 tracing::error!(error = %e, "mlflow api failure");
                 Self::new(

@@ -413,8 +413,11 @@ impl Core {
             Outcome::Succeeded => (JobState::Succeeded, None),
             Outcome::Stopped => (JobState::Stopped, None),
             Outcome::TimedOut => (JobState::Failed, Some("timed out".to_string())),
-            Outcome::Failed { message } => (JobState::Failed, Some(message.clone())),
+            Outcome::Failed { message } | Outcome::Exited { message, .. } => {
+                (JobState::Failed, Some(message.clone()))
+            }
         };
+        let exit_code = outcome.exit_code();
         if state == JobState::Failed && attempt <= retries && !stopping {
             self.set_job_state(id, job, JobState::Retrying, message);
             // Exponential backoff with jitter: base · 2^(attempt-1) · [1, 1.25).
@@ -431,6 +434,7 @@ impl Core {
                     self.pending.meta.push(MetaWrite::JobState {
                         row,
                         state: JobState::Failed,
+                        exit_code,
                     });
                 }
                 let next = new_attempt(&mut self.pending.meta, rt, id, job, JobState::Retrying);
@@ -446,7 +450,7 @@ impl Core {
             }
             return;
         }
-        self.set_job_state(id, job, state, message);
+        self.set_job_state_exited(id, job, state, message, exit_code);
         if restart && !stopping {
             self.queue_job(id, job, None);
         }
@@ -460,6 +464,19 @@ impl Core {
         job: &str,
         state: JobState,
         message: Option<String>,
+    ) {
+        self.set_job_state_exited(id, job, state, message, None);
+    }
+
+    /// [`Self::set_job_state`] of an attempt that ended, with its command's exit code (stored on
+    /// the attempt's job execution).
+    pub(crate) fn set_job_state_exited(
+        &mut self,
+        id: &str,
+        job: &str,
+        state: JobState,
+        message: Option<String>,
+        exit_code: Option<i64>,
     ) {
         let Some(exec) = self.executions.get_mut(id) else {
             return;
@@ -497,7 +514,11 @@ impl Core {
         self.obs.job_state(id, job, attempt, state);
         self.pending.jobs.insert((id.to_string(), job.to_string()));
         if let Some(row) = rt.row.clone() {
-            self.pending.meta.push(MetaWrite::JobState { row, state });
+            self.pending.meta.push(MetaWrite::JobState {
+                row,
+                state,
+                exit_code,
+            });
         }
         let mut context = serde_json::json!({
             "execution": id, "workflow": workflow.name, "job": job, "attempt": attempt,

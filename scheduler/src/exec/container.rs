@@ -242,7 +242,7 @@ impl ContainerExecutor {
                 Ended::Exited(code) => {
                     let message = format!("container {name} exited with code {code}");
                     note(log, format!("[aiflow] {message}\n").as_bytes());
-                    return Outcome::Failed { message };
+                    return Outcome::Exited { code, message };
                 }
                 Ended::Error(message) => {
                     note(log, format!("[aiflow] {message}\n").as_bytes());
@@ -637,13 +637,15 @@ impl ContainerExecutor {
                     this.remove(&cid).await;
                     let outcome = match ended {
                         Ended::Exited(0) => Outcome::Succeeded,
-                        Ended::Exited(code) => Outcome::Failed {
+                        Ended::Exited(code) => Outcome::Exited {
+                            code,
                             message: format!("container {cid} exited with code {code}"),
                         },
                         Ended::Error(message) => Outcome::Failed { message },
                         Ended::Stopped(outcome) => outcome,
                     };
-                    if let Outcome::Failed { message } = &outcome {
+                    if let Outcome::Failed { message } | Outcome::Exited { message, .. } = &outcome
+                    {
                         note(&log, format!("[aiflow] {message}\n").as_bytes());
                     }
                     drop(log);

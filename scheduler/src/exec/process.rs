@@ -36,14 +36,33 @@ pub struct LaunchSpec {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Succeeded,
-    /// A command exited non-zero, died of a signal, or could not start.
+    /// A command died of a signal, or could not start, or the attempt failed otherwise.
     Failed {
+        message: String,
+    },
+    /// A command exited with a non-zero code: the attempt failed, and the code is stored on
+    /// its job execution (`exit_code`).
+    Exited {
+        code: i64,
         message: String,
     },
     /// The attempt ran past its timeout and was killed.
     TimedOut,
     /// Stopped on request.
     Stopped,
+}
+
+impl Outcome {
+    /// The exit code of the attempt's command: 0 when it succeeded, its code when it exited
+    /// non-zero, none when it timed out, was stopped, died of a signal or never started.
+    #[must_use]
+    pub fn exit_code(&self) -> Option<i64> {
+        match self {
+            Self::Succeeded => Some(0),
+            Self::Exited { code, .. } => Some(*code),
+            Self::Failed { .. } | Self::TimedOut | Self::Stopped => None,
+        }
+    }
 }
 
 /// A running attempt: stop it, or wait for its end.
@@ -581,14 +600,21 @@ async fn run_attempt(
         match ended {
             Ok(Ok(status)) if status.success() => {}
             Ok(Ok(status)) => {
-                let message = match status.code() {
+                let code = status.code();
+                let message = match code {
                     Some(code) => format!("{program:?} exited with code {code}"),
                     None => format!("{program:?} was killed by a signal"),
                 };
                 kill_group(pgid, Signal::SIGKILL);
                 drain(pumps).await;
                 note(&log, format!("[aiflow] {message}\n").as_bytes());
-                return Outcome::Failed { message };
+                return match code {
+                    Some(code) => Outcome::Exited {
+                        code: i64::from(code),
+                        message,
+                    },
+                    None => Outcome::Failed { message },
+                };
             }
             Ok(Err(e)) => {
                 pumps.iter().for_each(tokio::task::JoinHandle::abort);
@@ -970,7 +996,7 @@ mod tests {
             .wait()
             .await;
         assert!(
-            matches!(&out, Outcome::Failed { message } if message.contains("code 3")),
+            matches!(&out, Outcome::Exited { code: 3, message } if message.contains("code 3")),
             "{out:?}"
         );
         assert!(!std::fs::read_to_string(log).unwrap().contains("never"));

@@ -93,6 +93,9 @@ pub enum ReportKind {
         state: String,
         #[serde(default)]
         message: Option<String>,
+        /// The exit code of a command that exited non-zero (absent from older workers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
     },
     /// The task came back after its worker stopped heartbeating.
     Lost { message: String },
@@ -115,10 +118,20 @@ impl Report {
     pub fn outcome(&self) -> Option<Outcome> {
         match &self.kind {
             ReportKind::Started => None,
-            ReportKind::Ended { state, message } => Some(match state.as_str() {
-                "SUCCEEDED" => Outcome::Succeeded,
-                "STOPPED" => Outcome::Stopped,
-                "TIMED_OUT" => Outcome::TimedOut,
+            ReportKind::Ended {
+                state,
+                message,
+                exit_code,
+            } => Some(match (state.as_str(), exit_code) {
+                ("SUCCEEDED", _) => Outcome::Succeeded,
+                ("STOPPED", _) => Outcome::Stopped,
+                ("TIMED_OUT", _) => Outcome::TimedOut,
+                (_, Some(code)) => Outcome::Exited {
+                    code: *code,
+                    message: message
+                        .clone()
+                        .unwrap_or_else(|| format!("exited with code {code}")),
+                },
                 _ => Outcome::Failed {
                     message: message.clone().unwrap_or_else(|| "failed".into()),
                 },
@@ -135,11 +148,17 @@ pub(super) fn ended(outcome: &Outcome) -> ReportKind {
         Outcome::Succeeded => ("SUCCEEDED", None),
         Outcome::Stopped => ("STOPPED", None),
         Outcome::TimedOut => ("TIMED_OUT", Some("timed out".to_string())),
-        Outcome::Failed { message } => ("FAILED", Some(message.clone())),
+        Outcome::Failed { message } | Outcome::Exited { message, .. } => {
+            ("FAILED", Some(message.clone()))
+        }
     };
     ReportKind::Ended {
         state: state.into(),
         message,
+        exit_code: match outcome {
+            Outcome::Exited { code, .. } => Some(*code),
+            _ => None,
+        },
     }
 }
 
@@ -598,5 +617,57 @@ mod tests {
         let task: Task = serde_json::from_value(old).unwrap();
         assert!(task.mounts.is_empty());
         assert!(serde_json::to_value(&task).unwrap().get("mounts").is_none());
+    }
+
+    fn report(kind: ReportKind) -> Report {
+        Report {
+            task: "t".into(),
+            execution: "e".into(),
+            job: "j".into(),
+            attempt: 1,
+            worker: "w".into(),
+            kind,
+        }
+    }
+
+    /// A worker's report carries the exit code of a command that exited non-zero; a report
+    /// of an older worker (no `exit_code`) still reads as a failure.
+    #[test]
+    fn an_ended_report_carries_the_exit_code() {
+        for outcome in [
+            Outcome::Exited {
+                code: 7,
+                message: "exited with code 7".into(),
+            },
+            Outcome::Succeeded,
+            Outcome::TimedOut,
+            Outcome::Failed {
+                message: "cannot start".into(),
+            },
+        ] {
+            let sent = report(ended(&outcome));
+            let text = serde_json::to_string(&sent).unwrap();
+            let got: Report = serde_json::from_str(&text).unwrap();
+            assert_eq!(got.outcome(), Some(outcome.clone()), "{text}");
+        }
+        assert_eq!(
+            report(ended(&Outcome::Exited {
+                code: 7,
+                message: "x".into()
+            }))
+            .outcome()
+            .and_then(|o| o.exit_code()),
+            Some(7)
+        );
+        let old: Report = serde_json::from_str(
+            r#"{"task":"t","execution":"e","job":"j","attempt":1,"worker":"w","kind":"ended","state":"FAILED","message":"boom"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.outcome(),
+            Some(Outcome::Failed {
+                message: "boom".into()
+            })
+        );
     }
 }
