@@ -273,7 +273,7 @@ async fn a_named_network_lets_the_job_reach_a_service_by_its_name() {
     // (The log's first line repeats the command, so only whole lines count.)
     let found = |t: &str| t.lines().any(|l| l == "found");
     assert!(
-        matches!(on_host, Outcome::Failed { .. }) && !found(&host_text),
+        matches!(on_host, Outcome::Exited { .. }) && !found(&host_text),
         "{on_host:?}\n{host_text}"
     );
     assert_eq!(on_network, Outcome::Succeeded, "{text}");
@@ -409,7 +409,7 @@ async fn a_re_adopted_container_keeps_its_gpus_and_a_job_waits_for_them() {
     };
     assert!(at("boxed", true) < at("gpu", false), "{seen:?}");
     assert!(
-        matches!(&seen[at("boxed", true)].1, Status::Ended { outcome: Outcome::Failed { message }, .. }
+        matches!(&seen[at("boxed", true)].1, Status::Ended { outcome: Outcome::Exited { code: 2, message }, .. }
             if message.ends_with("exited with code 2")),
         "{seen:?}"
     );

@@ -153,3 +153,56 @@ async fn a_process_with_limits_runs_and_says_whether_they_are_enforced() {
         common::report(&format!("limits enforced on this host: {log}"));
     }
 }
+
+/// A job run as a process by `aiflow worker` gets its limits on the worker's host the same way
+/// (real PostgreSQL and NATS): enforced, or said once in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_process_with_limits_runs_and_says_whether_they_are_enforced() {
+    let Some(c) = common::Cluster::start("limits").await else {
+        return;
+    };
+    let (_s1, u) = c.server("s1");
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
+    wait_for("s1 to lead", Duration::from_secs(15), || async {
+        common::role(&http, &u).await == "leader"
+    })
+    .await;
+    let _w = c.worker_on("plainw", &["default"], &u, &[]);
+    post(
+        &http,
+        &format!("{u}/api/v1/workflows"),
+        &json!({"name": "wlimited", "nodes": [
+            {"name": "limited", "job": {"command": ["sh", "-c", "echo limited ran"],
+                "resources": {"cpus": 0.5, "memory_mb": 128}}}
+        ]}),
+    )
+    .await;
+    let started = post(
+        &http,
+        &format!("{u}/api/v1/workflows/wlimited/executions"),
+        &json!({}),
+    )
+    .await;
+    let id = started["id"].as_str().expect("execution id").to_string();
+    wait_for("the job to succeed", Duration::from_secs(60), || async {
+        state(&http, &u, &id, "limited").await == "SUCCEEDED"
+    })
+    .await;
+    let log = common::job_log(&http, &u, &id, "limited", "").await;
+    assert!(log.contains("limited ran\n"), "{log}");
+    let refused = log.matches("[aiflow] limits not enforced: ").count();
+    let enforced = log
+        .matches("[aiflow] limits enforced by the cgroup ")
+        .count();
+    assert_eq!(
+        refused + enforced,
+        1,
+        "said once, one way or the other: {log}"
+    );
+    if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert!(
+            log.contains("[aiflow] limits not enforced: /sys/fs/cgroup is not a cgroup v2 mount"),
+            "{log}"
+        );
+    }
+}

@@ -48,9 +48,15 @@ impl Limits {
     #[must_use]
     pub fn of(resources: Option<&aiflow_translator::Resources>) -> Option<Limits> {
         let r = resources?;
+        Limits::new(r.cpus, r.memory_mb)
+    }
+
+    /// The limits of a CPU count and a memory size; `None` when neither is a positive number.
+    #[must_use]
+    pub fn new(cpus: Option<f64>, memory_mb: Option<u64>) -> Option<Limits> {
         let limits = Limits {
-            cpus: r.cpus.filter(|c| c.is_finite() && *c > 0.0),
-            memory_mb: r.memory_mb.filter(|m| *m > 0),
+            cpus: cpus.filter(|c| c.is_finite() && *c > 0.0),
+            memory_mb: memory_mb.filter(|m| *m > 0),
         };
         (limits.cpus.is_some() || limits.memory_mb.is_some()).then_some(limits)
     }

@@ -761,7 +761,14 @@ async fn run_task(
                 message: format!("worker {} offers no containers", config.name),
             };
         }
-        (None, None, _) => executor.launch(spec).await,
+        // CPU and memory limits where the worker's host allows them (docs/containers.md).
+        (None, None, _) => {
+            let limits =
+                crate::exec::cgroup::Limits::new(task.resources.cpus, task.resources.memory_mb);
+            executor
+                .launch_limited(spec, limits.map(crate::exec::process::Limited::system))
+                .await
+        }
     };
     let running = match launched {
         Ok(r) => r,
