@@ -279,12 +279,8 @@ async fn a_job_with_an_image_goes_only_to_a_worker_that_offers_containers() {
     let Some(c) = common::Cluster::start("boxes").await else {
         return;
     };
-    let (_s1, u) = c.server("s1");
+    let (_s1, u) = c.leading_server("s1").await;
     let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
-    wait_for("s1 to lead", Duration::from_secs(15), || async {
-        common::role(&http, &u).await == "leader"
-    })
-    .await;
     let _plain = c.worker_on("plain", &["default"], &u, &["--gpus", "2"]);
     post(
         &http,
@@ -504,12 +500,8 @@ async fn the_container_of_a_worker_killed_with_9_runs_once_and_is_removed() {
     let Some(c) = common::Cluster::start("boxkill").await else {
         return;
     };
-    let (_s1, u) = c.server("s1");
+    let (_s1, u) = c.leading_server("s1").await;
     let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
-    wait_for("s1 to lead", Duration::from_secs(15), || async {
-        common::role(&http, &u).await == "leader"
-    })
-    .await;
     let mut w1 = c.worker_on("w1", &["default"], &u, &["--containers"]);
     post(
         &http,
@@ -587,12 +579,8 @@ async fn a_worker_killed_with_9_and_started_again_re_adopts_its_container() {
     let Some(c) = common::Cluster::start("boxback").await else {
         return;
     };
-    let (_s1, u) = c.server("s1");
+    let (_s1, u) = c.leading_server("s1").await;
     let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
-    wait_for("s1 to lead", Duration::from_secs(15), || async {
-        common::role(&http, &u).await == "leader"
-    })
-    .await;
     let mut w1 = c.worker_on("w1", &["default"], &u, &["--containers"]);
     // `kept` outlives its worker's restart; `gone`'s container is removed while the worker is
     // down.

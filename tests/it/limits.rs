@@ -161,12 +161,8 @@ async fn a_workers_process_with_limits_runs_and_says_whether_they_are_enforced()
     let Some(c) = common::Cluster::start("limits").await else {
         return;
     };
-    let (_s1, u) = c.server("s1");
+    let (_s1, u) = c.leading_server("s1").await;
     let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
-    wait_for("s1 to lead", Duration::from_secs(15), || async {
-        common::role(&http, &u).await == "leader"
-    })
-    .await;
     let _w = c.worker_on("plainw", &["default"], &u, &[]);
     post(
         &http,

@@ -121,12 +121,8 @@ async fn a_worker_gives_the_container_its_mounts() {
         return;
     };
     let (input, out) = folders(c.dir.path());
-    let (_s1, u) = c.server("s1");
+    let (_s1, u) = c.leading_server("s1").await;
     let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
-    wait_for("s1 to lead", Duration::from_secs(15), || async {
-        common::role(&http, &u).await == "leader"
-    })
-    .await;
     let _boxes = c.worker_on("boxes", &["default"], &u, &["--containers"]);
     post(
         &http,

@@ -107,6 +107,19 @@ impl Cluster {
         self.server_with(node, &[])
     }
 
+    /// Starts the first server replica and waits until it leads.
+    pub(crate) async fn leading_server(&self, node: &str) -> (Proc, String) {
+        let (server, base) = self.server(node);
+        let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
+        wait_for(
+            &format!("{node} to lead"),
+            std::time::Duration::from_secs(15),
+            || async { role(&http, &base).await == "leader" },
+        )
+        .await;
+        (server, base)
+    }
+
     /// [`Cluster::server`] with more arguments of `aiflow server`.
     pub(crate) fn server_with(&self, node: &str, extra: &[&str]) -> (Proc, String) {
         let mut child = Command::new(BIN)
