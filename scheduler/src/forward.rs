@@ -1,12 +1,14 @@
 //! Scheduler requests made on a standby replica go to the leader over NATS request/reply:
 //! `aiflow.scheduler.start`, `aiflow.scheduler.stop` (answered by the leader only) and
-//! `aiflow.scheduler.reload` (a notice). Without NATS, or while no replica leads, the request
-//! fails with 503 and a reason.
+//! `aiflow.scheduler.reload` (a notice). While no replica leads (a takeover, a cluster just
+//! started), a request waits for a leader up to [`TIMEOUT`]; without NATS, or when none appears
+//! in time, it fails with 503 and a reason.
 
 use std::time::Duration;
 
 use aiflow_api::ApiError;
 use aiflow_api::server::HttpError;
+use async_nats::client::RequestErrorKind;
 use axum::http::StatusCode;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -19,8 +21,11 @@ use crate::remote::{Fabric, stopped};
 const START: &str = "scheduler.start";
 const STOP: &str = "scheduler.stop";
 const RELOAD: &str = "scheduler.reload";
-/// How long a standby waits for the leader's answer.
+/// How long a standby waits for the leader's answer, including the wait for a leader to be
+/// elected (a hung leader loses the lease after [`crate::leader::IDLE_TIMEOUT`]).
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a standby asks again while no replica leads.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Serialize, Deserialize)]
 struct StartRequest {
@@ -75,13 +80,31 @@ async fn request<Q: Serialize, T: serde::de::DeserializeOwned>(
         return Err(no_leader("no NATS to reach it"));
     };
     let payload = serde_json::to_vec(body).expect("request serialises");
-    let request = fabric
-        .client
-        .request(fabric.subject(subject), payload.into());
-    let reply = tokio::time::timeout(TIMEOUT, request)
-        .await
-        .map_err(|_| no_leader("timed out"))?
-        .map_err(no_leader)?;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut waited = false;
+    let reply = loop {
+        let request = fabric
+            .client
+            .request(fabric.subject(subject), payload.clone().into());
+        match tokio::time::timeout_at(deadline, request).await {
+            Err(_) => return Err(no_leader("timed out")),
+            Ok(Ok(reply)) => break reply,
+            // Nobody received it, so asking again cannot run it twice. Between two leaders (a
+            // takeover, or every replica just started) one takes the lease within seconds:
+            // wait for it rather than refuse the request.
+            Ok(Err(e))
+                if e.kind() == RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() + NO_LEADER_RETRY < deadline =>
+            {
+                if !waited {
+                    tracing::info!(subject, "no scheduling leader yet; waiting for one");
+                    waited = true;
+                }
+                tokio::time::sleep(NO_LEADER_RETRY).await;
+            }
+            Ok(Err(e)) => return Err(no_leader(e)),
+        }
+    };
     match serde_json::from_slice::<Answer<T>>(&reply.payload) {
         Ok(Answer::Ok(v)) => Ok(v),
         Ok(Answer::Error { status, error }) => Err(Error::Forwarded { status, error }),

@@ -394,3 +394,34 @@ async fn control(c: &Cluster) {
         "distributed: RESTART and STOP reached the worker running the task; a GPU job waited for a GPU worker",
     );
 }
+
+/// A manual start sent to a standby while no replica leads (the leader was just killed -9, the
+/// standby has not taken the lease yet) waits for the next leader instead of failing with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_sent_between_two_leaders_waits_for_the_next_one() {
+    let Some(c) = Cluster::start("between").await else {
+        return;
+    };
+    let http = aiflow_sdk::tls::http_client_from_env().expect("HTTP client");
+    let (mut s1, _u1) = c.leading_server("s1").await;
+    let (_s2, u2) = c.server("s2");
+    assert_eq!(role(&http, &u2).await, "standby");
+    let graph = json!({"name": "between", "nodes": [
+        {"name": "only", "op": "transform", "job": {"command": ["true"]}}]});
+    post(&http, &format!("{u2}/api/v1/workflows"), &graph).await;
+    s1.kill9();
+    let r = http
+        .post(format!("{u2}/api/v1/workflows/between/executions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    assert!(
+        status.is_success(),
+        "a start between two leaders: {status} {body}"
+    );
+    assert!(body["id"].is_string(), "{body}");
+    assert_eq!(role(&http, &u2).await, "leader");
+}

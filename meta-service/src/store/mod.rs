@@ -8,10 +8,9 @@ use aiflow_api::meta::ListQuery;
 use aiflow_db::{Backend, Db};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
-use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::outbox::OUTBOX_CHANNEL;
+use crate::outbox::{OUTBOX_CHANNEL, RelayState};
 use crate::tags::parse_tag_uri;
 
 pub(crate) mod entities;
@@ -32,8 +31,8 @@ pub(crate) type Tx = Transaction<'static, Any>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
-    /// Woken after a commit that wrote outbox rows.
-    pub(crate) outbox_notify: Arc<Notify>,
+    /// Shared with the outbox relay of this process (woken after a commit that wrote rows).
+    pub(crate) relay: Arc<RelayState>,
 }
 
 /// A named table: where it lives, what it is called in messages and tags, how to select it.
@@ -50,7 +49,7 @@ impl Store {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            outbox_notify: Arc::new(Notify::new()),
+            relay: Arc::default(),
         }
     }
 
@@ -74,7 +73,8 @@ impl Store {
         })
     }
 
-    /// Commits and, if outbox rows were written, wakes the relays.
+    /// Commits and, if outbox rows were written, wakes the relays and returns once the rows
+    /// are on the bus (waiting at most a couple of seconds; see [`RelayState::committed`]).
     pub(crate) async fn commit(&self, mut tx: Tx, wrote_outbox: bool) -> Result<()> {
         if wrote_outbox && self.db.backend == Backend::Postgres {
             // Delivered on commit: the relays of other servers on this database wake too.
@@ -84,7 +84,7 @@ impl Store {
         }
         tx.commit().await?;
         if wrote_outbox {
-            self.outbox_notify.notify_one();
+            self.relay.committed().await;
         }
         Ok(())
     }

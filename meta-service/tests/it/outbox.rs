@@ -13,17 +13,23 @@ use serde_json::json;
 
 use crate::{App, both};
 
-both!(relay_publishes_once);
+both!(
+    relay_publishes_once,
+    a_change_answers_once_its_event_is_on_the_bus
+);
 
-/// A bus that fails after `ok` publishes (a relay crash or a bus outage mid-way).
+/// A bus that fails after `ok` publishes (a relay crash or a bus outage mid-way), each publish
+/// taking `delay` first.
 struct FlakyBus {
     inner: Arc<dyn EventBus>,
     ok: AtomicUsize,
+    delay: Duration,
 }
 
 #[async_trait::async_trait]
 impl EventBus for FlakyBus {
     async fn publish(&self, event: NewEvent) -> Result<Event, aiflow_notification::Error> {
+        tokio::time::sleep(self.delay).await;
         if self
             .ok
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -106,6 +112,7 @@ async fn relay_publishes_once(app: App) {
     let flaky = FlakyBus {
         inner: bus.clone(),
         ok: AtomicUsize::new(2),
+        delay: Duration::ZERO,
     };
     assert!(relay_once(&app.store, &flaky).await.is_err());
     assert_eq!(app.store.pending_outbox(100).await.unwrap().len(), 3);
@@ -183,4 +190,51 @@ async fn relay_publishes_once(app: App) {
             .iter()
             .all(|e| e.sender.as_deref() == Some(aiflow_meta::SENDER))
     );
+}
+
+/// With a relay running, the request that registers a model version answers once its event is
+/// on the bus, even when publishing is slow; with the bus down it still answers (the change
+/// stands and its event waits in the outbox).
+async fn a_change_answers_once_its_event_is_on_the_bus(app: App) {
+    let bus: Arc<dyn EventBus> = Arc::new(
+        EmbeddedBus::start(app.db.db.clone(), EmbeddedConfig::default())
+            .await
+            .unwrap(),
+    );
+    let slow = Arc::new(FlakyBus {
+        inner: bus.clone(),
+        ok: AtomicUsize::new(usize::MAX),
+        delay: Duration::from_millis(300),
+    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let relay = aiflow_meta::spawn_outbox_relay(app.store.clone(), slow, rx);
+    app.ok_post("/models", json!({"name": "churn"})).await;
+    for version in ["1", "2"] {
+        app.ok_post("/models/churn/versions", json!({})).await;
+        let events = all_events(bus.as_ref()).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.key == "model/churn" && e.value == version),
+            "version {version} answered before its event was published: {events:?}"
+        );
+    }
+    tx.send(true).unwrap();
+    relay.await.unwrap();
+
+    // The bus is down: the registration is stored and answered, its event stays pending.
+    let down = Arc::new(FlakyBus {
+        inner: bus.clone(),
+        ok: AtomicUsize::new(0),
+        delay: Duration::ZERO,
+    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let relay = aiflow_meta::spawn_outbox_relay(app.store.clone(), down, rx);
+    let v = app.ok_post("/models/churn/versions", json!({})).await;
+    assert_eq!(v["version"], 3, "{v}");
+    let pending = app.store.pending_outbox(100).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].value, "3");
+    tx.send(true).unwrap();
+    relay.await.unwrap();
 }
