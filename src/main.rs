@@ -203,8 +203,7 @@ fn run_worker(
     server: String,
     ca_cert: Option<std::path::PathBuf>,
 ) -> cli::CliResult {
-    let telemetry =
-        telemetry::init(config::LogFormat::Text, "info", None).map_err(cli::CliError::from)?;
+    let telemetry = telemetry::init(args.log_format, "info", None).map_err(cli::CliError::from)?;
     let rt =
         tokio::runtime::Runtime::new().map_err(|e| cli::CliError::from(anyhow::Error::from(e)))?;
     let result = rt.block_on(worker::run(args, server, ca_cert));

@@ -73,6 +73,9 @@ pub(crate) struct WorkerArgs {
         value_delimiter = ','
     )]
     pub(crate) job_env_passthrough: Vec<String>,
+    /// Log format: text, or one JSON object per line for a log collector.
+    #[arg(long, env = "AIFLOW_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: crate::config::LogFormat,
 }
 
 fn machine_memory_mb() -> Option<u64> {

@@ -879,3 +879,55 @@ fn event_trace_lists_every_execution_and_job_an_event_touched() {
     }
     server.stop();
 }
+
+/// `aiflow worker --log-format json` logs one JSON object per line, as the server does.
+#[test]
+fn a_worker_logs_json_lines_when_asked() {
+    if !crate::common::reachable("NATS", "127.0.0.1:4222") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("logjson{}", &crate::common::uuid_hex()[..10]);
+    let mut worker = crate::common::Proc {
+        child: Command::new(BIN)
+            .args(["worker", "--nats", crate::common::NATS, "--cluster", &cluster])
+            .args(["--name", "wjson", "--log-format", "json", "--data-dir"])
+            .arg(dir.path().join("worker"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aiflow worker"),
+        name: "wjson".into(),
+    };
+    let stderr = worker.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break None;
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a worker log line is not JSON ({e}): {line}"));
+        if parsed["fields"]["message"] == "worker ready" {
+            break Some(parsed);
+        }
+        seen.push(line);
+    };
+    drop(worker);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::common::delete_streams(&cluster));
+    let ready = ready.unwrap_or_else(|| panic!("no `worker ready` line: {seen:?}"));
+    assert_eq!(ready["fields"]["worker"], "wjson", "{ready}");
+    assert_eq!(ready["level"], "INFO", "{ready}");
+}

@@ -25,12 +25,17 @@ pub const MAX_MEMORY_MB: u64 = 16 * 1024 * 1024;
 pub const MAX_GPUS: u32 = 1_024;
 
 /// A number of seconds over [`MAX_DURATION_S`] (or `max`) is a problem at `location`.
-pub(crate) fn check_at_most(value: Option<u64>, max: u64, location: &str, p: &mut Problems) {
+pub(crate) fn check_at_most(
+    value: Option<u64>,
+    max: u64,
+    location: impl FnOnce() -> String,
+    p: &mut Problems,
+) {
     if let Some(v) = value
         && v > max
     {
         p.push(
-            location,
+            location(),
             format!("{v} is over the largest allowed value {max}"),
         );
     }
@@ -76,17 +81,17 @@ pub(crate) fn check_job_numbers(
     loc: &str,
     p: &mut Problems,
 ) {
-    check_at_most(timeout_s, MAX_DURATION_S, &format!("{loc}.timeout_s"), p);
+    check_at_most(timeout_s, MAX_DURATION_S, || format!("{loc}.timeout_s"), p);
     check_at_most(
         retries.map(u64::from),
         u64::from(MAX_RETRIES),
-        &format!("{loc}.retries"),
+        || format!("{loc}.retries"),
         p,
     );
     check_at_most(
         retry_backoff_s,
         MAX_RETRY_BACKOFF_S,
-        &format!("{loc}.retry_backoff_s"),
+        || format!("{loc}.retry_backoff_s"),
         p,
     );
     let Some(r) = resources else { return };
@@ -101,13 +106,13 @@ pub(crate) fn check_job_numbers(
     check_at_most(
         r.memory_mb,
         MAX_MEMORY_MB,
-        &format!("{loc}.resources.memory_mb"),
+        || format!("{loc}.resources.memory_mb"),
         p,
     );
     check_at_most(
         r.gpus.map(u64::from),
         u64::from(MAX_GPUS),
-        &format!("{loc}.resources.gpus"),
+        || format!("{loc}.resources.gpus"),
         p,
     );
 }
@@ -428,17 +433,31 @@ pub(crate) fn check_job_spec(spec: &JobSpec, loc: impl Fn() -> String, p: &mut P
             );
         }
     }
-    check_image(spec.image.as_deref(), spec.pull.as_ref(), &loc(), p);
-    check_mounts(&spec.mounts, &loc(), p);
-    check_env_from(&spec.env_from, &format!("{}.env_from", loc()), p);
-    check_job_numbers(
-        spec.timeout_s,
-        spec.retries,
-        spec.retry_backoff_s,
-        spec.resources.as_ref(),
-        &loc(),
-        p,
-    );
+    // The location is only spelled out for a setting that is there (one format per node
+    // and setting adds up on graphs of 100,000 nodes).
+    if spec.image.is_some() || spec.pull.is_some() {
+        check_image(spec.image.as_deref(), spec.pull.as_ref(), &loc(), p);
+    }
+    if !spec.mounts.is_empty() {
+        check_mounts(&spec.mounts, &loc(), p);
+    }
+    if !spec.env_from.is_empty() {
+        check_env_from(&spec.env_from, &format!("{}.env_from", loc()), p);
+    }
+    if spec.timeout_s.is_some()
+        || spec.retries.is_some()
+        || spec.retry_backoff_s.is_some()
+        || spec.resources.is_some()
+    {
+        check_job_numbers(
+            spec.timeout_s,
+            spec.retries,
+            spec.retry_backoff_s,
+            spec.resources.as_ref(),
+            &loc(),
+            p,
+        );
+    }
 }
 
 /// Checks a trigger and returns its parsed form when it is valid.
@@ -496,11 +515,16 @@ pub(crate) fn check_trigger(
         );
     }
     let before = p.len();
-    check_at_most(t.delay_s, MAX_DURATION_S, &format!("{location}.delay_s"), p);
+    check_at_most(
+        t.delay_s,
+        MAX_DURATION_S,
+        || format!("{location}.delay_s"),
+        p,
+    );
     check_at_most(
         t.interval_s,
         MAX_DURATION_S,
-        &format!("{location}.interval_s"),
+        || format!("{location}.interval_s"),
         p,
     );
     if let Some(cron) = &t.cron {
@@ -598,7 +622,7 @@ pub(crate) fn check_workflow_trigger(t: &WorkflowTrigger, location: &str, p: &mu
             check_at_most(
                 Some(*interval_s),
                 MAX_DURATION_S,
-                &format!("{location}.interval_s"),
+                || format!("{location}.interval_s"),
                 p,
             );
         }
@@ -607,7 +631,7 @@ pub(crate) fn check_workflow_trigger(t: &WorkflowTrigger, location: &str, p: &mu
             check_at_most(
                 Some(*delay_s),
                 MAX_DURATION_S,
-                &format!("{location}.delay_s"),
+                || format!("{location}.delay_s"),
                 p,
             );
         }

@@ -201,7 +201,7 @@ pub fn validate_workflow(w: &Workflow) -> Result<(), ValidationErrors> {
     crate::check::check_at_most(
         w.max_duration_s,
         crate::check::MAX_DURATION_S,
-        "max_duration_s",
+        || "max_duration_s".to_string(),
         &mut p,
     );
     for (k, rule) in w.rules.iter().enumerate() {

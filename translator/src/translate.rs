@@ -45,7 +45,7 @@ pub fn translate(graph: &AiGraph) -> Result<Workflow, ValidationErrors> {
     crate::check::check_at_most(
         graph.max_duration_s,
         crate::check::MAX_DURATION_S,
-        "max_duration_s",
+        || "max_duration_s".to_string(),
         &mut p,
     );
 
