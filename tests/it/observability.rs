@@ -890,7 +890,13 @@ fn a_worker_logs_json_lines_when_asked() {
     let cluster = format!("logjson{}", &crate::common::uuid_hex()[..10]);
     let mut worker = crate::common::Proc {
         child: Command::new(BIN)
-            .args(["worker", "--nats", crate::common::NATS, "--cluster", &cluster])
+            .args([
+                "worker",
+                "--nats",
+                crate::common::NATS,
+                "--cluster",
+                &cluster,
+            ])
             .args(["--name", "wjson", "--log-format", "json", "--data-dir"])
             .arg(dir.path().join("worker"))
             .env("RUST_LOG", "info")
