@@ -133,8 +133,8 @@ pub(crate) struct Config {
     /// Event streams and log follows open at once on the whole server, also with
     /// authentication off (429 above; 0: no limit).
     pub(crate) max_streams: usize,
-    /// Seconds a connection may take to send a request's header, and may stay idle between
-    /// requests, before the server closes it.
+    /// Seconds a connection may take to send a request's header, pause inside a request body,
+    /// or stay idle between requests, before the server closes it.
     pub(crate) header_timeout_s: u64,
 }
 
@@ -300,8 +300,8 @@ pub(crate) struct ServerArgs {
     /// [default: 256].
     #[arg(long, env = "AIFLOW_MAX_STREAMS")]
     pub(crate) max_streams: Option<usize>,
-    /// Seconds a client may take to send a request header, or stay idle between requests,
-    /// before its connection is closed [default: 30].
+    /// Seconds a client may take to send a request header, pause inside a request body, or
+    /// stay idle between requests, before its connection is closed [default: 30].
     #[arg(long, env = "AIFLOW_HEADER_TIMEOUT_S")]
     pub(crate) header_timeout_s: Option<u64>,
     /// Stop running local jobs when the server stops (default: they keep running and the next

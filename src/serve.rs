@@ -1,8 +1,9 @@
 //! The HTTP server loop: axum's router over hyper connections, with the timeouts that keep slow
 //! or idle clients from holding connections (docs/security.md): a request's header must
 //! arrive within `header_timeout` of the connection waiting for it, which also closes a
-//! keep-alive connection idle that long. HTTP/2 connections (prior knowledge only) are pinged
-//! and closed when the peer stops answering.
+//! keep-alive connection idle that long, and a request body may not pause longer than that
+//! between two chunks. HTTP/2 connections (prior knowledge only) are pinged and closed when the
+//! peer stops answering.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
+use tower_http::timeout::TimeoutBody;
 
 /// Serves `app` on `listener` (plain TCP, or TLS over it) until `stop` turns true, then lets open requests finish.
 pub(crate) async fn serve<L>(
@@ -34,10 +36,12 @@ where
             accepted = listener.accept() => accepted,
             () = stopped(&mut stop) => break,
         };
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
+        // A request body must keep coming: a client that stops sending it for
+        // `header_timeout` gets an error answer and loses the connection.
+        let service =
+            TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
+                req.map(|body| axum::body::Body::new(TimeoutBody::new(header_timeout, body)))
+            }));
         let mut stop = stop.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {

@@ -2053,6 +2053,22 @@ fn memory_connections_and_streams_are_bounded() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
         "half a request held for {took:?}"
     );
+    // So is one that stops sending a request body halfway.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"key\": \"half"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let took = closed_after(stalled);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "a stalled request body held for {took:?}"
+    );
     // So is one idle after a request.
     let (mut idle, code) = open_stream(&addr, "/healthz");
     assert_eq!(code, 200);
