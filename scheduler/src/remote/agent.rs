@@ -121,21 +121,12 @@ impl WorkerState {
     /// Whether the task fits this worker now (`None`: never; a job with an image never fits
     /// a worker that offers no containers).
     fn fits(&self, task: &Task) -> Option<bool> {
-        if task.image.is_some() && self.config.containers.is_none() {
-            return None;
-        }
         let r = &task.resources;
-        let have = &self.config.resources;
-        let over = |want: Option<f64>, cap: Option<f64>| match (want, cap) {
-            (Some(w), Some(c)) => w > c,
-            _ => false,
-        };
-        if over(r.cpus, have.cpus)
-            || over(
-                r.memory_mb.map(|m| m as f64),
-                have.memory_mb.map(|m| m as f64),
-            )
-            || r.gpus.unwrap_or(0) > have.gpus.unwrap_or(0)
+        if self
+            .config
+            .resources
+            .never_fits(r, task.image.is_some(), self.config.containers.is_some())
+            .is_some()
         {
             return None;
         }

@@ -124,6 +124,32 @@ async fn spawn_report_feed(
     Ok(())
 }
 
+/// Why no registered worker of the task's queue can run it (each one's reason, naming the job
+/// setting); `None` when one can, or when the workers cannot be read.
+async fn nobody_fits(fabric: &Fabric, task: &Task) -> Option<String> {
+    let workers = fabric.workers().await.ok()?;
+    why_nobody_fits(&workers, task)
+}
+
+fn why_nobody_fits(workers: &[super::wire::WorkerInfo], task: &Task) -> Option<String> {
+    let mut why = Vec::new();
+    for w in workers.iter().filter(|w| w.queues.contains(&task.queue)) {
+        let problem =
+            w.resources
+                .never_fits(&task.resources, task.image.is_some(), w.containers)?;
+        why.push(format!("{}: {problem}", w.name));
+    }
+    Some(if why.is_empty() {
+        format!("no worker serves queue {:?}", task.queue)
+    } else {
+        format!(
+            "no worker of queue {:?} offers what the job asks ({})",
+            task.queue,
+            why.join("; ")
+        )
+    })
+}
+
 #[async_trait::async_trait]
 impl Executor for RemoteExecutor {
     fn name(&self) -> &'static str {
@@ -160,6 +186,12 @@ impl Executor for RemoteExecutor {
         };
         let (fabric, tx) = (self.fabric.clone(), self.tx.clone());
         tokio::spawn(async move {
+            // Only a task that asks for something can be more than every worker offers. It
+            // waits for a worker that fits (one may be started); the log says why meanwhile.
+            let asks = task.image.is_some() || task.resources != Resources::default();
+            if asks && let Some(why) = nobody_fits(&fabric, &task).await {
+                tracing::warn!(task = %task.id, workflow = %task.workflow, job = %task.job, queue = %task.queue, reason = %why, "the task waits for a worker that can run it");
+            }
             let mut backoff = aiflow_api::backoff::Backoff::new(
                 Duration::from_millis(100),
                 Duration::from_secs(5),
@@ -218,5 +250,96 @@ impl Executor for RemoteExecutor {
             })),
             None => Box::pin(futures::stream::empty()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::why_nobody_fits;
+    use crate::remote::wire::{Task, WorkerInfo};
+
+    fn task(resources: serde_json::Value, image: Option<&str>) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "id": "t-1", "workflow": "w", "execution": "e", "job": "train", "attempt": 1,
+            "queue": "default", "commands": [["true"]], "env": {}, "working_dir": null,
+            "timeout_s": null, "resources": resources, "image": image,
+        }))
+        .unwrap()
+    }
+
+    fn worker(
+        name: &str,
+        queue: &str,
+        resources: serde_json::Value,
+        containers: bool,
+    ) -> WorkerInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "queues": [queue], "slots": 4, "busy": 0, "resources": resources,
+            "started_at": "2026-01-01T00:00:00Z", "last_heartbeat": "2026-01-01T00:00:00Z",
+            "alive": true, "containers": containers,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_reason_a_task_waits_names_each_workers_shortfall() {
+        let gpus2 = task(serde_json::json!({"gpus": 2}), None);
+        let workers = [
+            worker(
+                "cpu",
+                "default",
+                serde_json::json!({"cpus": 8.0, "gpus": 0}),
+                false,
+            ),
+            worker("small", "default", serde_json::json!({"gpus": 1}), true),
+            worker("big", "other", serde_json::json!({"gpus": 8}), true),
+        ];
+        assert_eq!(
+            why_nobody_fits(&workers, &gpus2).as_deref(),
+            Some(
+                "no worker of queue \"default\" offers what the job asks \
+                 (cpu: resources.gpus: 2 asked, 0 offered; small: resources.gpus: 2 asked, 1 offered)"
+            )
+        );
+        // One worker of the queue that fits (even busy) is enough.
+        let mut more = workers.to_vec();
+        more.push(worker(
+            "gpu",
+            "default",
+            serde_json::json!({"gpus": 2}),
+            false,
+        ));
+        assert_eq!(why_nobody_fits(&more, &gpus2), None);
+        // Memory, CPUs and containers are named too.
+        let image = task(
+            serde_json::json!({"memory_mb": 4096, "cpus": 2.0}),
+            Some("img"),
+        );
+        let why = why_nobody_fits(
+            &[
+                worker("a", "default", serde_json::json!({"memory_mb": 1024}), true),
+                worker("b", "default", serde_json::json!({"cpus": 1.0}), true),
+                worker("c", "default", serde_json::json!({}), false),
+            ],
+            &image,
+        )
+        .unwrap();
+        assert!(
+            why.contains("a: resources.memory_mb: 4096 asked, 1024 offered"),
+            "{why}"
+        );
+        assert!(
+            why.contains("b: resources.cpus: 2 asked, 1 offered"),
+            "{why}"
+        );
+        assert!(
+            why.contains("c: image: a container job, and the worker offers no containers"),
+            "{why}"
+        );
+        // No worker on the queue at all.
+        assert_eq!(
+            why_nobody_fits(&[], &gpus2).as_deref(),
+            Some("no worker serves queue \"default\"")
+        );
     }
 }

@@ -55,6 +55,30 @@ pub struct Resources {
     pub gpus: Option<u32>,
 }
 
+impl Resources {
+    /// Why a worker offering `self` (and containers when `containers`) can never run a task
+    /// asking `want` (with an image when `image`), naming the job setting; `None` when it can,
+    /// now or once its running tasks are done.
+    #[must_use]
+    pub fn never_fits(&self, want: &Resources, image: bool, containers: bool) -> Option<String> {
+        if image && !containers {
+            return Some("image: a container job, and the worker offers no containers".into());
+        }
+        if let (Some(w), Some(c)) = (want.cpus, self.cpus)
+            && w > c
+        {
+            return Some(format!("resources.cpus: {w} asked, {c} offered"));
+        }
+        if let (Some(w), Some(c)) = (want.memory_mb, self.memory_mb)
+            && w > c
+        {
+            return Some(format!("resources.memory_mb: {w} asked, {c} offered"));
+        }
+        let (w, c) = (want.gpus.unwrap_or(0), self.gpus.unwrap_or(0));
+        (w > c).then(|| format!("resources.gpus: {w} asked, {c} offered"))
+    }
+}
+
 /// One attempt of one job, as handed to a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Task {
