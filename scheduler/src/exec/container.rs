@@ -671,7 +671,7 @@ impl ContainerExecutor {
         key: &str,
         value: &str,
     ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
-        self.listed(format!("{key}={value}")).await
+        self.listed(vec![format!("{key}={value}")]).await
     }
 
     /// The containers (any state) carrying the label `key`, whatever its value.
@@ -679,14 +679,16 @@ impl ContainerExecutor {
         &self,
         key: &str,
     ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
-        self.listed(key.to_string()).await
+        self.listed(vec![key.to_string()]).await
     }
 
+    /// The containers (any state) carrying every label filter (`key` or `key=value`), with
+    /// all their labels.
     async fn listed(
         &self,
-        filter: String,
+        labels: Vec<String>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![filter])]);
+        let filters = HashMap::from([("label".to_string(), labels)]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -706,40 +708,20 @@ impl ContainerExecutor {
         &self,
         id: &super::AttemptId,
     ) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
+        let found = self
+            .listed(vec![
                 format!("{LABEL_EXECUTION}={}", id.execution),
                 format!("{LABEL_JOB}={}", id.job),
                 format!("{LABEL_ATTEMPT}={}", id.attempt),
-            ],
-        )]);
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
+            ])
             .await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(found.into_iter().map(|(id, _)| id).collect())
     }
 
     /// The ids of the containers labelled with this execution (all states).
     pub async fn containers_of(&self, execution: &str) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_EXECUTION}={execution}")],
-        )]);
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        let found = self.labelled(LABEL_EXECUTION, execution).await?;
+        Ok(found.into_iter().map(|(id, _)| id).collect())
     }
 }
 

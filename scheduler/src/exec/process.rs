@@ -878,6 +878,18 @@ mod tests {
         }
     }
 
+    /// Runs `s` under `limits` to its end: the outcome and the job's log.
+    async fn run_limited(s: LaunchSpec, limits: Limited) -> (Outcome, String) {
+        let log = s.log_path.clone();
+        let out = LocalExecutor::default()
+            .launch_limited(s, Some(limits))
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        (out, std::fs::read_to_string(log).unwrap())
+    }
+
     #[tokio::test]
     async fn a_limited_job_runs_in_its_cgroup_which_goes_at_the_end() {
         let dir = tempdir();
@@ -888,16 +900,9 @@ mod tests {
             t.path().display()
         );
         let s = spec(&dir, vec![vec!["sh", "-c", &script]]);
-        let log = s.log_path.clone();
         let host = super::super::cgroup::Host::at(t.path(), "/svc");
-        let out = LocalExecutor::default()
-            .launch_limited(s, Some(limited(host)))
-            .await
-            .unwrap()
-            .wait()
-            .await;
+        let (out, text) = run_limited(s, limited(host)).await;
         assert_eq!(out, Outcome::Succeeded);
-        let text = std::fs::read_to_string(log).unwrap();
         let me = text
             .lines()
             .find_map(|l| l.strip_prefix("self "))
@@ -924,22 +929,16 @@ mod tests {
         let t = cgroup_tree();
         std::fs::create_dir_all(t.path().join("svc/server")).unwrap();
         let s = spec(&dir, vec![vec!["sh", "-c", "echo ran"]]);
-        let log = s.log_path.clone();
         let host = super::super::cgroup::Host::below_parent_of(t.path(), "/svc/server");
-        let out = LocalExecutor::default()
-            .launch_limited(
-                s,
-                Some(Limited {
-                    enter: true,
-                    ..limited(host)
-                }),
-            )
-            .await
-            .unwrap()
-            .wait()
-            .await;
+        let (out, text) = run_limited(
+            s,
+            Limited {
+                enter: true,
+                ..limited(host)
+            },
+        )
+        .await;
         assert_eq!(out, Outcome::Succeeded);
-        let text = std::fs::read_to_string(log).unwrap();
         assert!(
             text.contains("\nran\n") && text.contains("limits enforced"),
             "{text}"
@@ -962,16 +961,9 @@ mod tests {
         let dir = tempdir();
         let plain = tempfile::tempdir().unwrap();
         let s = spec(&dir, vec![vec!["sh", "-c", "echo ran"]]);
-        let log = s.log_path.clone();
         let host = super::super::cgroup::Host::at(plain.path(), "/svc");
-        let out = LocalExecutor::default()
-            .launch_limited(s, Some(limited(host)))
-            .await
-            .unwrap()
-            .wait()
-            .await;
+        let (out, text) = run_limited(s, limited(host)).await;
         assert_eq!(out, Outcome::Succeeded);
-        let text = std::fs::read_to_string(log).unwrap();
         assert!(text.contains("\nran\n"), "{text}");
         assert_eq!(
             text.matches("[aiflow] limits not enforced: ").count(),
